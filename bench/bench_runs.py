@@ -1,0 +1,99 @@
+"""Gateway vs raw FMPy on the same FMU, in the same process run; prints ratios.
+
+    .venv/bin/python bench/bench_runs.py [--runs 30] [--concurrent 40] [--workers 2]
+
+Latency: one run at a time, end to end through HTTP (submit with ?wait=, then download the
+Arrow result) against ``fmpy.simulate_fmu`` in this process. Throughput: ``--concurrent``
+runs submitted at once against raw FMPy in a multiprocessing pool of ``--workers`` processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT / "private-api" / "tests"), str(REPO_ROOT / "private-api" / "tests" / "api")]
+
+import fmpy  # noqa: E402
+import httpx  # noqa: E402
+from fmus.build import build_fmu  # noqa: E402
+from gateway_process import start_gateway, stop_gateway  # noqa: E402
+
+SPEC = {"stop_time": 10.0, "output_interval": 0.01}
+
+
+def raw_run(path: str) -> int:
+    return len(fmpy.simulate_fmu(path, **SPEC))
+
+
+def gateway_run(client: httpx.Client, fmu_id: str) -> int:
+    run = client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 120}, json=SPEC).json()
+    assert run["status"] == "succeeded", run
+    return len(client.get(f"/v1/runs/{run['id']}/result").content)
+
+
+def median_ms(fn: object, runs: int) -> float:
+    assert callable(fn)
+    fn()  # warm-up
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--concurrent", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="fmu-bench-"))
+    fmu = build_fmu("VanDerPol", work)
+    var_dir = REPO_ROOT / "var" / f"bench-{uuid.uuid4().hex[:8]}"
+    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(args.workers))
+    try:
+        client = gateway.client(gateway.create_user(credits=10_000_000))
+        fmu_id = client.post("/v1/fmus", files={"file": (fmu.name, fmu.read_bytes())}).json()["id"]
+
+        raw_ms = median_ms(lambda: raw_run(str(fmu)), args.runs)
+        gw_ms = median_ms(lambda: gateway_run(client, fmu_id), args.runs)
+
+        with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+            pool.map(raw_run, [str(fmu)] * args.workers)
+            started = time.perf_counter()
+            pool.map(raw_run, [str(fmu)] * args.concurrent)
+            raw_tput = args.concurrent / (time.perf_counter() - started)
+        with ThreadPoolExecutor(args.concurrent) as threads:
+            started = time.perf_counter()
+            list(threads.map(lambda _: gateway_run(client, fmu_id), range(args.concurrent)))
+            gw_tput = args.concurrent / (time.perf_counter() - started)
+    except Exception:
+        print(gateway.log_path.read_text()[-5000:], file=sys.stderr)
+        raise
+    finally:
+        stop_gateway(gateway)
+        shutil.rmtree(var_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"FMU: VanDerPol (CoSimulation, {SPEC}); {args.workers} workers; fmpy {fmpy.__version__}")
+    print(f"{'':34}{'raw FMPy':>12}{'gateway':>12}{'ratio':>9}")
+    print(f"{'latency, median of ' + str(args.runs) + ' runs (ms)':34}{raw_ms:12.1f}{gw_ms:12.1f}"
+          f"{gw_ms / raw_ms:8.1f}x")
+    print(f"{'throughput, ' + str(args.concurrent) + ' runs (runs/s)':34}{raw_tput:12.1f}{gw_tput:12.1f}"
+          f"{gw_tput / raw_tput:8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Python client for FMU Gateway."""
+
+__version__ = "0.1.0"

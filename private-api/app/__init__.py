@@ -1,0 +1,3 @@
+"""FMU Gateway API service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,119 @@
+"""``fmu-gateway-admin``: operator commands (migrations, users, API keys, the dev server)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import get_settings
+from app.db import Database
+from app.errors import ProblemError
+from app.migrate import upgrade
+from app.services import auth_service
+
+cli = typer.Typer(help="FMU Gateway operator commands.", no_args_is_help=True, add_completion=False)
+
+
+def _database() -> Database:
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    return Database(settings)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations up to the latest revision."""
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    typer.echo(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@cli.command("create-user")
+def create_user(email: Annotated[str, typer.Option(help="The user's email (unique).")],
+                credits: Annotated[int, typer.Option(min=0, help="Starting credit balance.")] = 0,
+                live: Annotated[bool, typer.Option(help="Issue an fmu_live_ key instead of fmu_test_.")] = False) -> None:
+    """Create a user with an API key; the key is the last line of output."""
+    settings = get_settings()
+    db = _database()
+    try:
+        with db.session(write=True) as session:
+            user = auth_service.create_user(session, email, credits)
+            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value(), live=live)
+            session.commit()
+    except ProblemError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+    typer.echo(f"created user {user.id} <{email}> with {credits} credits")
+    typer.echo(key)
+
+
+@cli.command("create-key")
+def create_key(email: Annotated[str, typer.Option(help="The user's email.")],
+               name: Annotated[str | None, typer.Option(help="A label for the key.")] = None) -> None:
+    """Issue another API key for an existing user; the key is the last line of output."""
+    settings = get_settings()
+    db = _database()
+    try:
+        with db.session(write=True) as session:
+            user = auth_service.get_user_by_email(session, email)
+            if user is None:
+                typer.echo(f"error: no user with email {email!r}", err=True)
+                raise typer.Exit(1)
+            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value(), name=name)
+            session.commit()
+    finally:
+        db.dispose()
+    typer.echo(key)
+
+
+@cli.command("ensure-dev-user")
+def ensure_dev_user(key_file: Annotated[Path, typer.Option(help="Where the dev API key is kept.")]) -> None:
+    """Make sure the development user exists and ``key_file`` holds a working key for it."""
+    settings = get_settings()
+    secret = settings.secret_key.get_secret_value()
+    db = _database()
+    try:
+        with db.session(write=True) as session:
+            user = auth_service.get_user_by_email(session, settings.dev_user_email)
+            if user is None:
+                user = auth_service.create_user(session, settings.dev_user_email, settings.dev_user_credits)
+            existing = key_file.read_text().strip() if key_file.exists() else ""
+            try:
+                if existing and auth_service.authenticate(session, f"Bearer {existing}", secret).user_id == user.id:
+                    typer.echo(existing)
+                    return
+            except ProblemError:
+                pass
+            key = auth_service.issue_api_key(session, user, secret, name="dev")
+            session.commit()
+    finally:
+        db.dispose()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    typer.echo(key)
+
+
+@cli.command()
+def serve(host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(envvar="PORT")] = 8000) -> None:
+    """Apply migrations and serve the API."""
+    import uvicorn
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Everything a process needs to serve and execute runs, built once from ``Settings``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.db import Database
+from app.dispatch.base import Dispatcher
+from app.dispatch.notifier import RunNotifier
+from app.dispatch.pool import InProcessDispatcher
+from app.fmi.archive import ArchiveLimits
+from app.sandbox import create_backend
+from app.services.fmu_cache import FmuCache
+from app.services.fmu_runner import FmuRunner
+from app.storage import Storage, create_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    storage: Storage
+    cache: FmuCache
+    archive_limits: ArchiveLimits
+    notifier: RunNotifier
+    runner: FmuRunner
+    dispatcher: Dispatcher
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppContext:
+        for directory in (settings.var_dir, settings.upload_tmp_dir, settings.sandbox_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        db = Database(settings)
+        storage = create_storage(settings)
+        limits = ArchiveLimits(max_uncompressed_bytes=settings.max_extracted_bytes,
+                               max_ratio=settings.max_compression_ratio)
+        cache = FmuCache(settings.cache_dir / "fmus", storage, limits)
+        notifier = RunNotifier()
+        backend = create_backend(settings.sandbox, work_dir=settings.sandbox_dir,
+                                 production=settings.production)
+        runner = FmuRunner(settings, db, storage, cache, backend, notifier.publish)
+        dispatcher = InProcessDispatcher(runner.execute, settings.workers)
+        return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher)
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        recovered = self.runner.recover()
+        if recovered:
+            log.info("re-queueing %d unfinished run(s)", len(recovered))
+        for run_id in recovered:
+            self.dispatcher.submit(run_id)
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.dispatcher.shutdown()
+        self.db.dispose()

@@ -1,0 +1,101 @@
+"""Business errors: each carries its HTTP status and a stable machine-readable code.
+
+One handler (registered in ``app.main``) renders every ``ProblemError`` as RFC 9457
+``application/problem+json``; routes and services just raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ProblemError(Exception):
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        # Extra members of the problem document, e.g. ``platforms`` or ``variable``.
+        self.extra = extra
+
+
+class NotFound(ProblemError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Unauthenticated(ProblemError):
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class InvalidFMU(ProblemError):
+    """The uploaded file is not an FMU we can accept; subclasses refine the code."""
+
+    status = 422
+    code = "invalid_fmu"
+    title = "Invalid FMU"
+
+
+class NotAZip(InvalidFMU):
+    code = "not_a_zip"
+    title = "Not a zip archive"
+
+
+class UnsafeArchive(InvalidFMU):
+    code = "unsafe_archive"
+    title = "Unsafe archive"
+
+
+class ArchiveTooLarge(InvalidFMU):
+    status = 413
+    code = "archive_too_large"
+    title = "Archive expands beyond the allowed size"
+
+
+class InvalidModelDescription(InvalidFMU):
+    code = "invalid_model_description"
+    title = "Invalid modelDescription.xml"
+
+
+class MissingModelDescription(InvalidFMU):
+    code = "missing_model_description"
+    title = "modelDescription.xml not found"
+
+
+class UnsupportedFMIVersion(InvalidFMU):
+    code = "unsupported_fmi_version"
+    title = "Unsupported FMI version"
+
+
+class UnsupportedPlatform(InvalidFMU):
+    code = "unsupported_platform"
+    title = "No binary for this server's platform"
+
+
+class InvalidRunSpec(ProblemError):
+    status = 422
+    code = "invalid_run_spec"
+    title = "Invalid run specification"
+
+
+class RunNotFinished(ProblemError):
+    status = 409
+    code = "run_not_finished"
+    title = "Run has not finished"
+
+
+class ResultUnavailable(ProblemError):
+    status = 409
+    code = "result_unavailable"
+    title = "Run has no result"

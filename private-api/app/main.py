@@ -1,0 +1,133 @@
+"""The FastAPI application: routes, problem+json errors, request ids, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.config import Settings, get_settings
+from app.context import AppContext
+from app.errors import ProblemError
+from app.routes import billing, execute_fmu, health, registry
+
+log = logging.getLogger(__name__)
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PROBLEM_TYPE = "https://fmu-gateway.dev/problems/"
+
+
+class RequestIdMiddleware:
+    """Every response carries ``X-Request-ID``: the caller's if it is sane, else a new one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"].append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # Rendered here, inside the request id's scope, rather than by Starlette's outer handler.
+            log.exception("unhandled error")
+            if started:
+                raise
+            response = problem_response(500, "internal_error", "Internal server error",
+                                        "An unexpected error occurred; quote the request id when reporting it.")
+            await response(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
+            "code": code, "request_id": request_id_var.get(), **extra}
+    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+async def _problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"] if part != "body")
+    return problem_response(422, "validation_error", "Request validation failed",
+                            f"{where}: {first['msg']}" if where else str(first["msg"]), errors=errors)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    return problem_response(exc.status_code, code, phrase, str(exc.detail))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = AppContext.build(settings)
+        app.state.ctx = ctx
+        ctx.start()
+        try:
+            yield
+        finally:
+            ctx.stop()
+
+    app = FastAPI(
+        title="FMU Gateway",
+        version=__version__,
+        description="Upload FMI 2.0/3.0 models (FMUs) once and run them in per-run sandboxes.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(ProblemError, _problem)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    for module in (health, registry, execute_fmu, billing):
+        app.include_router(module.router)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # ``uvicorn app.main:app`` builds the app lazily from the environment's settings.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+
+
+class Fmu(Base):
+    __tablename__ = "fmus"
+    __table_args__ = (
+        # Content addressing per owner: the same bytes uploaded twice are one FMU.
+        Index("uq_fmus_user_sha256_live", "user_id", "sha256", unique=True,
+              sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("fmu"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    fmi_version: Mapped[str] = mapped_column(String(8))
+    model_name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    generation_tool: Mapped[str | None] = mapped_column(String(255))
+    guid: Mapped[str] = mapped_column(String(255))
+    supports_model_exchange: Mapped[bool] = mapped_column(Boolean)
+    supports_co_simulation: Mapped[bool] = mapped_column(Boolean)
+    # The whole parsed modelDescription (app.fmi.model_description.ModelInfo) as JSON.
+    model_info: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

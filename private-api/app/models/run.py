@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    fmu_id: Mapped[str] = mapped_column(ForeignKey("fmus.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # The validated run spec exactly as handed to the sandbox runner.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    credits_charged: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    result_rows: Mapped[int | None] = mapped_column(Integer)
+    result_columns: Mapped[list[str] | None] = mapped_column(JSONType)
+    result_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    wall_time_s: Mapped[float | None] = mapped_column(Float)
+    cpu_time_s: Mapped[float | None] = mapped_column(Float)
+    max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

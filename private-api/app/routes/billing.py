@@ -1,0 +1,29 @@
+"""``/v1/billing``: the caller's credit balance, and the hook the execute route charges through."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from app.models import User
+from app.routes.deps import CurrentPrincipal, DbSession
+from app.services.auth_service import Principal
+from app.services.credits import hold_credits
+
+router = APIRouter(prefix="/v1/billing", tags=["billing"])
+
+
+class Balance(BaseModel):
+    credits: int
+
+
+def decrement_user_credits(session: Session, principal: Principal, amount: int) -> None:
+    """Hold a run's credits in the caller's transaction (402 ``insufficient_credits`` if short)."""
+    hold_credits(session, principal.user_id, amount)
+
+
+@router.get("/balance", response_model=Balance)
+def get_balance(session: DbSession, principal: CurrentPrincipal) -> Balance:
+    user = session.get(User, principal.user_id)
+    return Balance(credits=user.credits if user else 0)

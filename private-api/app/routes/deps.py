@@ -1,0 +1,44 @@
+"""Request dependencies: the app context, a database session and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.context import AppContext
+from app.services.auth_service import Principal, authenticate
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def get_session(ctx: Ctx) -> Iterator[Session]:
+    with ctx.db.session() as session:
+        yield session
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fmu_test_...`.")
+
+
+def get_principal(ctx: Ctx, request: Request,
+                  _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    # The raw header, so a malformed scheme gets our problem+json, not HTTPBearer's error.
+    authorization = request.headers.get("authorization")
+    # Its own short session: a long-polling request must not hold a connection while it waits.
+    with ctx.db.session() as session:
+        return authenticate(session, authorization, ctx.settings.secret_key.get_secret_value())
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,118 @@
+"""``/v1/fmus/{id}/runs`` and ``/v1/runs``: submit, wait, inspect, fetch results and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.context import AppContext
+from app.models.run import FINAL_STATUSES
+from app.errors import ResultUnavailable, RunNotFinished
+from app.routes.billing import decrement_user_credits
+from app.routes.deps import Ctx, CurrentPrincipal, DbSession
+from app.schemas.common import Page
+from app.schemas.run import RunCreate, RunOut, RunStatus
+from app.services import result_formats, run_service
+from app.services.auth_service import Principal
+
+router = APIRouter(tags=["runs"])
+
+WaitSeconds = Annotated[float, Query(ge=0, description="Seconds to wait for the run to finish (long-poll).")]
+
+
+def _load(ctx: AppContext, principal: Principal, run_id: str) -> RunOut:
+    with ctx.db.session() as session:
+        return run_service.to_out(run_service.get_run(session, principal, run_id))
+
+
+async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wait: float) -> RunOut:
+    deadline = time.monotonic() + min(wait, ctx.settings.max_wait_s)
+    while True:
+        with ctx.notifier.subscribe(run_id) as changed:
+            run = await run_in_threadpool(_load, ctx, principal, run_id)
+            remaining = deadline - time.monotonic()
+            if run.status in FINAL_STATUSES or remaining <= 0:
+                return run
+            # Re-read at least every second: another process may have finished the run.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+
+
+def _respond(run: RunOut) -> JSONResponse:
+    final = run.status in FINAL_STATUSES
+    code = status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED
+    return JSONResponse(run.model_dump(mode="json"), status_code=code,
+                        headers={"Location": f"/v1/runs/{run.id}"})
+
+
+@router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
+             responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
+async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: CurrentPrincipal,
+                     wait: WaitSeconds = 0) -> JSONResponse:
+    """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
+    finished run if it ends in time."""
+
+    def submit() -> RunOut:
+        with ctx.db.session(write=True) as session:
+            run = run_service.create_run(session, principal, fmu_id, body, ctx.settings)
+            decrement_user_credits(session, principal, run.credits_charged)
+            session.commit()
+            return run_service.to_out(run)
+
+    run = await run_in_threadpool(submit)
+    ctx.dispatcher.submit(run.id)
+    if wait > 0:
+        run = await _wait_for_final(ctx, principal, run.id, wait)
+    return _respond(run)
+
+
+@router.get("/v1/runs", response_model=Page[RunOut])
+def list_runs(session: DbSession, principal: CurrentPrincipal,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None,
+              status: RunStatus | None = None, fmu_id: str | None = None) -> Page[RunOut]:
+    runs, next_cursor = run_service.list_runs(session, principal, limit, cursor, status=status, fmu_id=fmu_id)
+    return Page(data=[run_service.to_out(r) for r in runs], has_more=next_cursor is not None,
+                next_cursor=next_cursor)
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunOut,
+            responses={202: {"model": RunOut, "description": "Not finished (within `wait`)."}})
+async def get_run(run_id: str, ctx: Ctx, principal: CurrentPrincipal, wait: WaitSeconds = 0) -> JSONResponse:
+    run = await _wait_for_final(ctx, principal, run_id, wait)
+    return _respond(run)
+
+
+@router.get("/v1/runs/{run_id}/result", response_class=Response,
+            responses={200: {"content": {fmt.media_type: {} for fmt in result_formats.FORMATS.values()},
+                             "description": "The result table."}})
+def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: CurrentPrincipal,
+               format: Literal["arrow", "parquet", "csv", "json"] = "arrow") -> Response:
+    run = run_service.get_run(session, principal, run_id)
+    if not run_service.is_final(run):
+        raise RunNotFinished(f"Run {run_id!r} is {run.status}; its result is not ready.", run_status=run.status)
+    if run.status != "succeeded":
+        raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
+                                run_status=run.status)
+    key = run_service.result_key(run_id)
+    fmt = result_formats.FORMATS[format]
+    headers = {"Content-Disposition": f'attachment; filename="{run_id}.{fmt.extension}"'}
+    if format == "arrow":
+        return StreamingResponse(ctx.storage.iter_chunks(key), media_type=fmt.media_type,
+                                 headers={**headers, "Content-Length": str(ctx.storage.size(key))})
+    body = result_formats.convert(ctx.storage.read_bytes(key), format)
+    return Response(body, media_type=fmt.media_type, headers=headers)
+
+
+@router.get("/v1/runs/{run_id}/log", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "FMU log and runner output."}})
+def get_log(run_id: str, ctx: Ctx, session: DbSession, principal: CurrentPrincipal) -> Response:
+    run = run_service.get_run(session, principal, run_id)
+    key = run_service.log_key(run.id)
+    text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""
+    return Response(text, media_type="text/plain; charset=utf-8")

@@ -1,0 +1,128 @@
+"""The sandbox contract: one fresh, isolated process tree runs exactly one FMU job.
+
+A backend spawns a sandbox *before* its job is known (`SandboxBackend.start`), so a warm
+pool can keep sandboxes with FMPy already imported; `Sandbox.run` then stages the job
+and waits for the outcome under a hard deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal
+
+logger = logging.getLogger(__name__)
+
+RunStatus = Literal["succeeded", "failed", "timed_out"]
+ErrorCode = Literal[
+    "model_crashed",
+    "memory_limit",
+    "model_error",
+    "output_too_large",
+    "runner_error",
+    "sandbox_error",
+]
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 1 << 30  # memory limit of the whole sandbox
+    deadline_s: float = 60.0  # hard wall-clock deadline for the job, kills the whole tree
+    max_processes: int = 32  # process/thread count limit
+    max_output_bytes: int = 256 << 20  # cap on files the runner may write (result)
+    max_log_bytes: int = 1 << 20  # cap on captured stdout/stderr/FMU log
+    cpu_seconds: int | None = None  # RLIMIT_CPU per process, counted from start() (warm-up included)
+
+    def fixed_at_start(self) -> Limits:
+        """The limits a started sandbox is bound to; only the deadline is chosen per job."""
+        return dataclasses.replace(self, deadline_s=Limits.deadline_s)
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: str
+    fmu_dir: Path  # host path of the extracted FMU (world-readable); read-only in the sandbox
+    spec: dict[str, Any]  # RunSpec for the runner (see app/sandbox/runner.py)
+    limits: Limits
+
+
+@dataclass
+class Outcome:
+    status: RunStatus
+    error_code: ErrorCode | None
+    error_message: str | None  # human readable; crashes name the signal
+    result_path: Path | None  # Arrow IPC file on the host when succeeded; gone after close()
+    log: str  # FMU log + stderr, head and tail kept when over max_log_bytes
+    wall_time_s: float
+    cpu_time_s: float | None
+    max_rss_bytes: int | None
+    exit_code: int | None
+    signal: str | None
+
+
+class SandboxError(Exception):
+    """The sandbox cannot take this job (closed, already used, or limits mismatch)."""
+
+
+class Sandbox(ABC):
+    """One fresh process tree, used for exactly one job, then closed."""
+
+    id: str
+    limits: Limits
+
+    @abstractmethod
+    def wait_ready(self, timeout: float) -> bool:
+        """True once the runner has FMPy imported and waits for a job; run() does not require it."""
+
+    @abstractmethod
+    def run(self, job: Job) -> Outcome:
+        """Stage the job, release the waiting runner, wait until done or the deadline."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Kill anything left and remove the host-side dirs (including the result). Idempotent.
+
+        From another thread during run(), it aborts the run (sandbox_error) and run() cleans up.
+        """
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SandboxBackend(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def start(self, limits: Limits) -> Sandbox:
+        """Spawn a sandbox now; its runner imports FMPy and waits for a job."""
+
+
+def create_backend(name: str, *, work_dir: Path, production: bool = False) -> SandboxBackend:
+    """The backend called `name` ("bwrap" | "process"), keeping per-sandbox dirs under work_dir."""
+    # Imported here because the backends import this module.
+    from app.sandbox.bwrap import BubblewrapBackend
+    from app.sandbox.process import ProcessBackend
+
+    if name == BubblewrapBackend.name:
+        return BubblewrapBackend(work_dir=work_dir)
+    if name == ProcessBackend.name:
+        if production:
+            raise ValueError("the 'process' sandbox isolates only memory and time; not allowed in production")
+        logger.warning(
+            "sandbox backend 'process' isolates only memory and time: "
+            "models can read files, use the network and see other processes"
+        )
+        return ProcessBackend(work_dir=work_dir)
+    raise ValueError(f"unknown sandbox backend {name!r} (expected 'bwrap' or 'process')")

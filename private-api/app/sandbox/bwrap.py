@@ -1,0 +1,158 @@
+"""The `bwrap` backend: the runner inside bubblewrap namespaces.
+
+Inside, the runner sees only the system's /usr (and its /lib* links), the Python
+installation, its own script, /job (read-only) and /out; it has a private /tmp, /proc
+and /dev, no network, no capabilities, another uid, no environment of ours, and dies
+with its parent.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.sandbox.base import Limits, SandboxBackend, SandboxError
+from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env
+from app.sandbox.resources import create_resource_control
+from app.sandbox.staging import SandboxDirs
+
+SANDBOX_UID = 65534  # "nobody": not root inside, so bwrap keeps no capabilities
+SANDBOX_RUNNER = "/runner/runner.py"
+SANDBOX_JOB = "/job"
+SANDBOX_OUT = "/out"
+# Top-level system paths the loader and Python need; on merged-/usr systems they are symlinks.
+SYSTEM_PATHS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# /etc stays empty but for the loader's cache and library alternatives (no passwd, hosts, ssl, ...).
+ETC_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
+
+
+@dataclass(frozen=True)
+class BwrapFeatures:
+    disable_userns: bool  # bwrap >= 0.8: forbid nested user namespaces
+    tmpfs_size: bool  # bwrap >= 0.5: cap the private /tmp
+
+
+@functools.cache
+def bwrap_features(bwrap: str) -> BwrapFeatures:
+    help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, check=False).stdout
+    return BwrapFeatures(disable_userns="--disable-userns" in help_text, tmpfs_size="--size" in help_text)
+
+
+@functools.cache
+def python_dirs(python: str) -> tuple[str, ...]:
+    """Directories the interpreter needs (installation + venv), minus those under /usr that are bound anyway."""
+    # Compare unresolved paths: a venv's python is a symlink to the base interpreter.
+    if python == os.path.abspath(sys.executable):
+        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    else:
+        probe = (
+            "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"
+        )
+        out = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, check=True).stdout
+        paths = set(json.loads(out))
+    real_python = os.path.realpath(python)
+    if not any(real_python.startswith(p.rstrip("/") + "/") for p in paths):
+        paths.add(os.path.dirname(real_python))
+    return tuple(sorted(p for p in paths if not covered(p, {"/usr"}) and not covered(p, paths - {p})))
+
+
+def covered(path: str, roots: set[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+class BubblewrapBackend(SandboxBackend):
+    name = "bwrap"
+
+    def __init__(
+        self, *, work_dir: Path, python: Path | None = None, bwrap: str | None = None, use_cgroups: bool = True
+    ) -> None:
+        found = bwrap or shutil.which("bwrap")
+        if found is None:
+            raise SandboxError("bubblewrap (bwrap) is not installed; install it or choose the 'process' backend")
+        self.bwrap = found
+        self.work_dir = work_dir
+        self.python = os.path.abspath(python or sys.executable)  # no "..": the path must resolve inside too
+        self.use_cgroups = use_cgroups
+        self.features = bwrap_features(found)
+        self.python_dirs = python_dirs(self.python)
+
+    def start(self, limits: Limits) -> ChildProcessSandbox:
+        sandbox_id = new_sandbox_id()
+        dirs = SandboxDirs.create(self.work_dir, sandbox_id)
+        argv = self.argv(sandbox_id, dirs, limits)
+        launch = Launch(argv=argv, env=runner_env("/tmp", sandbox_id), cwd=dirs.tmp, signal_via_exit_code=True)
+        resources = create_resource_control(limits, sandbox_id, use_cgroups=self.use_cgroups)
+        return ChildProcessSandbox(sandbox_id=sandbox_id, limits=limits, launch=launch, dirs=dirs, resources=resources)
+
+    def argv(self, sandbox_id: str, dirs: SandboxDirs, limits: Limits) -> list[str]:
+        return [
+            self.bwrap,
+            *self.isolation_args(),
+            *self.env_args(sandbox_id),
+            *self.filesystem_args(dirs, limits),
+            "--",
+            self.python,
+            "-I",  # ignore PYTHON* variables and user site; the venv still applies via pyvenv.cfg
+            "-B",  # the installation is read-only
+            SANDBOX_RUNNER,
+            "--job-dir",
+            SANDBOX_JOB,
+            "--out-dir",
+            SANDBOX_OUT,
+            "--sandbox-id",
+            sandbox_id,
+        ]
+
+    def isolation_args(self) -> list[str]:
+        args = ["--unshare-all", "--unshare-user"]  # user, ipc, pid, net, uts, cgroup namespaces
+        if self.features.disable_userns:
+            args.append("--disable-userns")
+        return [
+            *args,
+            "--uid", str(SANDBOX_UID),
+            "--gid", str(SANDBOX_UID),
+            "--cap-drop", "ALL",
+            "--hostname", "sandbox",
+            "--die-with-parent",
+            "--new-session",  # no TIOCSTI into a terminal of ours
+        ]  # fmt: skip
+
+    def env_args(self, sandbox_id: str) -> list[str]:
+        args = ["--clearenv"]
+        for key, value in runner_env("/tmp", sandbox_id).items():
+            args += ["--setenv", key, value]
+        return args
+
+    def filesystem_args(self, dirs: SandboxDirs, limits: Limits) -> list[str]:
+        args = ["--ro-bind", "/usr", "/usr"]
+        for path in SYSTEM_PATHS:
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                args += ["--ro-bind", path, path]
+        for path in ETC_FILES:
+            args += ["--ro-bind-try", path, path]
+        for path in self.python_dirs:
+            args += ["--ro-bind", path, path]
+        if self.features.tmpfs_size:
+            # tmpfs pages are not in RLIMIT_AS; this keeps /tmp bounded without cgroups too.
+            args += ["--size", str(limits.memory_bytes)]
+        return [
+            *args,
+            "--tmpfs", "/tmp",
+            "--proc", "/proc",
+            # Else kernel-wide sysctls under /proc/sys are writable when the host side is root.
+            "--remount-ro", "/proc",
+            "--dev", "/dev",
+            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
+            # Bind mounts are live views: the FMU placed in dirs.job later appears here.
+            "--ro-bind", str(dirs.job), SANDBOX_JOB,
+            "--bind", str(dirs.out), SANDBOX_OUT,
+            "--chdir", "/tmp",
+        ]  # fmt: skip

@@ -1,0 +1,319 @@
+"""A sandbox that is one child process tree of ours: shared by every backend that spawns a command.
+
+The backend decides *what* to spawn (plain python, bwrap, later `docker run -i`) and which
+`ResourceControl` confines it. `ChildTree` owns the processes (spawn, release, wait, kill,
+reap); `ChildProcessSandbox` owns the job (states, staging, deadline, outcome, clean-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.sandbox.base import Job, Limits, Outcome, Sandbox, SandboxError
+from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
+from app.sandbox.outcome import Observation, Verdict, classify, decode_wait_status, signal_name
+from app.sandbox.resources import SANDBOX_ID_ENV, ResourceControl
+from app.sandbox.runner import DONE, EXIT, GO, READY, RESULT_FILE
+from app.sandbox.staging import SandboxDirs, encode_spec, output_problem, stage_job
+
+logger = logging.getLogger(__name__)
+
+_REAP_TIMEOUT_S = 5.0
+_DRAIN_TIMEOUT_S = 1.0
+_POLL_FALLBACK_S = 0.005
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+# One thread per numeric library: the sandbox has a small pids limit and one job.
+SINGLE_THREADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def runner_env(home: str, sandbox_id: str) -> dict[str, str]:
+    """The whole environment of a runner: nothing of the server's (keys, database URLs) leaks in."""
+    path = "/usr/local/bin:/usr/bin:/bin"
+    return {
+        "PATH": path,
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        SANDBOX_ID_ENV: sandbox_id,
+        **SINGLE_THREADED_ENV,
+    }
+
+
+def new_sandbox_id() -> str:
+    return "sbx-" + uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a backend starts its runner."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    signal_via_exit_code: bool = False  # bwrap: exit code 128 + N means the runner died of signal N
+
+
+@dataclass(frozen=True)
+class Exit:
+    status: int | None  # raw wait status, None if it could not be reaped
+    max_rss_bytes: int | None
+    cpu_time_s: float | None
+
+
+class ChildTree:
+    """The spawned process tree. Killing is never done by pid once the child is reaped (pids get reused)."""
+
+    def __init__(self, launch: Launch, resources: ResourceControl, control: ControlMessages, log: BoundedLog) -> None:
+        self.resources = resources
+        self.exit: Exit | None = None
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            launch.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=launch.env,
+            cwd=launch.cwd,
+            start_new_session=True,  # own process group: killpg reaches every descendant that stays in it
+            preexec_fn=resources.preexec,
+            close_fds=True,
+        )
+        self.pid = self._proc.pid
+        resources.attach(self.pid)
+        self._pidfd = open_pidfd(self.pid)
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        stdout, stderr = self._proc.stdout.fileno(), self._proc.stderr.fileno()
+        self._pump = OutputPump(stdout, stderr, control, log, name=f"sandbox-pump-{self.pid}")
+        self._pump.start()
+
+    def release(self) -> None:
+        """Tell the waiting runner to go; a dead runner is diagnosed from its exit status."""
+        assert self._proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self._proc.stdin.write(GO)
+            self._proc.stdin.flush()
+
+    def wait_exited(self, deadline: float) -> bool:
+        """Wait until the child has exited (a zombie, not reaped) or the deadline passes."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._pidfd is not None:
+                if select.select([self._pidfd], [], [], max(remaining, 0.0))[0]:
+                    return True
+            elif has_exited(self.pid):
+                return True
+            else:
+                time.sleep(min(_POLL_FALLBACK_S, max(remaining, 0.0)))
+            if remaining <= 0:
+                return False
+
+    def kill(self) -> None:
+        with self._lock:
+            self.resources.kill_all()
+            if self.exit is None:  # the unreaped zombie still pins the process group id
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+
+    def finish(self, drain_timeout: float) -> Exit:
+        """Kill what is left (before reaping: the zombie keeps the pgid from reuse), reap, drain the pipes."""
+        self.kill()
+        exit_ = self._reap()
+        self._pump.stop(drain_timeout)
+        return exit_
+
+    def dispose(self) -> None:
+        """finish() plus releasing every resource; only once no other thread uses the tree."""
+        self.finish(0)
+        self.resources.close()
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _reap(self) -> Exit:
+        with self._lock:
+            if self.exit is not None:
+                return self.exit
+        if not self.wait_exited(time.monotonic() + _REAP_TIMEOUT_S):
+            logger.error("sandbox process %d did not die after SIGKILL", self.pid)
+            return Exit(None, None, None)
+        with self._lock:
+            if self.exit is None:
+                _, status, usage = os.wait4(self.pid, 0)
+                self._proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+                self.resources.detach()
+                self.exit = Exit(status, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)
+            return self.exit
+
+
+def dispose_sandbox(tree: ChildTree, dirs: SandboxDirs) -> None:
+    """Everything close() releases; also run by the finalizer when a sandbox is dropped unclosed."""
+    try:
+        tree.dispose()
+    finally:
+        dirs.remove()
+
+
+class ChildProcessSandbox(Sandbox):
+    def __init__(
+        self, *, sandbox_id: str, limits: Limits, launch: Launch, dirs: SandboxDirs, resources: ResourceControl
+    ) -> None:
+        self.id = sandbox_id
+        self.limits = limits
+        self.dirs = dirs
+        self.resources = resources
+        self._signal_via_exit_code = launch.signal_via_exit_code
+        self._lock = threading.Lock()
+        self._state = "idle"  # idle -> running -> finished; any -> closed
+        self._log = BoundedLog(limits.max_log_bytes)
+        self._control = ControlMessages()
+        try:
+            self._tree = ChildTree(launch, resources, self._control, self._log)
+        except (OSError, subprocess.SubprocessError) as e:
+            resources.close()
+            dirs.remove()
+            raise SandboxError(f"cannot start sandbox: {e}") from e
+        # A pool that drops a sandbox without close() must not leak its processes, cgroup or dirs.
+        self._dispose = weakref.finalize(self, dispose_sandbox, self._tree, dirs)
+
+    @property
+    def pid(self) -> int:
+        return self._tree.pid
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._control.wait_for(READY, timeout) is not None
+
+    def run(self, job: Job) -> Outcome:
+        if job.limits.fixed_at_start() != self.limits.fixed_at_start():
+            raise SandboxError("job limits differ from the limits this sandbox was started with (only deadline_s may)")
+        spec_json = encode_spec(job.spec)
+        with self._lock:
+            if self._state != "idle":
+                raise SandboxError(f"sandbox {self.id} is {self._state}; a sandbox runs exactly one job")
+            self._state = "running"
+        started = time.monotonic()
+        try:
+            outcome = self._run(job, spec_json, started)
+        finally:
+            with self._lock:
+                closed_meanwhile = self._state == "closed"
+                self._state = "closed" if closed_meanwhile else "finished"
+            if closed_meanwhile:
+                self._dispose()
+        if closed_meanwhile:
+            return self._failed("sandbox was closed during the run", started, outcome_exit(outcome))
+        return outcome
+
+    def close(self) -> None:
+        with self._lock:
+            previous, self._state = self._state, "closed"
+        if previous == "running":
+            self._tree.kill()  # the thread in run() sees the exit and disposes
+        elif previous != "closed":
+            self._dispose()
+
+    def _run(self, job: Job, spec_json: bytes, started: float) -> Outcome:
+        if self._tree.wait_exited(started):
+            # E.g. --die-with-parent fired because the thread that started us ended: not the model's fault.
+            exit_ = self._tree.finish(_DRAIN_TIMEOUT_S)
+            return self._failed("sandbox process died before its job arrived", started, exit_)
+        try:
+            stage_job(job.fmu_dir, spec_json, self.dirs.job)
+        except OSError as e:
+            return self._failed(f"cannot stage the job: {e}", started, self._tree.finish(0))
+        self._tree.release()
+        timed_out = not self._tree.wait_exited(started + job.limits.deadline_s)
+        exit_ = self._tree.finish(_DRAIN_TIMEOUT_S)
+        wall_time = time.monotonic() - started
+        return self._outcome(timed_out, job.limits.deadline_s, wall_time, exit_)
+
+    def _outcome(self, timed_out: bool, deadline_s: float, wall_time: float, exit_: Exit) -> Outcome:
+        report = self._control.get(DONE)
+        problem = None
+        if report is not None and report.get("ok") is True:
+            problem = output_problem(self.dirs.out, RESULT_FILE, self.limits.max_output_bytes)
+        exit_ = self._measured(exit_)
+        observation = Observation(
+            timed_out=timed_out,
+            wait_status=exit_.status,
+            signal_via_exit_code=self._signal_via_exit_code,
+            ready=self._control.get(READY),
+            report=report,
+            oom_killed=self.resources.oom_killed(),
+            detects_oom=self.resources.detects_oom,
+            max_rss_bytes=exit_.max_rss_bytes,
+            cpu_time_s=exit_.cpu_time_s,
+            output_problem=problem,
+        )
+        return self._make_outcome(classify(observation, self.limits, deadline_s), wall_time, exit_)
+
+    def _measured(self, exit_: Exit) -> Exit:
+        """Best figures for CPU and memory: wait4 cannot see through bwrap's init, the supervisor and cgroup can."""
+        usage = self.resources.usage()
+        supervised = self._control.get(EXIT) or {}
+        rss, cpu = supervised.get("max_rss_bytes"), supervised.get("cpu_time_s")
+        rss_figures = [exit_.max_rss_bytes, rss if isinstance(rss, int) else None]
+        if not supervised:
+            rss_figures.append(usage.peak_memory_bytes)  # the whole tree was killed: only the cgroup saw the peak
+        cpu_figures = [exit_.cpu_time_s, float(cpu) if isinstance(cpu, (int, float)) else None]
+        best_cpu = usage.cpu_time_s if usage.cpu_time_s is not None else max_or_none(cpu_figures)
+        return Exit(exit_.status, max_or_none(rss_figures), best_cpu)
+
+    def _failed(self, message: str, started: float, exit_: Exit) -> Outcome:
+        """A failure of the platform, not of the model."""
+        code, sig = decode_wait_status(exit_.status, self._signal_via_exit_code)
+        verdict = Verdict("failed", "sandbox_error", message, code, signal_name(sig) if sig is not None else None)
+        return self._make_outcome(verdict, time.monotonic() - started, exit_)
+
+    def _make_outcome(self, verdict: Verdict, wall_time: float, exit_: Exit) -> Outcome:
+        return Outcome(
+            status=verdict.status,
+            error_code=verdict.error_code,
+            error_message=verdict.error_message,
+            result_path=self.dirs.out / RESULT_FILE if verdict.status == "succeeded" else None,
+            log=self._log.text(),
+            wall_time_s=wall_time,
+            cpu_time_s=exit_.cpu_time_s,
+            max_rss_bytes=exit_.max_rss_bytes,
+            exit_code=verdict.exit_code,
+            signal=verdict.signal,
+        )
+
+
+def outcome_exit(outcome: Outcome) -> Exit:
+    return Exit(None, outcome.max_rss_bytes, outcome.cpu_time_s)
+
+
+def max_or_none(values: list[int | None] | list[float | None]) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd turns waiting with a deadline into one select(); absent before Linux 5.3."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def has_exited(pid: int) -> bool:
+    """Poll without reaping (WNOWAIT), for kernels without pidfd."""
+    result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return result is not None

@@ -1,0 +1,326 @@
+"""Sandbox runner: simulates one FMU job with FMPy and writes the result as Arrow IPC.
+
+Standalone script: it is bound into the sandbox as a single file, so it imports only the
+standard library at module level and FMPy, NumPy and pyarrow inside functions (the host
+imports this module for the protocol constants without loading FMPy).
+
+Protocol, with the host on the other end of the pipes:
+  1. start:  ``python -I -B runner.py --job-dir D --out-dir O --sandbox-id ID``; the process
+     forks at once: the parent only supervises, the child is the runner proper
+  2. runner: imports FMPy (the sandbox is now warm), writes ``{"event": "ready", ...}``
+     as one JSON line to its control channel (the original stdout)
+  3. host:   places ``D/fmu/`` (extracted FMU) and ``D/spec.json`` (RunSpec), writes
+     ``go`` and a newline to the runner's stdin
+  4. runner: writes ``{"event": "running"}``, simulates, writes ``O/result.arrow``,
+     writes ``{"event": "done", "ok": ..., "error_code": ..., "message": ...}``, exits 0
+  5. supervisor: reaps the runner, writes ``{"event": "exit", "status": ..., "max_rss_bytes":
+     ..., "cpu_time_s": ...}`` and ends the same way the runner did (same code or signal)
+
+RunSpec keys (passed through to ``fmpy.simulate_fmu``): fmi_type, start_time, stop_time,
+output_interval, solver, relative_tolerance, step_size, start_values, input (column dict
+with "time" first), input_types ({name: "Real" | "Integer" | "Boolean" | FMI 3 type}),
+outputs (list or None), validate, debug_logging.
+
+Everything the model prints goes to stderr; the host captures it as the run log, together
+with the FMU's logger messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import faulthandler
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+READY = "ready"
+RUNNING = "running"
+DONE = "done"
+EXIT = "exit"
+GO = b"go\n"
+RESULT_FILE = "result.arrow"
+SPEC_FILE = "spec.json"
+FMU_DIR = "fmu"
+# Error codes the runner itself may report; the host maps everything else.
+REPORTABLE_ERRORS = frozenset({"model_error", "memory_limit", "output_too_large", "runner_error"})
+
+_STATUS_LABELS = ("OK", "WARNING", "DISCARD", "ERROR", "FATAL", "PENDING")
+_NUMPY_TYPES = {
+    "Real": "f8",
+    "Float64": "f8",
+    "Float32": "f4",
+    "Integer": "i4",
+    "Enumeration": "i4",
+    "Int8": "i1",
+    "UInt8": "u1",
+    "Int16": "i2",
+    "UInt16": "u2",
+    "Int32": "i4",
+    "UInt32": "u4",
+    "Int64": "i8",
+    "UInt64": "u8",
+    "Boolean": "?",
+}
+
+
+class JobFailed(Exception):
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+def open_control_channel() -> IO[str]:
+    """Keep the real stdout for control messages; point fd 1 at stderr so model printf cannot forge them."""
+    control = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    return control
+
+
+def send(control: IO[str], event: str, **fields: Any) -> None:
+    control.write(json.dumps({"event": event, **fields}) + "\n")
+    control.flush()
+
+
+def unbuffer_native_stdout() -> None:
+    """Make the C library's stdout unbuffered so a model's printf survives a crash."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        c_stdout = ctypes.c_void_p.in_dll(libc, "stdout")
+        libc.setvbuf(c_stdout, None, 2, 0)  # 2 == _IONBF
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def memory_status() -> dict[str, int]:
+    """VmSize and VmRSS in bytes, so the host can judge memory failures under RLIMIT_AS."""
+    fields = {"VmSize": "vm_bytes", "VmRSS": "rss_bytes"}
+    status: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in fields:
+                    status[fields[key]] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return status
+
+
+# What the first simulate_fmu would otherwise import lazily (~15 ms): XML parsing, validation, CVode.
+_WARM_MODULES = (
+    "fmpy.simulation",
+    "fmpy.fmi2",
+    "fmpy.fmi3",
+    "fmpy.model_description",
+    "fmpy.validation",
+    "fmpy.sundials.cvode",
+    "fmpy.sundials.cvode_ls",
+    "fmpy.sundials.nvector_serial",
+    "fmpy.sundials.sunlinsol_dense",
+    "fmpy.sundials.sunmatrix_dense",
+    "lxml.etree",
+    "numpy",
+    "numpy.ctypeslib",
+    "pyarrow",
+    "pyarrow.ipc",
+    "zipfile",
+)
+
+
+def warm_up() -> None:
+    """Import everything a job needs before the job is known."""
+    import importlib
+
+    for name in _WARM_MODULES:
+        with contextlib.suppress(ImportError):  # another FMPy version: the job imports what it needs
+            importlib.import_module(name)
+    # pyarrow's first NumPy conversion costs ~20 ms of one-time setup; pay it before the job.
+    import numpy as np
+    import pyarrow as pa
+
+    sample = np.zeros(2, dtype=[("time", "f8"), ("i", "i4"), ("b", "?")])
+    with pa.BufferOutputStream() as sink:
+        write_table(result_table(sample), sink)
+
+
+_fmu_errors: list[str] = []
+
+
+def log_fmu_message(*args: Any) -> None:
+    """FMU logger callback: FMI 1/2 pass (env, instance, status, category, message), FMI 3 drops instance."""
+    status, category, message = args[-3], args[-2], args[-1]
+    label = _STATUS_LABELS[status] if 0 <= status < len(_STATUS_LABELS) else str(status)
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    cat = category.decode("utf-8", "replace") if isinstance(category, bytes) else str(category or "")
+    sys.stderr.write(f"[{label}] {cat}: {text}\n" if cat else f"[{label}] {text}\n")
+    sys.stderr.flush()
+    if status >= 3:  # fmi2Error, fmi2Fatal: worth quoting in the error message
+        _fmu_errors[:] = [text[:500]]
+
+
+def input_table(columns: dict[str, list[Any]] | None, types: dict[str, str]) -> Any:
+    """Column dict -> NumPy structured array with float64 time first, as FMPy's Input expects."""
+    import numpy as np
+
+    if columns is None:
+        return None
+    if "time" not in columns:
+        raise JobFailed("runner_error", "input table has no 'time' column")
+    names = ["time", *(name for name in columns if name != "time")]
+    dtype = [(name, "f8" if name == "time" else _NUMPY_TYPES.get(types.get(name, "Real"), "f8")) for name in names]
+    rows = len(columns["time"])
+    table = np.zeros(rows, dtype=dtype)
+    for name in names:
+        if len(columns[name]) != rows:
+            raise JobFailed("runner_error", f"input column {name!r} has {len(columns[name])} rows, time has {rows}")
+        table[name] = columns[name]
+    return table
+
+
+def simulate(fmu_dir: Path, spec: dict[str, Any]) -> Any:
+    import fmpy
+    from fmpy.fmi1 import FMICallException
+
+    kwargs: dict[str, Any] = {
+        "filename": str(fmu_dir),
+        "fmi_type": spec.get("fmi_type"),
+        "start_time": spec.get("start_time"),
+        "stop_time": spec.get("stop_time"),
+        "output_interval": spec.get("output_interval"),
+        "solver": spec.get("solver") or "CVode",
+        "step_size": spec.get("step_size"),
+        "relative_tolerance": spec.get("relative_tolerance"),
+        "start_values": spec.get("start_values") or {},
+        "input": input_table(spec.get("input"), spec.get("input_types") or {}),
+        "output": spec.get("outputs"),
+        "validate": spec.get("validate", True),
+        "debug_logging": bool(spec.get("debug_logging", False)),
+        "logger": log_fmu_message,
+        "remote_platform": None,  # never fall back to FMPy's remoting server
+    }
+    try:
+        return fmpy.simulate_fmu(**kwargs)
+    except MemoryError:
+        raise JobFailed("memory_limit", "model ran out of memory") from None
+    except FMICallException as e:
+        detail = f": {_fmu_errors[-1]}" if _fmu_errors else ""
+        raise JobFailed("model_error", f"{str(e).rstrip('.')}{detail}") from e
+    except Exception as e:
+        traceback.print_exc()
+        raise JobFailed("model_error", f"simulation failed: {e}") from e
+
+
+def arrow_column(values: Any) -> Any:
+    """One result field as an Arrow array; FMI 3 array variables become fixed-size lists."""
+    import math
+
+    import pyarrow as pa
+
+    if values.ndim == 1:
+        return pa.array(values)
+    width = math.prod(values.shape[1:])
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
+
+
+def result_table(result: Any) -> Any:
+    import pyarrow as pa
+
+    names = list(result.dtype.names)
+    return pa.table([arrow_column(result[name]) for name in names], names=names)
+
+
+def write_table(table: Any, sink: Any) -> None:
+    import pyarrow.ipc
+
+    with pyarrow.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def write_result(result: Any, path: Path) -> int:
+    import pyarrow as pa
+
+    table = result_table(result)
+    try:
+        with pa.OSFile(str(path), "wb") as sink:
+            write_table(table, sink)
+    except OSError as e:
+        if e.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT) or "File too large" in str(e):
+            raise JobFailed("output_too_large", "result exceeds the output size limit") from e
+        raise
+    return int(table.num_rows)
+
+
+def run_job(job_dir: Path, out_dir: Path) -> int:
+    try:
+        spec = json.loads((job_dir / SPEC_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise JobFailed("runner_error", f"cannot read the run spec: {e}") from e
+    result = simulate(job_dir / FMU_DIR, spec)
+    return write_result(result, out_dir / RESULT_FILE)
+
+
+def supervise(runner: int, control: IO[str]) -> None:
+    """Reap the runner and pass on how it ended: bwrap's init would swallow its peak RSS and CPU time."""
+    _, status, usage = os.wait4(runner, 0)
+    cpu = usage.ru_utime + usage.ru_stime
+    send(control, EXIT, status=status, max_rss_bytes=usage.ru_maxrss * 1024, cpu_time_s=cpu)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)  # die of the same signal, so the host's wait status tells the truth
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(status))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--job-dir", type=Path, required=True)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--sandbox-id", default="")  # makes the process tree findable in ps and tests
+    args = parser.parse_args(argv)
+
+    control = open_control_channel()
+    # Fork before anything is imported or any thread exists: cheap, and safe.
+    runner = os.fork()
+    if runner != 0:
+        supervise(runner, control)
+    serve(args.job_dir, args.out_dir, control)
+
+
+def serve(job_dir: Path, out_dir: Path, control: IO[str]) -> None:
+    """The runner proper: warm up, wait for the job, run it, report, exit."""
+    faulthandler.enable(file=sys.stderr)  # Python stack in the log when the model crashes
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
+    unbuffer_native_stdout()
+    warm_up()
+    send(control, READY, pid=os.getpid(), **memory_status())
+
+    if sys.stdin.buffer.readline() != GO:
+        os._exit(0)  # closed before a job arrived
+    send(control, RUNNING)
+    try:
+        rows = run_job(job_dir, out_dir)
+        send(control, DONE, ok=True, rows=rows)
+    except JobFailed as e:
+        send(control, DONE, ok=False, error_code=e.error_code, message=e.message)
+    except MemoryError:
+        send(control, DONE, ok=False, error_code="memory_limit", message="runner ran out of memory")
+    except Exception as e:
+        traceback.print_exc()
+        send(control, DONE, ok=False, error_code="runner_error", message=f"{type(e).__name__}: {e}")
+    sys.stderr.flush()
+    # Skip interpreter teardown: unloading a model's library can hang or crash.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ScalarValue = bool | int | float | str
+RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+
+
+class RunCreate(BaseModel):
+    """A simulation request; names and defaults follow ``fmpy.simulate_fmu``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment startTime, else 0.")
+    stop_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment stopTime, else start + 1.")
+    output_interval: float | None = Field(None, gt=0, description="Interval between result rows.")
+    fmi_type: Literal["CoSimulation", "ModelExchange"] | None = Field(
+        None, description="Defaults to CoSimulation when the FMU supports it.")
+    solver: Literal["CVode", "Euler"] | None = Field(None, description="Integrator for ModelExchange.")
+    relative_tolerance: float | None = Field(None, gt=0, lt=1)
+    start_values: dict[str, ScalarValue] = Field(default_factory=dict,
+                                                 description="Start values by variable name.")
+    input: dict[str, list[ScalarValue]] | None = Field(
+        None, description="Input table as columns: 'time' plus one column per input variable.")
+    outputs: list[str] | None = Field(None, description="Variables to record; default: all outputs.")
+    timeout_s: float | None = Field(None, gt=0, description="Hard wall-clock limit of the run.")
+
+
+class RunError(BaseModel):
+    code: str
+    message: str | None
+
+
+class RunTimings(BaseModel):
+    queued_s: float | None = Field(description="From submission to start in a sandbox.")
+    run_s: float | None = Field(description="Wall time of the sandboxed run.")
+    cpu_s: float | None
+    total_s: float | None = Field(description="From submission to the final status.")
+
+
+class RunResultInfo(BaseModel):
+    rows: int
+    columns: list[str]
+    bytes: int
+
+
+class RunOut(BaseModel):
+    id: str
+    object: Literal["run"] = "run"
+    fmu_id: str
+    status: RunStatus
+    spec: dict[str, Any]
+    error: RunError | None
+    result: RunResultInfo | None
+    timings: RunTimings
+    max_rss_bytes: int | None
+    credits_charged: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

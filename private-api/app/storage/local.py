@@ -1,0 +1,63 @@
+"""Blob storage in a local directory (the embedded default)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from app.storage.base import Storage
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        # Keys are built by the service, never by users; still refuse anything that climbs out.
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"storage key escapes the root: {key!r}")
+        return path
+
+    def _atomic_write(self, key: str, write: Callable[[Path], object]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, source: Path) -> None:
+        self._atomic_write(key, lambda tmp: shutil.copyfile(source, tmp))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._atomic_write(key, lambda tmp: tmp.write_bytes(data))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        with self._path(key).open("rb") as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def download(self, key: str, dest: Path) -> None:
+        shutil.copyfile(self._path(key), dest)
+
+    def local_path(self, key: str) -> Path:
+        """Direct path for zero-copy reads; only the local backend has one."""
+        return self._path(key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""A real gateway: ``fmu-gateway-admin serve`` in a subprocess on a free port, spoken to over
+HTTP. Its var dir sits inside the repository (not /tmp) so sandbox isolation is tested against
+files a model could really reach if the sandbox leaked."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gateway_process import REPO_ROOT, SECRET_KEY, Gateway, start_gateway, stop_gateway
+
+__all__ = ["REPO_ROOT", "SECRET_KEY", "Gateway", "assert_problem"]
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Gateway]:
+    var_dir = REPO_ROOT / "var" / f"test-{uuid.uuid4().hex[:8]}"
+    gateway = start_gateway(var_dir)
+    try:
+        yield gateway
+    finally:
+        stop_gateway(gateway)
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def alice(gateway: Gateway) -> httpx.Client:
+    return gateway.client(gateway.create_user())
+
+
+@pytest.fixture(scope="session")
+def bob(gateway: Gateway) -> httpx.Client:
+    return gateway.client(gateway.create_user())
+
+
+@pytest.fixture(scope="session")
+def uploaded(alice: httpx.Client, fmus: dict[str, Path]) -> dict[str, dict[str, object]]:
+    """Alice's uploads of every test FMU, by name."""
+    out = {}
+    for name, path in fmus.items():
+        with path.open("rb") as handle:
+            response = alice.post("/v1/fmus", files={"file": (path.name, handle)})
+        assert response.status_code in (200, 201), response.text
+        out[name] = response.json()
+    return out
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["title"] and body["detail"]
+    return body

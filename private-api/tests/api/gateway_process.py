@@ -1,0 +1,99 @@
+"""Start and stop a real gateway process (``fmu-gateway-admin serve``) on a free port.
+
+Used by the end-to-end tests and by ``bench/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ADMIN = Path(sys.executable).parent / "fmu-gateway-admin"
+SECRET_KEY = "test-secret-" + uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    var_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ADMIN), *args], env=self.env, capture_output=True, text=True, timeout=60)
+
+    def create_user(self, credits: int = 1000) -> str:
+        result = self.admin("create-user", "--email", f"{uuid.uuid4().hex[:10]}@example.com",
+                            "--credits", str(credits))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    def client(self, api_key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        client = httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+        self.clients.append(client)
+        return client
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def start_gateway(var_dir: Path, **overrides: str) -> Gateway:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FMU_GATEWAY_VAR_DIR": str(var_dir),
+        "FMU_GATEWAY_SECRET_KEY": SECRET_KEY,
+        "FMU_GATEWAY_ENVIRONMENT": "test",
+        "FMU_GATEWAY_WORKERS": "2",
+        "FMU_GATEWAY_MAX_UPLOAD_BYTES": str(8 << 20),
+        **overrides,
+    }
+    var_dir.mkdir(parents=True, exist_ok=True)
+    log_path = var_dir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([str(ADMIN), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    gateway = Gateway(f"http://127.0.0.1:{port}", var_dir, env, process, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("gateway exited:\n" + log_path.read_text())
+        try:
+            if httpx.get(f"{gateway.base_url}/healthz", timeout=1).status_code == 200:
+                return gateway
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop_gateway(gateway)
+    raise RuntimeError("gateway did not become healthy:\n" + log_path.read_text())
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    for client in gateway.clients:
+        client.close()
+    if gateway.alive():
+        gateway.process.send_signal(signal.SIGTERM)
+        try:
+            gateway.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(gateway.process.pid, signal.SIGKILL)
+            gateway.process.wait()

@@ -1,0 +1,115 @@
+"""Fixtures for the sandbox conformance tests: extracted test FMUs, backends, and a leak check."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+
+from app.sandbox import Job, Limits, Outcome, SandboxBackend, create_backend
+from app.sandbox.child import ChildProcessSandbox
+
+BACKENDS = ("bwrap", "process")
+# Small enough that hang tests stay fast, large enough for a cold runner to import FMPy.
+DEFAULT_LIMITS = Limits(memory_bytes=512 << 20, deadline_s=20.0, max_processes=32)
+
+
+def bwrap_usable() -> bool:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    probe = [bwrap, "--unshare-all", "--ro-bind", "/", "/", "--", "/bin/true"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def fmu_dirs(fmus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each test FMU extracted once, as the worker's FMU cache would hold it."""
+    root = tmp_path_factory.mktemp("extracted")
+    root.chmod(0o755)
+    dirs = {}
+    for name, fmu in fmus.items():
+        target = root / name
+        with zipfile.ZipFile(fmu) as archive:
+            archive.extractall(target)
+        dirs[name] = target
+    return dirs
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SandboxBackend:
+    if request.param == "bwrap" and not bwrap_usable():
+        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    return create_backend(request.param, work_dir=tmp_path / "sandboxes")
+
+
+@pytest.fixture
+def bwrap_backend(tmp_path: Path) -> SandboxBackend:
+    if not bwrap_usable():
+        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    return create_backend("bwrap", work_dir=tmp_path / "sandboxes")
+
+
+@dataclass
+class Finished:
+    outcome: Outcome
+    table: pa.Table | None  # read before close(), which removes the result
+    sandbox: ChildProcessSandbox
+
+
+def run_once(backend: SandboxBackend, fmu_dir: Path, spec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Finished:
+    """start + run + read the result + close, then check that nothing of the sandbox is left."""
+    sandbox = backend.start(limits)
+    assert isinstance(sandbox, ChildProcessSandbox)
+    try:
+        outcome = sandbox.run(Job(run_id="run-1", fmu_dir=fmu_dir, spec=spec, limits=limits))
+        table = read_table(outcome.result_path) if outcome.result_path else None
+    finally:
+        sandbox.close()
+    assert_nothing_left(sandbox)
+    return Finished(outcome, table, sandbox)
+
+
+def read_table(path: Path) -> pa.Table:
+    with pa.OSFile(str(path), "rb") as source:
+        return pyarrow.ipc.open_file(source).read_all()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains `text` (the runner's --sandbox-id is inherited by forks)."""
+    found = []
+    needle = text.encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in cmdline and state != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+def assert_nothing_left(sandbox: ChildProcessSandbox) -> None:
+    survivors = processes_mentioning(sandbox.id)
+    for pid in survivors:  # do not leak them into the next test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == [], "sandbox processes survived close()"
+    assert not sandbox.dirs.root.exists(), "sandbox dirs survived close()"
+    for cgroup in getattr(sandbox.resources, "dirs", []):
+        assert not cgroup.exists(), f"cgroup {cgroup} survived close()"
