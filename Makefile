@@ -46,7 +46,7 @@ run: install sample
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/fmu-gateway-admin serve
 
 test: install
-	$(PY) -m pytest -c private-api/pyproject.toml --rootdir . private-api/tests open-sdk/tests $(PYTEST_ARGS)
+	$(PY) -m pytest -c private-api/pyproject.toml --rootdir . private-api/tests $(wildcard open-sdk/tests) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check private-api open-sdk bench
