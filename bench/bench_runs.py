@@ -23,10 +23,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "private-api" / "tests"), str(REPO_ROOT / "private-api" / "tests" / "api")]
 
-import fmpy  # noqa: E402
-import httpx  # noqa: E402
-from fmus.build import build_fmu  # noqa: E402
-from gateway_process import start_gateway, stop_gateway  # noqa: E402
+import fmpy
+import httpx
+from fmus.build import build_fmu
+from gateway_process import start_gateway, stop_gateway
 
 SPEC = {"stop_time": 10.0, "output_interval": 0.01}
 

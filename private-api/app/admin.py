@@ -34,7 +34,7 @@ def migrate() -> None:
 @cli.command("create-user")
 def create_user(email: Annotated[str, typer.Option(help="The user's email (unique).")],
                 credits: Annotated[int, typer.Option(min=0, help="Starting credit balance.")] = 0,
-                live: Annotated[bool, typer.Option(help="Issue an fmu_live_ key instead of fmu_test_.")] = False) -> None:
+                live: Annotated[bool, typer.Option(help="Issue an fmu_live_ key, not fmu_test_.")] = False) -> None:
     """Create a user with an API key; the key is the last line of output."""
     settings = get_settings()
     db = _database()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,5 @@ class RunNotifier:
         with self._lock:
             waiters = list(self._waiters.get(run_id, ()))
         for loop, event in waiters:
-            try:
+            with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
                 loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the waiter's loop has closed
-                pass

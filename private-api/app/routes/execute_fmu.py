@@ -12,8 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.context import AppContext
-from app.models.run import FINAL_STATUSES
 from app.errors import ResultUnavailable, RunNotFinished
+from app.models.run import FINAL_STATUSES
 from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, CurrentPrincipal, DbSession
 from app.schemas.common import Page

@@ -57,7 +57,7 @@ class _MultipartFile:
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
-        self.parser = MultipartParser(boundary, callbacks={  # type: ignore[arg-type]
+        self.parser = MultipartParser(boundary, callbacks={
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_field_data,
             "on_header_value": self._header_value_data,

@@ -14,8 +14,8 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment startTime, else 0.")
-    stop_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment stopTime, else start + 1.")
+    start_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment startTime or 0.")
+    stop_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment stopTime or start + 1.")
     output_interval: float | None = Field(None, gt=0, description="Interval between result rows.")
     fmi_type: Literal["CoSimulation", "ModelExchange"] | None = Field(
         None, description="Defaults to CoSimulation when the FMU supports it.")

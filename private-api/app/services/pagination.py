@@ -10,7 +10,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 T = TypeVar("T")
 
 
-def paginate(session: Session, query: Select[tuple[T]], id_column: InstrumentedAttribute[str],
+def paginate(session: Session, query: Select[T], id_column: InstrumentedAttribute[str],
              limit: int, cursor: str | None) -> tuple[list[T], str | None]:
     if cursor:
         query = query.where(id_column < cursor)

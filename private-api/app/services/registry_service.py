@@ -27,7 +27,7 @@ class FmuInUse(ProblemError):
     title = "FMU has active runs"
 
 
-def _live(principal: Principal) -> Select[tuple[Fmu]]:
+def _live(principal: Principal) -> Select[Fmu]:
     return select(Fmu).where(Fmu.user_id == principal.user_id, Fmu.deleted_at.is_(None))
 
 

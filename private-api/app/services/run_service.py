@@ -18,7 +18,7 @@ from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
 
 
-def _owned(principal: Principal) -> Select[tuple[Run]]:
+def _owned(principal: Principal) -> Select[Run]:
     return select(Run).where(Run.user_id == principal.user_id)
 
 
@@ -73,7 +73,7 @@ def to_out(run: Run) -> RunOut:
     if run.result_rows is not None and run.result_columns is not None:
         result = RunResultInfo(rows=run.result_rows, columns=run.result_columns, bytes=run.result_bytes or 0)
     return RunOut(
-        id=run.id, fmu_id=run.fmu_id, status=run.status,  # type: ignore[arg-type]
+        id=run.id, fmu_id=run.fmu_id, status=run.status,
         spec=run.spec,
         error=RunError(code=run.error_code, message=run.error_message) if run.error_code else None,
         result=result,

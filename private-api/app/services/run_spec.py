@@ -6,6 +6,7 @@ that names the variable instead of a failed run.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -87,10 +88,10 @@ def _input(req: RunCreate, info: ModelInfo) -> tuple[dict[str, list[Any]] | None
         raise InvalidRunSpec("input: every column needs the same, non-zero number of rows.", field="input")
     if lengths.pop() > MAX_INPUT_ROWS:
         raise InvalidRunSpec(f"input: at most {MAX_INPUT_ROWS} rows.", field="input")
-    times = table["time"]
-    if any(isinstance(t, bool | str) or not math.isfinite(float(t)) for t in times):
+    if any(isinstance(t, bool | str) or not math.isfinite(float(t)) for t in table["time"]):
         raise InvalidValue("input: 'time' must hold finite numbers.", field="input", variable="time")
-    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+    times = [float(t) for t in table["time"]]
+    if any(b < a for a, b in itertools.pairwise(times)):
         raise InvalidValue("input: 'time' must not decrease.", field="input", variable="time")
     types: dict[str, str] = {}
     for name, column in table.items():
