@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,8 @@ class Settings(BaseSettings):
 
     sandbox: Literal["bwrap", "process"] = "bwrap"
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # Sandboxes kept started with FMPy imported, so a run skips Python's start-up (0 = none).
+    warm_sandboxes: int | None = None
 
     max_upload_bytes: int = 200 << 20
     max_extracted_bytes: int = 1 << 30
@@ -48,6 +50,16 @@ class Settings(BaseSettings):
 
     dev_user_email: str = "dev@localhost"
     dev_user_credits: int = 1000
+
+    @field_validator("var_dir", "storage_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Sandboxes bind these paths from other working directories: they must be absolute.
+        return value.resolve() if value is not None else None
+
+    @property
+    def resolved_warm_sandboxes(self) -> int:
+        return self.workers if self.warm_sandboxes is None else self.warm_sandboxes
 
     @property
     def production(self) -> bool:

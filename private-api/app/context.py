@@ -12,8 +12,9 @@ from app.dispatch.notifier import RunNotifier
 from app.dispatch.pool import InProcessDispatcher
 from app.fmi.archive import ArchiveLimits
 from app.sandbox import create_backend
+from app.sandbox.pool import SandboxPool
 from app.services.fmu_cache import FmuCache
-from app.services.fmu_runner import FmuRunner
+from app.services.fmu_runner import FmuRunner, default_limits
 from app.storage import Storage, create_storage
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,13 @@ class AppContext:
         notifier = RunNotifier()
         backend = create_backend(settings.sandbox, work_dir=settings.sandbox_dir,
                                  production=settings.production)
-        runner = FmuRunner(settings, db, storage, cache, backend, notifier.publish)
+        pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes)
+        runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
         dispatcher = InProcessDispatcher(runner.execute, settings.workers)
         return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher)
 
     def start(self) -> None:
+        self.runner.sandboxes.start()
         self.dispatcher.start()
         recovered = self.runner.recover()
         if recovered:

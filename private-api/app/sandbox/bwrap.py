@@ -138,14 +138,15 @@ class BubblewrapBackend(SandboxBackend):
                 args += ["--ro-bind", path, path]
         for path in ETC_FILES:
             args += ["--ro-bind-try", path, path]
-        for path in self.python_dirs:
-            args += ["--ro-bind", path, path]
         if self.features.tmpfs_size:
             # tmpfs pages are not in RLIMIT_AS; this keeps /tmp bounded without cgroups too.
             args += ["--size", str(limits.memory_bytes)]
+        # The private /tmp comes before the Python binds: a venv under /tmp must stay visible.
+        args += ["--tmpfs", "/tmp"]
+        for path in self.python_dirs:
+            args += ["--ro-bind", path, path]
         return [
             *args,
-            "--tmpfs", "/tmp",
             "--proc", "/proc",
             # Else kernel-wide sysctls under /proc/sys are writable when the host side is root.
             "--remount-ro", "/proc",

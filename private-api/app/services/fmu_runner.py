@@ -3,6 +3,7 @@ credits settled, status final. Called by a dispatcher's worker, never a request 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from app.config import Settings
 from app.db import Database
 from app.models import Fmu, Run
 from app.models.base import utcnow
-from app.sandbox.base import Job, Limits, Outcome, Sandbox, SandboxBackend
+from app.sandbox.base import Job, Limits, Outcome, Sandbox
+from app.sandbox.pool import SandboxPool
 from app.services.credits import refund_credits
 from app.services.fmu_cache import FmuCache
 from app.services.run_service import log_key, result_key
@@ -28,12 +30,16 @@ log = logging.getLogger(__name__)
 PLATFORM_ERRORS = frozenset({"sandbox_error", "runner_error", "internal_error"})
 
 
-def limits_for(spec: dict[str, Any], settings: Settings) -> Limits:
+def default_limits(settings: Settings) -> Limits:
     return Limits(
-        memory_bytes=settings.run_memory_bytes, deadline_s=float(spec["timeout_s"]),
+        memory_bytes=settings.run_memory_bytes, deadline_s=settings.run_default_timeout_s,
         max_processes=settings.run_max_processes, max_output_bytes=settings.run_max_output_bytes,
         max_log_bytes=settings.run_max_log_bytes,
     )
+
+
+def limits_for(spec: dict[str, Any], settings: Settings) -> Limits:
+    return dataclasses.replace(default_limits(settings), deadline_s=float(spec["timeout_s"]))
 
 
 def _arrow_summary(path: Path) -> tuple[int, list[str]]:
@@ -45,12 +51,12 @@ def _arrow_summary(path: Path) -> tuple[int, list[str]]:
 
 class FmuRunner:
     def __init__(self, settings: Settings, db: Database, storage: Storage, cache: FmuCache,
-                 backend: SandboxBackend, on_change: Callable[[str], None]) -> None:
+                 sandboxes: SandboxPool, on_change: Callable[[str], None]) -> None:
         self.settings = settings
         self.db = db
         self.storage = storage
         self.cache = cache
-        self.backend = backend
+        self.sandboxes = sandboxes
         self.on_change = on_change
         self._live: dict[str, Sandbox] = {}
         self._lock = threading.Lock()
@@ -90,7 +96,7 @@ class FmuRunner:
     def _run_in_sandbox(self, run_id: str, spec: dict[str, Any], sha256: str) -> dict[str, Any]:
         fmu_dir = self.cache.ensure(sha256)
         limits = limits_for(spec, self.settings)
-        with self.backend.start(limits) as sandbox:
+        with self.sandboxes.acquire(limits) as sandbox:
             with self._lock:
                 self._live[run_id] = sandbox
             try:
@@ -135,6 +141,7 @@ class FmuRunner:
             live = list(self._live.values())
         for sandbox in live:
             sandbox.close()
+        self.sandboxes.close()
 
     def recover(self) -> list[str]:
         """At start-up: runs this process owned and never finished go back to the queue."""

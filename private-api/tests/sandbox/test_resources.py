@@ -71,3 +71,16 @@ class TestControls:
         finally:
             control.close()
         assert not any(d.exists() for d in control.dirs)
+
+
+def test_bwrap_binds_the_python_installation_after_the_private_tmp(tmp_path: Path) -> None:
+    """A venv under /tmp (a checkout there) must not be hidden by the sandbox's own /tmp."""
+    from app.sandbox.bwrap import BubblewrapBackend
+    from app.sandbox.staging import SandboxDirs
+
+    backend = BubblewrapBackend(work_dir=tmp_path)
+    backend.python_dirs = ("/tmp/checkout/.venv", *backend.python_dirs)
+    args = backend.filesystem_args(SandboxDirs.create(tmp_path, "sbx-order"), Limits())
+    tmpfs = args.index("--tmpfs")
+    assert args[tmpfs + 1] == "/tmp"
+    assert args.index("/tmp/checkout/.venv") > tmpfs
