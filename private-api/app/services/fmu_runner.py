@@ -97,6 +97,7 @@ class FmuRunner:
         fmu_dir = self.cache.ensure(sha256)
         limits = limits_for(spec, self.settings)
         with self.sandboxes.acquire(limits) as sandbox:
+            log.info("run %s: sandbox %s", run_id, sandbox.id)
             with self._lock:
                 self._live[run_id] = sandbox
             try:

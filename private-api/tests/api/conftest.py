@@ -11,19 +11,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+from databases import BACKENDS, temporary_database
 from gateway_process import REPO_ROOT, SECRET_KEY, Gateway, start_gateway, stop_gateway
 
 __all__ = ["REPO_ROOT", "SECRET_KEY", "Gateway", "assert_problem"]
 
 
-@pytest.fixture(scope="session")
-def gateway() -> Iterator[Gateway]:
+@pytest.fixture(scope="session", params=BACKENDS)
+def gateway(request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """The whole end-to-end suite runs once per database backend."""
     var_dir = REPO_ROOT / "var" / f"test-{uuid.uuid4().hex[:8]}"
-    gateway = start_gateway(var_dir)
+    var_dir.mkdir(parents=True)
     try:
-        yield gateway
+        with temporary_database(request.param, var_dir) as database_url:
+            gateway = start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url)
+            try:
+                yield gateway
+            finally:
+                stop_gateway(gateway)
     finally:
-        stop_gateway(gateway)
         shutil.rmtree(var_dir, ignore_errors=True)
 
 

@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
+import shutil
+import time
+import uuid
+from pathlib import Path
+
 import httpx
-from conftest import Gateway
+from conftest import SECRET_KEY, Gateway
+from gateway_process import REPO_ROOT, start_gateway, stop_gateway
+from sqlalchemy import create_engine, text
 
 
 class TestCreateUser:
@@ -21,9 +30,16 @@ class TestCreateUser:
 
     def test_keys_are_stored_only_as_keyed_hashes(self, gateway: Gateway) -> None:
         key = gateway.create_user()
-        database = b"".join(p.read_bytes() for p in gateway.var_dir.glob("fmu_gateway.db*"))
-        assert key.encode() not in database
-        assert key[9:30].encode() not in database
+        engine = create_engine(gateway.env["FMU_GATEWAY_DATABASE_URL"])
+        try:
+            with engine.connect() as connection:
+                rows = [tuple(row) for row in connection.execute(text("SELECT * FROM api_keys"))]
+        finally:
+            engine.dispose()
+        assert rows
+        assert key[9:30] not in repr(rows)
+        expected = hmac.new(SECRET_KEY.encode(), key.encode(), hashlib.sha256).hexdigest()
+        assert any(expected in row for row in rows)
 
 
 class TestEnsureDevUser:
@@ -35,3 +51,34 @@ class TestEnsureDevUser:
         key = key_file.read_text().strip()
         assert first.stdout.strip().splitlines()[-1] == second.stdout.strip().splitlines()[-1] == key
         assert httpx.get(f"{gateway.base_url}/v1/fmus", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+class TestShutdown:
+    def test_stopping_the_server_leaves_no_sandbox_behind(self, tmp_path: Path) -> None:
+        var_dir = REPO_ROOT / "var" / f"test-stop-{uuid.uuid4().hex[:8]}"
+        gateway = start_gateway(var_dir, FMU_GATEWAY_WARM_SANDBOXES="2")
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(list((var_dir / "sandboxes").glob("sbx-*"))) < 2:
+                time.sleep(0.1)
+            warm = {p.name for p in (var_dir / "sandboxes").glob("sbx-*")}
+            assert len(warm) == 2
+            assert set(sandbox_ids_running()) >= warm
+        finally:
+            stop_gateway(gateway)
+            shutil.rmtree(var_dir, ignore_errors=True)
+        time.sleep(0.5)
+        assert not warm & set(sandbox_ids_running())
+
+
+def sandbox_ids_running() -> list[str]:
+    ids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "--sandbox-id" in argv[:-1]:
+                ids.append(argv[argv.index("--sandbox-id") + 1])
+    return ids

@@ -4,6 +4,7 @@ harmless run that saw nothing; the server answers throughout and nothing is left
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -35,17 +36,19 @@ def final_probe(client: httpx.Client, run_id: str) -> float:
     return float(table.column("probe").to_pylist()[-1])
 
 
-def sandbox_processes() -> list[str]:
-    """Processes still running a sandboxed runner (there must be none after a run ends)."""
+def leftover_processes(gateway: Gateway, run_id: str) -> list[str]:
+    """Processes still carrying the sandbox id of a finished run (the server logs which one it used)."""
+    match = re.search(rf"run {run_id}: sandbox (sbx-[0-9a-f]+)", gateway.log_path.read_text())
+    assert match, f"no sandbox logged for {run_id}"
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if "runner.py" in cmdline and "pytest" not in cmdline:
-                found.append(f"{entry.name}: {cmdline}")
+            if f"FMU_GATEWAY_SANDBOX_ID={match.group(1)}".encode() in environ.split(b"\0"):
+                found.append(entry.name)
     return found
 
 
@@ -64,12 +67,13 @@ class TestCrashes:
         assert signal_name in body["error"]["message"]
 
     @pytest.mark.parametrize("mode", ["endless_loop", "sleep"])
-    def test_hang_is_killed_at_the_deadline(self, alice: httpx.Client, hostile: object, mode: str) -> None:
+    def test_hang_is_killed_at_the_deadline(self, gateway: Gateway, alice: httpx.Client, hostile: object,
+                                            mode: str) -> None:
         started = time.monotonic()
         body = hostile_run(alice, hostile, mode, timeout_s=2)
         assert body["status"] == "timed_out", body
         assert time.monotonic() - started < 15
-        assert sandbox_processes() == []
+        assert leftover_processes(gateway, body["id"]) == []
 
     def test_memory_hog_fails_with_memory_limit(self, alice: httpx.Client, hostile: object) -> None:
         body = hostile_run(alice, hostile, "memory_hog", timeout_s=30)
@@ -82,10 +86,11 @@ class TestCrashes:
         assert body["error"]["code"] == "model_error"
         assert "Hostile: requested failure" in alice.get(f"/v1/runs/{body['id']}/log").text
 
-    def test_fork_loop_ends_and_leaves_nothing(self, alice: httpx.Client, hostile: object) -> None:
+    def test_fork_loop_ends_and_leaves_nothing(self, gateway: Gateway, alice: httpx.Client,
+                                               hostile: object) -> None:
         body = hostile_run(alice, hostile, "fork_loop", timeout_s=3)
         assert body["status"] in ("failed", "timed_out"), body
-        assert sandbox_processes() == []
+        assert leftover_processes(gateway, body["id"]) == []
 
     def test_server_keeps_answering_while_models_misbehave(self, gateway: Gateway, alice: httpx.Client,
                                                            hostile: object) -> None:
@@ -142,8 +147,9 @@ class TestIsolation:
         assert not target.exists()
         assert final_probe(alice, body["id"]) == 10  # only its private /tmp was writable
 
-    def test_model_cannot_leave_a_process_running(self, alice: httpx.Client, hostile: object) -> None:
+    def test_model_cannot_leave_a_process_running(self, gateway: Gateway, alice: httpx.Client,
+                                                  hostile: object) -> None:
         body = hostile_run(alice, hostile, "leave_process")
         assert body["status"] == "succeeded", body
         assert final_probe(alice, body["id"]) > 0  # it did fork a daemon inside the sandbox
-        assert sandbox_processes() == []
+        assert leftover_processes(gateway, body["id"]) == []
