@@ -12,6 +12,7 @@ from app.config import get_settings
 from app.db import Database
 from app.errors import ProblemError
 from app.migrate import upgrade
+from app.models.user import SCOPES
 from app.services import auth_service
 
 cli = typer.Typer(help="FMU Gateway operator commands.", no_args_is_help=True, add_completion=False)
@@ -54,7 +55,10 @@ def create_user(email: Annotated[str, typer.Option(help="The user's email (uniqu
 
 @cli.command("create-key")
 def create_key(email: Annotated[str, typer.Option(help="The user's email.")],
-               name: Annotated[str | None, typer.Option(help="A label for the key.")] = None) -> None:
+               name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+               scope: Annotated[list[str] | None, typer.Option(
+                   help=f"Limit the key to these scopes (repeatable): {', '.join(SCOPES)}. Default: all.")] = None,
+               ) -> None:
     """Issue another API key for an existing user; the key is the last line of output."""
     settings = get_settings()
     db = _database()
@@ -64,8 +68,12 @@ def create_key(email: Annotated[str, typer.Option(help="The user's email.")],
             if user is None:
                 typer.echo(f"error: no user with email {email!r}", err=True)
                 raise typer.Exit(1)
-            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value(), name=name)
+            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value(), name=name,
+                                             scopes=scope)
             session.commit()
+    except ProblemError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
     finally:
         db.dispose()
     typer.echo(key)

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     run_max_output_bytes: int = 256 << 20
     run_max_log_bytes: int = 1 << 20
     max_wait_s: float = 60.0
+    # Requests per minute per API key (0 = unlimited); tiers refine this with billing.
+    rate_limit_per_minute: int = 600
     # Input tables and start values travel in the request body; keep them bounded.
     max_request_bytes: int = 16 << 20
 

@@ -15,6 +15,7 @@ from app.sandbox import create_backend
 from app.sandbox.pool import SandboxPool
 from app.services.fmu_cache import FmuCache
 from app.services.fmu_runner import FmuRunner, default_limits
+from app.services.rate_limit import InMemoryRateLimiter
 from app.storage import Storage, create_storage
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class AppContext:
     notifier: RunNotifier
     runner: FmuRunner
     dispatcher: Dispatcher
+    rate_limiter: InMemoryRateLimiter | None
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -46,7 +48,8 @@ class AppContext:
         pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes)
         runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
         dispatcher = InProcessDispatcher(runner.execute, settings.workers)
-        return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher)
+        limiter = InMemoryRateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher, limiter)
 
     def start(self) -> None:
         self.runner.sandboxes.start()

@@ -14,9 +14,10 @@ class ProblemError(Exception):
     code: ClassVar[str] = "bad_request"
     title: ClassVar[str] = "Bad request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         # Extra members of the problem document, e.g. ``platforms`` or ``variable``.
         self.extra = extra
 

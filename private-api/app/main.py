@@ -47,6 +47,12 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"].append((b"x-request-id", request_id.encode()))
+                # Set by the auth dependency: the caller's rate-limit state, on every response.
+                rate_limit = scope.get("state", {}).get("rate_limit")
+                if rate_limit is not None:
+                    names = {name.lower() for name, _ in message["headers"]}
+                    message["headers"].extend((k.lower().encode(), v.encode()) for k, v in rate_limit.headers().items()
+                                              if k.lower().encode() not in names)
             await send(message)
 
         started = False
@@ -70,16 +76,16 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem_response(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+                     **extra: Any) -> JSONResponse:
     body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
             "code": code, "request_id": request_id_var.get(), **extra}
-    headers = {"Retry-After": str(extra["retry_after"])} if "retry_after" in extra else None
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
 async def _problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.headers, **exc.extra)
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -14,6 +14,8 @@ FINAL_STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 
 class Run(Base):
     __tablename__ = "runs"
+    # A retried submission with the same Idempotency-Key finds the run it already created.
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -22,6 +24,9 @@ class Run(Base):
     # The validated run spec exactly as handed to the sandbox runner.
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     credits_charged: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of the submitted request, so a reused key with another body is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     result_rows: Mapped[int | None] = mapped_column(Integer)

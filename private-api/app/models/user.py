@@ -5,7 +5,10 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, UTCDateTime, new_id, utcnow
+from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+
+# What an API key may do; a key without a scope gets 403 insufficient_scope for that action.
+SCOPES = ("fmus:read", "fmus:write", "runs:read", "runs:write", "billing:read")
 
 
 class User(Base):
@@ -29,6 +32,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(32))
     name: Mapped[str | None] = mapped_column(String(200))
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(SCOPES))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.models import User
-from app.routes.deps import CurrentPrincipal, DbSession
+from app.routes.deps import BillingRead, DbSession
 from app.services.auth_service import Principal
 from app.services.credits import hold_credits
 
@@ -24,6 +24,6 @@ def decrement_user_credits(session: Session, principal: Principal, amount: int) 
 
 
 @router.get("/balance", response_model=Balance)
-def get_balance(session: DbSession, principal: CurrentPrincipal) -> Balance:
+def get_balance(session: DbSession, principal: BillingRead) -> Balance:
     user = session.get(User, principal.user_id)
     return Balance(credits=user.credits if user else 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -38,7 +38,23 @@ def get_principal(ctx: Ctx, request: Request,
     authorization = request.headers.get("authorization")
     # Its own short session: a long-polling request must not hold a connection while it waits.
     with ctx.db.session() as session:
-        return authenticate(session, authorization, ctx.settings.secret_key.get_secret_value())
+        principal = authenticate(session, authorization, ctx.settings.secret_key.get_secret_value())
+    if ctx.rate_limiter is not None:
+        # Read by RateLimitHeadersMiddleware, so every response of this key carries its state.
+        request.state.rate_limit = ctx.rate_limiter.hit(principal.api_key_id)
+    return principal
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+def requires(scope: str) -> Callable[[Principal], Principal]:
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return check
+
+
+FmusRead = Annotated[Principal, Depends(requires("fmus:read"))]
+FmusWrite = Annotated[Principal, Depends(requires("fmus:write"))]
+RunsRead = Annotated[Principal, Depends(requires("runs:read"))]
+RunsWrite = Annotated[Principal, Depends(requires("runs:write"))]
+BillingRead = Annotated[Principal, Depends(requires("billing:read"))]

@@ -7,15 +7,16 @@ import contextlib
 import time
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError
 
 from app.context import AppContext
 from app.errors import ResultUnavailable, RunNotFinished
 from app.models.run import FINAL_STATUSES
 from app.routes.billing import decrement_user_credits
-from app.routes.deps import Ctx, CurrentPrincipal, DbSession
+from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
 from app.schemas.common import Page
 from app.schemas.run import RunCreate, RunOut, RunStatus
 from app.services import result_formats, run_service
@@ -23,6 +24,9 @@ from app.services.auth_service import Principal
 
 router = APIRouter(tags=["runs"])
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255,
+    description="Retries with the same key return the run the first request created, never a second run.")]
 WaitSeconds = Annotated[float, Query(ge=0, description="Seconds to wait for the run to finish (long-poll).")]
 
 
@@ -53,27 +57,40 @@ def _respond(run: RunOut) -> JSONResponse:
 
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
-async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: CurrentPrincipal,
-                     wait: WaitSeconds = 0) -> JSONResponse:
+async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: RunsWrite,
+                     wait: WaitSeconds = 0, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
     finished run if it ends in time."""
 
-    def submit() -> RunOut:
+    def submit() -> tuple[RunOut, bool]:
         with ctx.db.session(write=True) as session:
-            run = run_service.create_run(session, principal, fmu_id, body, ctx.settings)
+            if idempotency_key is not None:
+                earlier = run_service.find_idempotent(session, principal, idempotency_key,
+                                                      run_service.request_hash(fmu_id, body))
+                if earlier is not None:
+                    return run_service.to_out(earlier), True
+            run = run_service.create_run(session, principal, fmu_id, body, ctx.settings, idempotency_key)
             decrement_user_credits(session, principal, run.credits_charged)
             session.commit()
-            return run_service.to_out(run)
+            return run_service.to_out(run), False
 
-    run = await run_in_threadpool(submit)
-    ctx.dispatcher.submit(run.id)
+    try:
+        run, replayed = await run_in_threadpool(submit)
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first: answer with its run.
+        run, replayed = await run_in_threadpool(submit)
+    if not replayed:
+        ctx.dispatcher.submit(run.id)
     if wait > 0:
         run = await _wait_for_final(ctx, principal, run.id, wait)
-    return _respond(run)
+    response = _respond(run)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @router.get("/v1/runs", response_model=Page[RunOut])
-def list_runs(session: DbSession, principal: CurrentPrincipal,
+def list_runs(session: DbSession, principal: RunsRead,
               limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None,
               status: RunStatus | None = None, fmu_id: str | None = None) -> Page[RunOut]:
     runs, next_cursor = run_service.list_runs(session, principal, limit, cursor, status=status, fmu_id=fmu_id)
@@ -83,15 +100,27 @@ def list_runs(session: DbSession, principal: CurrentPrincipal,
 
 @router.get("/v1/runs/{run_id}", response_model=RunOut,
             responses={202: {"model": RunOut, "description": "Not finished (within `wait`)."}})
-async def get_run(run_id: str, ctx: Ctx, principal: CurrentPrincipal, wait: WaitSeconds = 0) -> JSONResponse:
+async def get_run(run_id: str, ctx: Ctx, principal: RunsRead, wait: WaitSeconds = 0) -> JSONResponse:
     run = await _wait_for_final(ctx, principal, run_id, wait)
     return _respond(run)
+
+
+@router.post("/v1/runs/{run_id}/cancel", response_model=RunOut)
+def cancel_run(run_id: str, ctx: Ctx, principal: RunsWrite) -> RunOut:
+    """Cancel a queued or running run; a running sandbox is killed. 409 ``run_finished`` if it ended."""
+    with ctx.db.session(write=True) as session:
+        run, previous = run_service.cancel_run(session, principal, run_id)
+        session.commit()
+    if previous == "running":
+        ctx.runner.cancel(run_id)
+    ctx.notifier.publish(run_id)
+    return run_service.to_out(run)
 
 
 @router.get("/v1/runs/{run_id}/result", response_class=Response,
             responses={200: {"content": {fmt.media_type: {} for fmt in result_formats.FORMATS.values()},
                              "description": "The result table."}})
-def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: CurrentPrincipal,
+def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead,
                format: Literal["arrow", "parquet", "csv", "json"] = "arrow") -> Response:
     run = run_service.get_run(session, principal, run_id)
     if not run_service.is_final(run):
@@ -111,7 +140,7 @@ def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: CurrentPrin
 
 @router.get("/v1/runs/{run_id}/log", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "FMU log and runner output."}})
-def get_log(run_id: str, ctx: Ctx, session: DbSession, principal: CurrentPrincipal) -> Response:
+def get_log(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
     run = run_service.get_run(session, principal, run_id)
     key = run_service.log_key(run.id)
     text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.models import Fmu
-from app.routes.deps import Ctx, CurrentPrincipal, DbSession
+from app.routes.deps import Ctx, DbSession, FmusRead, FmusWrite
 from app.routes.upload_stream import receive_upload
 from app.schemas.common import Page
 from app.schemas.fmu import FmuDetail, FmuSummary
@@ -51,7 +51,7 @@ def _summary(fmu: Fmu) -> FmuSummary:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FmuDetail,
              openapi_extra=UPLOAD_BODY,
              responses={200: {"model": FmuDetail, "description": "These bytes were already uploaded."}})
-async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: CurrentPrincipal) -> FmuDetail:
+async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: FmusWrite) -> FmuDetail:
     """Upload an FMU (multipart field ``file``). The same bytes again return the existing FMU."""
     settings = ctx.settings
     received = await receive_upload(request, settings.upload_tmp_dir, settings.max_upload_bytes)
@@ -74,19 +74,22 @@ async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: 
 
 
 @router.get("", response_model=Page[FmuSummary])
-def list_fmus(session: DbSession, principal: CurrentPrincipal,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None) -> Page[FmuSummary]:
-    fmus, next_cursor = registry_service.list_fmus(session, principal, limit, cursor)
+def list_fmus(session: DbSession, principal: FmusRead,
+              limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None,
+              sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$",
+                                                  description="Only the FMU with these bytes.")] = None,
+              ) -> Page[FmuSummary]:
+    fmus, next_cursor = registry_service.list_fmus(session, principal, limit, cursor, sha256)
     return Page(data=[_summary(f) for f in fmus], has_more=next_cursor is not None, next_cursor=next_cursor)
 
 
 @router.get("/{fmu_id}", response_model=FmuDetail)
-def get_fmu(fmu_id: str, session: DbSession, principal: CurrentPrincipal) -> FmuDetail:
+def get_fmu(fmu_id: str, session: DbSession, principal: FmusRead) -> FmuDetail:
     return _detail(registry_service.get_fmu(session, principal, fmu_id))
 
 
 @router.delete("/{fmu_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_fmu(fmu_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+def delete_fmu(fmu_id: str, ctx: Ctx, principal: FmusWrite) -> Response:
     with ctx.db.session(write=True) as session:
         fmu = registry_service.delete_fmu(session, principal, fmu_id)
         session.commit()

@@ -18,11 +18,24 @@ from sqlalchemy.orm import Session
 
 from app.errors import ProblemError, Unauthenticated
 from app.models import ApiKey, User
+from app.models.user import SCOPES
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43
 _CHECK_LEN = 6
 PREFIXES = ("fmu_live_", "fmu_test_")
+
+
+class InsufficientScope(ProblemError):
+    status = 403
+    code = "insufficient_scope"
+    title = "The API key lacks a scope"
+
+
+class UnknownScope(ProblemError):
+    status = 422
+    code = "unknown_scope"
+    title = "Unknown scope"
 
 
 class EmailTaken(ProblemError):
@@ -67,6 +80,11 @@ class Principal:
 
     user_id: str
     api_key_id: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise InsufficientScope(f"This API key lacks the {scope!r} scope.", scope=scope)
 
 
 def authenticate(session: Session, authorization: str | None, secret: str) -> Principal:
@@ -79,21 +97,24 @@ def authenticate(session: Session, authorization: str | None, secret: str) -> Pr
     if not is_well_formed(token):
         raise Unauthenticated("The API key is malformed.")
     row = session.execute(
-        select(ApiKey.id, ApiKey.user_id).where(
+        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes).where(
             ApiKey.key_hash == hash_api_key(token, secret), ApiKey.revoked_at.is_(None)
         )
     ).first()
     if row is None:
         raise Unauthenticated("The API key is unknown or revoked.")
-    return Principal(user_id=row.user_id, api_key_id=row.id)
+    return Principal(user_id=row.user_id, api_key_id=row.id, scopes=frozenset(row.scopes))
 
 
 def issue_api_key(session: Session, user: User, secret: str, *, name: str | None = None,
-                  live: bool = False) -> str:
+                  live: bool = False, scopes: list[str] | None = None) -> str:
     """Create a key for ``user`` and return its secret; it is shown only this once."""
+    unknown = sorted(set(scopes or ()) - set(SCOPES))
+    if unknown:
+        raise UnknownScope(f"Unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}.")
     key = generate_api_key(live=live)
     session.add(ApiKey(user_id=user.id, key_hash=hash_api_key(key, secret), prefix=key[:13],
-                       name=name))
+                       name=name, scopes=list(scopes) if scopes else list(SCOPES)))
     session.flush()
     return key
 

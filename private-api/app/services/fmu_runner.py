@@ -135,6 +135,13 @@ class FmuRunner:
                     run.credits_charged = 0
             session.commit()
 
+    def cancel(self, run_id: str) -> None:
+        """Kill the sandbox of a run this process is executing; its row says 'cancelled' already."""
+        with self._lock:
+            sandbox = self._live.get(run_id)
+        if sandbox is not None:
+            sandbox.close()
+
     def stop(self) -> None:
         """Server shutdown: kill live sandboxes; their runs stay 'running' for recovery."""
         self._stopping = True

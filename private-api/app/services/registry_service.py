@@ -42,8 +42,12 @@ def get_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
     return fmu
 
 
-def list_fmus(session: Session, principal: Principal, limit: int, cursor: str | None) -> tuple[list[Fmu], str | None]:
-    return paginate(session, _live(principal), Fmu.id, limit, cursor)
+def list_fmus(session: Session, principal: Principal, limit: int, cursor: str | None,
+              sha256: str | None = None) -> tuple[list[Fmu], str | None]:
+    query = _live(principal)
+    if sha256 is not None:
+        query = query.where(Fmu.sha256 == sha256.lower())
+    return paginate(session, query, Fmu.id, limit, cursor)
 
 
 def model_info(fmu: Fmu) -> ModelInfo:

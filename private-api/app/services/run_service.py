@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import NotFound
+from app.errors import NotFound, ProblemError
 from app.models import Run
-from app.models.run import FINAL_STATUSES
+from app.models.base import utcnow
+from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
 from app.services import pricing, registry_service
 from app.services.auth_service import Principal
+from app.services.credits import refund_credits
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
 
@@ -22,16 +26,62 @@ def _owned(principal: Principal) -> Select[Run]:
     return select(Run).where(Run.user_id == principal.user_id)
 
 
+class IdempotencyKeyReused(ProblemError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused with another request"
+
+
+class RunFinished(ProblemError):
+    status = 409
+    code = "run_finished"
+    title = "Run has already finished"
+
+
+def request_hash(fmu_id: str, request: RunCreate) -> str:
+    canonical = json.dumps({"fmu_id": fmu_id, **request.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def find_idempotent(session: Session, principal: Principal, key: str, digest: str) -> Run | None:
+    """The run an earlier request with this key created; another request under the key is refused."""
+    run = session.scalar(_owned(principal).where(Run.idempotency_key == key))
+    if run is not None and run.request_hash != digest:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
+    return run
+
+
 def create_run(session: Session, principal: Principal, fmu_id: str, request: RunCreate,
-               settings: Settings) -> Run:
+               settings: Settings, idempotency_key: str | None = None) -> Run:
     """Validate and insert a queued run; the caller holds its credits and commits."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(fmu), settings)
     run = Run(user_id=principal.user_id, fmu_id=fmu.id, status="queued", spec=spec,
-              credits_charged=pricing.run_hold_credits())
+              credits_charged=pricing.run_hold_credits(), idempotency_key=idempotency_key,
+              request_hash=request_hash(fmu_id, request) if idempotency_key else None)
     session.add(run)
     session.flush()
     return run
+
+
+def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run, str]:
+    """Mark an unfinished run cancelled; returns (run, the status it had). A queued run never
+    used its credits and gets them back; a running one has used a sandbox and keeps its charge."""
+    run = get_run(session, principal, run_id)
+    previous = run.status
+    cancelled = session.execute(
+        update(Run).where(Run.id == run.id, Run.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", finished_at=utcnow(), error_code="cancelled",
+                error_message=f"cancelled while {previous}").execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not cancelled:
+        raise RunFinished(f"Run {run_id!r} has already finished ({run.status}).", run_status=run.status)
+    if previous == "queued" and run.credits_charged:
+        refund_credits(session, run.user_id, run.credits_charged)
+        session.execute(update(Run).where(Run.id == run.id).values(credits_charged=0)
+                        .execution_options(synchronize_session=False))
+    session.refresh(run)
+    return run, previous
 
 
 def get_run(session: Session, principal: Principal, run_id: str) -> Run:

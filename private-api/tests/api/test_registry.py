@@ -180,6 +180,13 @@ class TestListGetDelete:
         assert second["has_more"] is False and second["next_cursor"] is None
         assert "variables" not in first["data"][0]
 
+    def test_list_filters_by_sha256(self, alice: httpx.Client, uploaded: dict[str, dict[str, object]]) -> None:
+        fmu = uploaded["Feedthrough"]
+        found = alice.get("/v1/fmus", params={"sha256": fmu["sha256"]}).json()["data"]
+        assert [f["id"] for f in found] == [fmu["id"]]
+        assert alice.get("/v1/fmus", params={"sha256": "0" * 64}).json()["data"] == []
+        assert_problem(alice.get("/v1/fmus", params={"sha256": "nothex"}), 422, "validation_error")
+
     def test_get_returns_variables(self, alice: httpx.Client, uploaded: dict[str, dict[str, object]]) -> None:
         fmu_id = uploaded["Feedthrough"]["id"]
         body = alice.get(f"/v1/fmus/{fmu_id}").json()

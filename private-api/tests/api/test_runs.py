@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,72 @@ class TestRunResults:
         for path in ("", "/result", "/log"):
             assert_problem(bob.get(f"/v1/runs/{body['id']}{path}"), 404, "not_found")
         assert body["id"] not in {r["id"] for r in bob.get("/v1/runs").json()["data"]}
+
+
+class TestIdempotency:
+    def test_same_key_same_body_returns_the_same_run_and_charges_once(self, gateway: Gateway,
+                                                                       fmus: dict[str, Path]) -> None:
+        client = gateway.client(gateway.create_user(credits=5))
+        fmu = client.post("/v1/fmus", files={"file": ("v.fmu", fmus["VanDerPol"].read_bytes())}).json()
+        headers = {"Idempotency-Key": "retry-me-1"}
+        first = client.post(f"/v1/fmus/{fmu['id']}/runs", json={"stop_time": 1}, headers=headers)
+        second = client.post(f"/v1/fmus/{fmu['id']}/runs", json={"stop_time": 1}, headers=headers,
+                             params={"wait": 30})
+        assert first.status_code in (200, 202) and second.status_code == 200
+        assert second.json()["id"] == first.json()["id"]
+        assert second.headers["idempotent-replayed"] == "true"
+        assert [r["id"] for r in client.get("/v1/runs").json()["data"]] == [first.json()["id"]]
+        assert client.get("/v1/billing/balance").json()["credits"] == 4
+
+    def test_concurrent_retries_create_one_run(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        client = gateway.client(gateway.create_user(credits=50))
+        fmu = client.post("/v1/fmus", files={"file": ("v.fmu", fmus["VanDerPol"].read_bytes())}).json()
+
+        def submit(_: int) -> str:
+            response = client.post(f"/v1/fmus/{fmu['id']}/runs", json={"stop_time": 1},
+                                   headers={"Idempotency-Key": "burst"})
+            assert response.status_code in (200, 202), response.text
+            run_id: str = response.json()["id"]
+            return run_id
+
+        with ThreadPoolExecutor(10) as pool:
+            ids = set(pool.map(submit, range(10)))
+        assert len(ids) == 1
+        assert len(client.get("/v1/runs").json()["data"]) == 1
+        assert client.get("/v1/billing/balance").json()["credits"] == 49
+
+    def test_same_key_with_another_body_is_422(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
+        url = f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs"
+        headers = {"Idempotency-Key": f"reuse-{uuid.uuid4().hex}"}
+        assert alice.post(url, json={"stop_time": 1}, headers=headers).status_code in (200, 202)
+        assert_problem(alice.post(url, json={"stop_time": 2}, headers=headers), 422, "idempotency_key_reused")
+
+
+class TestCancel:
+    def test_cancelling_a_running_run_kills_its_sandbox(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        client = gateway.client(gateway.create_user(credits=5))
+        fmu = client.post("/v1/fmus", files={"file": ("h.fmu", fmus["Hostile"].read_bytes())}).json()
+        run_id = client.post(f"/v1/fmus/{fmu['id']}/runs",
+                             json={"start_values": {"mode": 4}, "timeout_s": 120}).json()["id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/runs/{run_id}").json()["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let it reach the blocking sleep inside the model
+        started = time.monotonic()
+        cancelled = client.post(f"/v1/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200
+        assert cancelled.json()["status"] == "cancelled"
+        time.sleep(1)
+        assert client.get(f"/v1/runs/{run_id}").json()["status"] == "cancelled"
+        assert time.monotonic() - started < 10
+        assert_problem(client.post(f"/v1/runs/{run_id}/cancel"), 409, "run_finished")
+        # It ran in a sandbox: charged, unlike a run cancelled while queued.
+        assert client.get("/v1/billing/balance").json()["credits"] == 4
+
+    def test_someone_elses_run_cannot_be_cancelled(self, alice: httpx.Client, bob: httpx.Client,
+                                                   uploaded: dict[str, Any]) -> None:
+        run_id = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", json={"stop_time": 0.1}).json()["id"]
+        assert_problem(bob.post(f"/v1/runs/{run_id}/cancel"), 404, "not_found")
 
 
 class TestRunValidation:
