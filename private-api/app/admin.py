@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import Database
@@ -18,10 +22,20 @@ from app.services import auth_service
 cli = typer.Typer(help="FMU Gateway operator commands.", no_args_is_help=True, add_completion=False)
 
 
-def _database() -> Database:
+@contextmanager
+def _write_session() -> Iterator[Session]:
+    """A migrated database's write session; business errors end the command with exit code 1."""
     settings = get_settings()
     upgrade(settings.resolved_database_url)
-    return Database(settings)
+    db = Database(settings)
+    try:
+        with db.session(write=True) as session:
+            yield session
+    except ProblemError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
 
 
 @cli.command()
@@ -37,18 +51,10 @@ def create_user(email: Annotated[str, typer.Option(help="The user's email (uniqu
                 credits: Annotated[int, typer.Option(min=0, help="Starting credit balance.")] = 0,
                 live: Annotated[bool, typer.Option(help="Issue an fmu_live_ key, not fmu_test_.")] = False) -> None:
     """Create a user with an API key; the key is the last line of output."""
-    settings = get_settings()
-    db = _database()
-    try:
-        with db.session(write=True) as session:
-            user = auth_service.create_user(session, email, credits)
-            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value(), live=live)
-            session.commit()
-    except ProblemError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        db.dispose()
+    with _write_session() as session:
+        user = auth_service.create_user(session, email, credits)
+        key = auth_service.issue_api_key(session, user, get_settings().secret_key.get_secret_value(), live=live)
+        session.commit()
     typer.echo(f"created user {user.id} <{email}> with {credits} credits")
     typer.echo(key)
 
@@ -60,22 +66,14 @@ def create_key(email: Annotated[str, typer.Option(help="The user's email.")],
                    help=f"Limit the key to these scopes (repeatable): {', '.join(SCOPES)}. Default: all.")] = None,
                ) -> None:
     """Issue another API key for an existing user; the key is the last line of output."""
-    settings = get_settings()
-    db = _database()
-    try:
-        with db.session(write=True) as session:
-            user = auth_service.get_user_by_email(session, email)
-            if user is None:
-                typer.echo(f"error: no user with email {email!r}", err=True)
-                raise typer.Exit(1)
-            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value(), name=name,
-                                             scopes=scope)
-            session.commit()
-    except ProblemError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(1) from exc
-    finally:
-        db.dispose()
+    with _write_session() as session:
+        user = auth_service.get_user_by_email(session, email)
+        if user is None:
+            typer.echo(f"error: no user with email {email!r}", err=True)
+            raise typer.Exit(1)
+        key = auth_service.issue_api_key(session, user, get_settings().secret_key.get_secret_value(), name=name,
+                                         scopes=scope)
+        session.commit()
     typer.echo(key)
 
 
@@ -84,23 +82,17 @@ def ensure_dev_user(key_file: Annotated[Path, typer.Option(help="Where the dev A
     """Make sure the development user exists and ``key_file`` holds a working key for it."""
     settings = get_settings()
     secret = settings.secret_key.get_secret_value()
-    db = _database()
-    try:
-        with db.session(write=True) as session:
-            user = auth_service.get_user_by_email(session, settings.dev_user_email)
-            if user is None:
-                user = auth_service.create_user(session, settings.dev_user_email, settings.dev_user_credits)
-            existing = key_file.read_text().strip() if key_file.exists() else ""
-            try:
-                if existing and auth_service.authenticate(session, f"Bearer {existing}", secret).user_id == user.id:
-                    typer.echo(existing)
-                    return
-            except ProblemError:
-                pass
-            key = auth_service.issue_api_key(session, user, secret, name="dev")
-            session.commit()
-    finally:
-        db.dispose()
+    with _write_session() as session:
+        user = auth_service.get_user_by_email(session, settings.dev_user_email)
+        if user is None:
+            user = auth_service.create_user(session, settings.dev_user_email, settings.dev_user_credits)
+        existing = key_file.read_text().strip() if key_file.exists() else ""
+        with contextlib.suppress(ProblemError):
+            if existing and auth_service.authenticate(session, f"Bearer {existing}", secret).user_id == user.id:
+                typer.echo(existing)
+                return
+        key = auth_service.issue_api_key(session, user, secret, name="dev")
+        session.commit()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
