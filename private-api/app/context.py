@@ -12,6 +12,7 @@ from app.dispatch.notifier import RunNotifier
 from app.dispatch.pool import InProcessDispatcher
 from app.fmi.archive import ArchiveLimits
 from app.sandbox import create_backend
+from app.sandbox.cleanup import remove_stale_sandboxes
 from app.sandbox.pool import SandboxPool
 from app.services.fmu_cache import FmuCache
 from app.services.fmu_runner import FmuRunner, default_limits
@@ -52,6 +53,7 @@ class AppContext:
         return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher, limiter)
 
     def start(self) -> None:
+        remove_stale_sandboxes(self.settings.sandbox_dir)
         self.runner.sandboxes.start()
         self.dispatcher.start()
         recovered = self.runner.recover()
