@@ -26,13 +26,14 @@ from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
 from app.sandbox.outcome import Observation, Verdict, classify, decode_wait_status, signal_name
 from app.sandbox.resources import SANDBOX_ID_ENV, ResourceControl
 from app.sandbox.runner import DONE, EXIT, GO, READY, RESULT_FILE
-from app.sandbox.staging import SandboxDirs, encode_spec, output_problem, stage_job
+from app.sandbox.staging import SandboxDirs, encode_spec, output_over_quota, output_problem, stage_job
 
 logger = logging.getLogger(__name__)
 
 _REAP_TIMEOUT_S = 5.0
 _DRAIN_TIMEOUT_S = 1.0
 _POLL_FALLBACK_S = 0.005
+_OUTPUT_CHECK_S = 0.05
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 # One thread per numeric library: the sandbox has a small pids limit and one job.
@@ -238,9 +239,22 @@ class ChildProcessSandbox(Sandbox):
         except OSError as e:
             return self._failed(f"cannot stage the job: {e}", started, self._tree.finish(0))
         self._tree.release()
-        timed_out = not self._tree.wait_exited(started + job.limits.deadline_s)
+        deadline = started + job.limits.deadline_s
+        timed_out, over_quota = False, None
+        # /out is a host directory: watch its size while the model runs, not only afterwards.
+        while not self._tree.wait_exited(min(deadline, time.monotonic() + _OUTPUT_CHECK_S)):
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            over_quota = output_over_quota(self.dirs.out, self.limits.max_output_bytes)
+            if over_quota is not None:
+                break
         exit_ = self._tree.finish(_DRAIN_TIMEOUT_S)
         wall_time = time.monotonic() - started
+        if over_quota is not None:
+            code, sig = decode_wait_status(exit_.status, self._signal_via_exit_code)
+            verdict = Verdict("failed", "output_too_large", over_quota, code, signal_name(sig) if sig else None)
+            return self._make_outcome(verdict, wall_time, exit_)
         return self._outcome(timed_out, job.limits.deadline_s, wall_time, exit_)
 
     def _outcome(self, timed_out: bool, deadline_s: float, wall_time: float, exit_: Exit) -> Outcome:
@@ -249,6 +263,7 @@ class ChildProcessSandbox(Sandbox):
         if report is not None and report.get("ok") is True:
             problem = output_problem(self.dirs.out, RESULT_FILE, self.limits.max_output_bytes)
         exit_ = self._measured(exit_)
+        peak_vm = (self._control.get(EXIT) or {}).get("peak_vm_bytes")
         observation = Observation(
             timed_out=timed_out,
             wait_status=exit_.status,
@@ -260,6 +275,7 @@ class ChildProcessSandbox(Sandbox):
             max_rss_bytes=exit_.max_rss_bytes,
             cpu_time_s=exit_.cpu_time_s,
             output_problem=problem,
+            peak_vm_bytes=peak_vm if isinstance(peak_vm, int) else None,
         )
         return self._make_outcome(classify(observation, self.limits, deadline_s), wall_time, exit_)
 

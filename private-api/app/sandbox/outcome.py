@@ -15,6 +15,8 @@ from typing import Any
 from app.sandbox.base import ErrorCode, Limits, RunStatus
 from app.sandbox.runner import REPORTABLE_ERRORS
 
+# A crash with the address space this close to RLIMIT_AS was a failed allocation.
+_PEAK_VM_SHARE = 0.8
 # Under RLIMIT_AS a crash after RSS grew through half of the headroom is taken as the memory limit:
 # big allocations fail long before RSS reaches the limit (address space counts, not RSS).
 _HEADROOM_SHARE = 0.5
@@ -33,6 +35,7 @@ class Observation:
     max_rss_bytes: int | None
     cpu_time_s: float | None
     output_problem: tuple[ErrorCode, str] | None
+    peak_vm_bytes: int | None = None  # the runner's VmPeak as its supervisor last saw it
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ def near_memory_limit(obs: Observation, limits: Limits) -> bool:
     vm, rss = ready.get("vm_bytes"), ready.get("rss_bytes")
     if obs.max_rss_bytes is None or not isinstance(vm, int) or not isinstance(rss, int):
         return False
+    if obs.peak_vm_bytes is not None and obs.peak_vm_bytes >= _PEAK_VM_SHARE * limits.memory_bytes:
+        return True
     headroom = limits.memory_bytes - vm
     return headroom > 0 and obs.max_rss_bytes - rss >= _HEADROOM_SHARE * headroom
 

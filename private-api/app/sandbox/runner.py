@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import IO, Any
@@ -268,11 +269,32 @@ def run_job(job_dir: Path, out_dir: Path) -> int:
     return write_result(result, out_dir / RESULT_FILE)
 
 
+_SUPERVISE_POLL_S = 0.01
+
+
+def vm_peak(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def supervise(runner: int, control: IO[str]) -> None:
     """Reap the runner and pass on how it ended: bwrap's init would swallow its peak RSS and CPU time."""
-    _, status, usage = os.wait4(runner, 0)
+    peak_vm = 0
+    while True:
+        pid, status, usage = os.wait4(runner, os.WNOHANG)
+        if pid:
+            break
+        # Under RLIMIT_AS alone a failed allocation looks like any crash; the peak tells them apart.
+        peak_vm = max(peak_vm, vm_peak(runner))
+        time.sleep(_SUPERVISE_POLL_S)
     cpu = usage.ru_utime + usage.ru_stime
-    send(control, EXIT, status=status, max_rss_bytes=usage.ru_maxrss * 1024, cpu_time_s=cpu)
+    send(control, EXIT, status=status, max_rss_bytes=usage.ru_maxrss * 1024, cpu_time_s=cpu, peak_vm_bytes=peak_vm)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         signal.signal(sig, signal.SIG_DFL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -78,14 +79,29 @@ def link_or_copy(src: Path, dst: Path) -> None:
         os.chmod(dst, 0o755 if os.access(src, os.X_OK) else 0o644)
 
 
-def output_problem(out_dir: Path, result_name: str, max_bytes: int) -> tuple[ErrorCode, str] | None:
-    """Why the runner's output cannot be used, or None; never follows links the sandbox planted."""
-    total = 0
+MAX_OUTPUT_ENTRIES = 1000
+
+
+def output_over_quota(out_dir: Path, max_bytes: int) -> str | None:
+    """Why the output dir is over its quota (bytes or entries), or None; never follows links."""
+    total = entries = 0
     for dirpath, dirnames, filenames in os.walk(out_dir):
         for name in filenames + dirnames:
-            total += os.lstat(os.path.join(dirpath, name)).st_size
+            entries += 1
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
     if total > max_bytes:
-        return "output_too_large", f"output of {total} bytes exceeds the limit of {max_bytes} bytes"
+        return f"output of {total} bytes exceeds the limit of {max_bytes} bytes"
+    if entries > MAX_OUTPUT_ENTRIES:
+        return f"output of {entries} files exceeds the limit of {MAX_OUTPUT_ENTRIES}"
+    return None
+
+
+def output_problem(out_dir: Path, result_name: str, max_bytes: int) -> tuple[ErrorCode, str] | None:
+    """Why the runner's output cannot be used, or None; never follows links the sandbox planted."""
+    over = output_over_quota(out_dir, max_bytes)
+    if over is not None:
+        return "output_too_large", over
     try:
         st = os.lstat(out_dir / result_name)
     except FileNotFoundError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -17,7 +18,8 @@ import pytest
 from conftest import REPO_ROOT, SECRET_KEY, Gateway
 
 MODES = {"segfault": 1, "abort": 2, "endless_loop": 3, "sleep": 4, "memory_hog": 5, "fmi_error": 6,
-         "fork_loop": 7, "network": 8, "secrets": 9, "write_outside": 10, "leave_process": 11}
+         "fork_loop": 7, "network": 8, "secrets": 9, "write_outside": 10, "leave_process": 11,
+         "fill_directory": 12}
 
 
 def hostile_run(client: httpx.Client, fmu_id: object, mode: str, timeout_s: float = 5,
@@ -146,6 +148,21 @@ class TestIsolation:
         assert body["status"] == "succeeded", body
         assert not target.exists()
         assert final_probe(alice, body["id"]) == 10  # only its private /tmp was writable
+
+    @pytest.mark.parametrize("directory", ["/out", "/tmp"])
+    def test_model_cannot_fill_the_disk(self, gateway: Gateway, alice: httpx.Client, hostile: object,
+                                        directory: str) -> None:
+        before = shutil.disk_usage(gateway.var_dir).free
+        body = hostile_run(alice, hostile, "fill_directory", timeout_s=60, target_file=directory)
+        if directory == "/out":
+            # The host-side output dir is watched while the model runs: stopped at the output quota.
+            assert body["status"] == "failed", body
+            assert body["error"]["code"] == "output_too_large"
+        else:
+            # The private /tmp is a size-capped tmpfs: writes fail with ENOSPC and the model goes on.
+            assert body["status"] in ("succeeded", "failed"), body
+            assert body["error"] is None or body["error"]["code"] == "memory_limit"
+        assert shutil.disk_usage(gateway.var_dir).free > before - (64 << 20)
 
     def test_model_cannot_leave_a_process_running(self, gateway: Gateway, alice: httpx.Client,
                                                   hostile: object) -> None:

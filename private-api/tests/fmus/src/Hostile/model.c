@@ -4,6 +4,7 @@
  *  1 segfault            5 allocate memory forever 9 look for a secret env var and file
  *  2 abort()             6 return fmi2Error         10 write target_file and /tmp/hostile-probe
  *  3 endless busy loop   7 fork bomb               11 leave a daemonised child process running
+ * 12 fill the directory target_file names (e.g. /out) with 16 MiB files, forever
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,6 +34,20 @@ const fmi2ValueReference MODEL_DERIVATIVES[] = {0};
 #define FLAG_TRIGGERED 1
 #define HOG_CHUNK ((size_t)64 << 20)
 #define CONNECT_TIMEOUT_S 2
+
+/* writes 16 MiB files into dir until something stops the process; returns only if nothing can be written */
+static void fill_directory(const char *dir) {
+    static char block[1 << 20];
+    char path[4096];
+    memset(block, 'x', sizeof block);
+    for (long n = 0;; n++) {
+        FILE *f;
+        snprintf(path, sizeof path, "%s/junk-%ld", dir ? dir : "/out", n);
+        if ((f = fopen(path, "wb")) == NULL) return;
+        for (int i = 0; i < 16; i++) fwrite(block, 1, sizeof block, f);
+        fclose(f);
+    }
+}
 
 /* keeps every hogged chunk reachable so the compiler cannot drop malloc + memset as dead code */
 static void *volatile hog_list;
@@ -189,6 +204,10 @@ static fmi2Status misbehave(Instance *inst) {
 
         case 11:
             probe = spawn_orphan();
+            break;
+
+        case 12:
+            fill_directory(file_name);
             break;
 
         default:
