@@ -1,3 +1,70 @@
-"""Python client for FMU Gateway."""
+"""Python client for FMU Gateway: upload FMUs (FMI 2.0/3.0 models) once, simulate them as a service.
 
-__version__ = "0.1.0"
+    from fmu_gateway_sdk import FMUGatewayClient
+
+    with FMUGatewayClient() as client:          # $FMU_GATEWAY_API_KEY, $FMU_GATEWAY_URL
+        result = client.simulate("VanDerPol.fmu", start_values={"mu": 2.5}, stop_time=10)
+        print(result.to_pandas().head())
+"""
+
+from fmu_gateway_sdk._client import AsyncFMUGatewayClient, FMUGatewayClient, FmuInput
+from fmu_gateway_sdk._version import __version__
+from fmu_gateway_sdk.auth import ApiKeyAuth
+from fmu_gateway_sdk.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    ConflictError,
+    FMUGatewayError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunFailedError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from fmu_gateway_sdk.models import (
+    Balance,
+    DefaultExperiment,
+    Fmu,
+    FmuSummary,
+    Run,
+    RunError,
+    RunResultInfo,
+    RunTimings,
+    Variable,
+)
+from fmu_gateway_sdk.result import SimulationResult
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "ApiKeyAuth",
+    "AsyncFMUGatewayClient",
+    "AuthenticationError",
+    "Balance",
+    "ConflictError",
+    "DefaultExperiment",
+    "FMUGatewayClient",
+    "FMUGatewayError",
+    "Fmu",
+    "FmuInput",
+    "FmuSummary",
+    "InsufficientCreditsError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Run",
+    "RunError",
+    "RunFailedError",
+    "RunResultInfo",
+    "RunTimings",
+    "SimulationResult",
+    "ValidationError",
+    "Variable",
+    "WaitTimeoutError",
+    "__version__",
+]
