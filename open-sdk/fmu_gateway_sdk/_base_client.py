@@ -1,0 +1,151 @@
+"""The HTTP layer under both clients: configuration, authentication, retries and error mapping.
+
+Every request is retried on connection errors, 408/429/5xx (see ``_retry``). That is safe because
+every call of this API is idempotent: reads, a content-addressed upload, a cancel, and run creation,
+which always carries an ``Idempotency-Key`` that is the same on each retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+import httpx
+
+from fmu_gateway_sdk._retry import RetryPolicy
+from fmu_gateway_sdk._version import __version__
+from fmu_gateway_sdk.errors import APIConnectionError, APITimeoutError, error_from_response
+
+log = logging.getLogger("fmu_gateway_sdk")
+
+BASE_URL_ENV = "FMU_GATEWAY_URL"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 2
+USER_AGENT = f"fmu-gateway-sdk/{__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
+
+Params = Mapping[str, str | int | float | None]
+SyncContent = bytes | Callable[[], Iterable[bytes]]
+AsyncContent = bytes | Callable[[], AsyncIterable[bytes]]
+TimeoutArg = float | httpx.Timeout | None
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    return (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+class _Requester:
+    """What the sync and async requesters share: everything but the I/O."""
+
+    def __init__(self, *, base_url: str, timeout: float | httpx.Timeout, retry: RetryPolicy) -> None:
+        self.base_url = base_url
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self.retry = retry
+
+    def long_poll_timeout(self, wait: float) -> httpx.Timeout:
+        """The client's timeout, with the read timeout stretched to cover a ``?wait=`` long-poll."""
+        read = self.timeout.read
+        return httpx.Timeout(self.timeout.connect, read=None if read is None else read + wait,
+                             write=self.timeout.write, pool=self.timeout.pool)
+
+    def _clean_params(self, params: Params | None) -> dict[str, str | int | float] | None:
+        return {k: v for k, v in params.items() if v is not None} if params else None
+
+    def _connection_error(self, method: str, path: str, exc: httpx.HTTPError, attempts: int) -> APIConnectionError:
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(f"{method} {path} timed out{tried}: {exc!r}")
+        return APIConnectionError(f"Could not reach FMU Gateway at {self.base_url} ({method} {path}){tried}: {exc!r}")
+
+    def _log_retry(self, method: str, path: str, why: str, delay: float, attempt: int) -> None:
+        log.info("%s %s: %s; retry %d/%d in %.2f s", method, path, why, attempt + 1, self.retry.max_retries, delay)
+
+
+def _why(response: httpx.Response) -> str:
+    code = ""
+    if response.headers.get("content-type", "").startswith("application/problem+json"):
+        with contextlib.suppress(ValueError):
+            code = f" {response.json().get('code')}"
+    return f"{response.status_code}{code}"
+
+
+class SyncRequester(_Requester):
+    def __init__(self, *, base_url: str, auth: httpx.Auth, timeout: float | httpx.Timeout,
+                 retry: RetryPolicy) -> None:
+        super().__init__(base_url=base_url, timeout=timeout, retry=retry)
+        self._http = httpx.Client(base_url=base_url, auth=auth, timeout=self.timeout,
+                                  headers={"User-Agent": USER_AGENT})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
+                content: SyncContent | None = None, headers: Mapping[str, str] | None = None,
+                timeout: TimeoutArg = None) -> httpx.Response:
+        """Send with retries; return the 2xx response or raise the typed error."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(
+                    method, path, params=self._clean_params(params), json=json,
+                    content=content() if callable(content) else content, headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as exc:
+                delay = self.retry.delay_after_error(attempt, exc)
+                if delay is None:
+                    raise self._connection_error(method, path, exc, attempt + 1) from exc
+                self._log_retry(method, path, type(exc).__name__, delay, attempt)
+            else:
+                if response.is_success:
+                    return response
+                delay = self.retry.delay_after_response(attempt, response)
+                if delay is None:
+                    raise error_from_response(response)
+                self._log_retry(method, path, _why(response), delay, attempt)
+            time.sleep(delay)
+            attempt += 1
+
+
+class AsyncRequester(_Requester):
+    def __init__(self, *, base_url: str, auth: httpx.Auth, timeout: float | httpx.Timeout,
+                 retry: RetryPolicy) -> None:
+        super().__init__(base_url=base_url, timeout=timeout, retry=retry)
+        self._http = httpx.AsyncClient(base_url=base_url, auth=auth, timeout=self.timeout,
+                                       headers={"User-Agent": USER_AGENT})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
+                      content: AsyncContent | None = None, headers: Mapping[str, str] | None = None,
+                      timeout: TimeoutArg = None) -> httpx.Response:
+        """Send with retries; return the 2xx response or raise the typed error."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    method, path, params=self._clean_params(params), json=json,
+                    content=content() if callable(content) else content, headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as exc:
+                delay = self.retry.delay_after_error(attempt, exc)
+                if delay is None:
+                    raise self._connection_error(method, path, exc, attempt + 1) from exc
+                self._log_retry(method, path, type(exc).__name__, delay, attempt)
+            else:
+                if response.is_success:
+                    return response
+                delay = self.retry.delay_after_response(attempt, response)
+                if delay is None:
+                    raise error_from_response(response)
+                self._log_retry(method, path, _why(response), delay, attempt)
+            await anyio.sleep(delay)
+            attempt += 1

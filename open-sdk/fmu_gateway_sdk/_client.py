@@ -1,0 +1,187 @@
+"""``FMUGatewayClient`` and its async twin ``AsyncFMUGatewayClient``: configuration, resources and
+the ``simulate`` one-liner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+from typing_extensions import Self
+
+from fmu_gateway_sdk._base_client import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    AsyncRequester,
+    SyncRequester,
+    resolve_base_url,
+)
+from fmu_gateway_sdk._retry import RetryPolicy
+from fmu_gateway_sdk.auth import resolve_auth
+from fmu_gateway_sdk.errors import FMUGatewayError, RunFailedError
+from fmu_gateway_sdk.models import FmiType, FmuSummary, Run, Solver
+from fmu_gateway_sdk.resources import AsyncBilling, AsyncFmus, AsyncRuns, Billing, FmuRef, Fmus, Runs
+from fmu_gateway_sdk.resources.runs import LONG_POLL_S
+from fmu_gateway_sdk.result import SimulationResult
+
+__all__ = ["AsyncFMUGatewayClient", "FMUGatewayClient", "FmuInput"]
+
+#: What ``simulate`` accepts: a path to a ``.fmu`` file, an FMU id, or an FMU object.
+FmuInput = str | os.PathLike[str] | FmuSummary
+
+
+def local_fmu_path(fmu: FmuInput) -> Path | None:
+    """The file to upload when ``fmu`` names one; ``None`` when it is an uploaded FMU (id or object)."""
+    if isinstance(fmu, FmuSummary):
+        return None
+    if isinstance(fmu, os.PathLike):
+        return Path(fmu)
+    if fmu.lower().endswith(".fmu") or "/" in fmu or os.sep in fmu or Path(fmu).is_file():
+        return Path(fmu)
+    return None
+
+
+def _uploaded_ref(fmu: FmuInput) -> FmuRef:
+    return fmu if isinstance(fmu, FmuSummary) else os.fspath(fmu)
+
+
+class _ClientConfig:
+    def __init__(self, api_key: str | None, base_url: str | None, timeout: float | httpx.Timeout,
+                 max_retries: int, auth: httpx.Auth | None) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.auth = resolve_auth(api_key, auth)
+        self.base_url = resolve_base_url(base_url)
+        self.timeout = timeout
+        self.retry = RetryPolicy(max_retries=max_retries)
+
+
+class FMUGatewayClient:
+    """The FMU Gateway API.
+
+    ``api_key`` defaults to ``$FMU_GATEWAY_API_KEY``, ``base_url`` to ``$FMU_GATEWAY_URL`` or
+    ``http://127.0.0.1:8000``. ``timeout`` is per HTTP request (long-polls get their wait on top);
+    failed requests are retried up to ``max_retries`` times with backoff. ``auth`` replaces the API key
+    with any ``httpx.Auth`` (see :mod:`fmu_gateway_sdk.auth`). Use it as a context manager, or ``close()`` it.
+    """
+
+    def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
+                 timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES,
+                 auth: httpx.Auth | None = None) -> None:
+        config = _ClientConfig(api_key, base_url, timeout, max_retries, auth)
+        self.base_url = config.base_url
+        self.max_retries = max_retries
+        self._api = SyncRequester(base_url=config.base_url, auth=config.auth, timeout=timeout, retry=config.retry)
+        self.fmus = Fmus(self._api)
+        self.runs = Runs(self._api)
+        self.billing = Billing(self._api)
+
+    def simulate(self, fmu: FmuInput, *, start_values: Mapping[str, Any] | None = None,
+                 start_time: float | None = None, stop_time: float | None = None,
+                 output_interval: float | None = None, outputs: Sequence[str] | None = None, input: Any = None,
+                 fmi_type: FmiType | None = None, solver: Solver | None = None,
+                 relative_tolerance: float | None = None, timeout: float | None = None) -> SimulationResult:
+        """Simulate an FMU and return its result, like ``fmpy.simulate_fmu`` on the server.
+
+        ``fmu`` is a path to a ``.fmu`` file (uploaded unless the server has those bytes already), an
+        FMU id, or an FMU object. ``input`` is a dict of columns, an FMPy-style structured array or a
+        DataFrame with a ``time`` column; ``timeout`` is the run's wall-clock limit in seconds. Raises
+        :class:`RunFailedError` (with the run and its log) if the run does not succeed.
+        """
+        path = local_fmu_path(fmu)
+        target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
+        run = self.runs.create(target, start_values=start_values, start_time=start_time, stop_time=stop_time,
+                               output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
+                               solver=solver, relative_tolerance=relative_tolerance, timeout=timeout,
+                               wait=LONG_POLL_S)
+        if not run.finished:
+            run = self.runs.wait(run)
+        if not run.succeeded:
+            raise RunFailedError(run, log=self._log_of(run), request_id=run.request_id)
+        return self.runs.result(run)
+
+    def _log_of(self, run: Run) -> str | None:
+        try:
+            return self.runs.log(run)
+        except FMUGatewayError:
+            return None
+
+    def close(self) -> None:
+        self._api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FMUGatewayClient(base_url={self.base_url!r})"
+
+
+class AsyncFMUGatewayClient:
+    """The FMU Gateway API for asyncio (and trio): the same surface as :class:`FMUGatewayClient`,
+    with coroutines; ``list()`` methods are async iterators. Use it as ``async with``, or ``aclose()`` it.
+    """
+
+    def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
+                 timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES,
+                 auth: httpx.Auth | None = None) -> None:
+        config = _ClientConfig(api_key, base_url, timeout, max_retries, auth)
+        self.base_url = config.base_url
+        self.max_retries = max_retries
+        self._api = AsyncRequester(base_url=config.base_url, auth=config.auth, timeout=timeout, retry=config.retry)
+        self.fmus = AsyncFmus(self._api)
+        self.runs = AsyncRuns(self._api)
+        self.billing = AsyncBilling(self._api)
+
+    async def simulate(self, fmu: FmuInput, *, start_values: Mapping[str, Any] | None = None,
+                       start_time: float | None = None, stop_time: float | None = None,
+                       output_interval: float | None = None, outputs: Sequence[str] | None = None,
+                       input: Any = None, fmi_type: FmiType | None = None, solver: Solver | None = None,
+                       relative_tolerance: float | None = None, timeout: float | None = None) -> SimulationResult:
+        """Simulate an FMU and return its result, like ``fmpy.simulate_fmu`` on the server.
+
+        ``fmu`` is a path to a ``.fmu`` file (uploaded unless the server has those bytes already), an
+        FMU id, or an FMU object. ``input`` is a dict of columns, an FMPy-style structured array or a
+        DataFrame with a ``time`` column; ``timeout`` is the run's wall-clock limit in seconds. Raises
+        :class:`RunFailedError` (with the run and its log) if the run does not succeed.
+        """
+        path = local_fmu_path(fmu)
+        target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
+        run = await self.runs.create(target, start_values=start_values, start_time=start_time, stop_time=stop_time,
+                                     output_interval=output_interval, outputs=outputs, input=input,
+                                     fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
+                                     timeout=timeout, wait=LONG_POLL_S)
+        if not run.finished:
+            run = await self.runs.wait(run)
+        if not run.succeeded:
+            raise RunFailedError(run, log=await self._log_of(run), request_id=run.request_id)
+        return await self.runs.result(run)
+
+    async def _log_of(self, run: Run) -> str | None:
+        try:
+            return await self.runs.log(run)
+        except FMUGatewayError:
+            return None
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+
+    async def close(self) -> None:
+        """Same as :meth:`aclose`."""
+        await self._api.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncFMUGatewayClient(base_url={self.base_url!r})"

@@ -1,0 +1,421 @@
+"""``fmu-gateway``: the API from the shell.
+
+Exit codes: 0 success; 1 the API or the run reported an error (the problem goes to stderr);
+2 a usage error (bad option, unknown output format, no API key).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fmu_gateway_sdk._base_client import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from fmu_gateway_sdk._client import FMUGatewayClient, local_fmu_path
+from fmu_gateway_sdk._fmu_file import PROGRESS_MIN_BYTES
+from fmu_gateway_sdk.auth import API_KEY_ENV
+from fmu_gateway_sdk.errors import APIError, FMUGatewayError, RunFailedError
+from fmu_gateway_sdk.models import Fmu, FmuSummary, ResultFormat, Run, RunStatus
+from fmu_gateway_sdk.resources.runs import LONG_POLL_S
+
+app = typer.Typer(
+    name="fmu-gateway",
+    help="FMU Gateway from the shell: upload FMUs, run them, fetch their results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_API_ERROR = 1
+EXIT_USAGE = 2
+
+RESULT_FORMATS: dict[str, ResultFormat] = {
+    ".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".arrow": "arrow", ".feather": "arrow",
+    ".ipc": "arrow", ".json": "json",
+}
+
+class FmiTypeChoice(str, Enum):
+    CoSimulation = "CoSimulation"
+    ModelExchange = "ModelExchange"
+
+
+class SolverChoice(str, Enum):
+    CVode = "CVode"
+    Euler = "Euler"
+
+
+class StatusChoice(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    timed_out = "timed_out"
+    cancelled = "cancelled"
+
+
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only ids, one per line.")]
+
+
+@dataclass
+class _Options:
+    api_key: str | None
+    base_url: str | None
+    timeout: float
+    max_retries: int
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    api_key: Annotated[str | None, typer.Option(envvar=API_KEY_ENV, show_default=False,
+                                                help="API key.")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        envvar="FMU_GATEWAY_URL", show_default=False,
+        help="Server URL [default: http://127.0.0.1:8000].")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = DEFAULT_TIMEOUT,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries of a failed request.")] = DEFAULT_MAX_RETRIES,
+) -> None:
+    ctx.obj = _Options(api_key, base_url, timeout, max_retries)
+
+
+def _client(ctx: typer.Context) -> FMUGatewayClient:
+    options: _Options = ctx.obj
+    try:
+        return FMUGatewayClient(options.api_key, options.base_url, timeout=options.timeout,
+                                max_retries=options.max_retries)
+    except FMUGatewayError as exc:
+        _err().print(f"error: {escape(exc.message)}", markup=True)
+        raise typer.Exit(EXIT_USAGE) from exc
+
+
+def _report(exc: FMUGatewayError) -> NoReturn:
+    err = _err()
+    err.print(f"[bold red]error:[/] {escape(str(exc.message))}")
+    if exc.code:
+        err.print(f"  code: {escape(exc.code)}")
+    if isinstance(exc, APIError):
+        for key in ("variable", "field", "scope", "required", "retry_after"):
+            if exc.problem.get(key) is not None:
+                err.print(f"  {key}: {escape(str(exc.problem[key]))}")
+    if isinstance(exc, RunFailedError):
+        err.print(f"  run: {exc.run.id}")
+        if exc.log:
+            err.print("  last lines of the run log:")
+            for line in exc.log.rstrip().splitlines()[-10:]:
+                err.print(f"    {escape(line)}")
+    if exc.request_id:
+        err.print(f"  request id: {escape(exc.request_id)}")
+    raise typer.Exit(EXIT_API_ERROR)
+
+
+@contextmanager
+def _session(ctx: typer.Context) -> Iterator[FMUGatewayClient]:
+    """A client for one command; API and run errors become exit code 1 with the problem on stderr."""
+    client = _client(ctx)
+    try:
+        yield client
+    except FMUGatewayError as exc:
+        _report(exc)
+    finally:
+        client.close()
+
+
+def _parse_value(text: str) -> bool | int | float | str:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _start_values(assignments: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"expected NAME=VALUE, got {assignment!r}", param_hint="--set")
+        values[name.strip()] = _parse_value(value)
+    return values
+
+
+def _read_input_csv(path: Path) -> dict[str, list[Any]]:
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise typer.BadParameter(f"{path} is empty", param_hint="--input-file")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if "time" not in header:
+        raise typer.BadParameter(f"{path} has no 'time' column", param_hint="--input-file")
+    return {name: [_parse_value(row[i]) for row in body if row] for i, name in enumerate(header)}
+
+
+def _result_format(output: Path) -> ResultFormat:
+    fmt = RESULT_FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise typer.BadParameter(f"{output.name}: use one of {', '.join(RESULT_FORMATS)}", param_hint="--output")
+    return fmt
+
+
+def _auto_progress(path: Path) -> bool:
+    return _err().is_terminal and path.stat().st_size >= PROGRESS_MIN_BYTES
+
+
+def _resolve_fmu(client: FMUGatewayClient, fmu: str) -> Fmu:
+    path = local_fmu_path(fmu)
+    return client.fmus.upload(path, progress=_auto_progress(path)) if path is not None else client.fmus.get(fmu)
+
+
+def _fmi_label(fmu: FmuSummary) -> str:
+    kinds = [k for k, ok in (("ME", fmu.supports_model_exchange), ("CS", fmu.supports_co_simulation)) if ok]
+    return f"FMI {fmu.fmi_version} {'+'.join(kinds)}"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _table(*columns: str, caption: str | None = None, no_wrap: tuple[str, ...] = ()) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, caption=caption)
+    for name in columns:
+        table.add_column(name, no_wrap=name in no_wrap)
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def _print_head(client: FMUGatewayClient, run: Run, head: int) -> None:
+    table_json = json.loads(client.runs.download_result(run, format="json"))
+    columns: list[str] = table_json["columns"]
+    rows: int = table_json["rows"]
+    table = _table(*columns, caption=f"{min(head, rows)} of {rows} rows" if rows > head else None)
+    for i in range(min(head, rows)):
+        table.add_row(*(_cell(table_json["data"][c][i]) for c in columns))
+    _out().print(table)
+
+
+def _run_summary(run: Run) -> str:
+    timing = f" in {run.timings.run_s:.3g} s" if run.timings.run_s is not None else ""
+    rows = f", {run.result.rows} rows" if run.result is not None else ""
+    return f"{run.id} {run.status}{timing}{rows}"
+
+
+@app.command()
+def upload(ctx: typer.Context,
+           paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help=".fmu files")],
+           progress: Annotated[bool | None, typer.Option("--progress/--no-progress", show_default=False,
+                                                         help="Progress bar [default: for large files, "
+                                                              "on a terminal]")] = None,
+           quiet: QuietOption = False) -> None:
+    """Upload FMUs (bytes the server already has are not sent again)."""
+    with _session(ctx) as client:
+        for path in paths:
+            fmu = client.fmus.upload(path, progress=_auto_progress(path) if progress is None else progress)
+            if quiet:
+                _out().print(fmu.id)
+            else:
+                _out().print(f"{fmu.id}  {escape(fmu.model_name)}  {_fmi_label(fmu)}  {escape(str(path))}")
+
+
+@app.command("ls")
+def list_fmus(ctx: typer.Context,
+              limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+              quiet: QuietOption = False) -> None:
+    """List your FMUs, newest first."""
+    with _session(ctx) as client:
+        fmus = list(islice(client.fmus.list(page_size=min(limit, 100)), limit))
+        if quiet:
+            for fmu in fmus:
+                _out().print(fmu.id)
+            return
+        table = _table("id", "model", "FMI", "file", "size", "uploaded", no_wrap=("id", "uploaded"))
+        for fmu in fmus:
+            table.add_row(fmu.id, escape(fmu.model_name), _fmi_label(fmu), escape(fmu.filename or ""),
+                          _size(fmu.size), fmu.created_at.strftime("%Y-%m-%d %H:%M"))
+        _out().print(table)
+
+
+@app.command()
+def info(ctx: typer.Context,
+         fmu: Annotated[str, typer.Argument(help="FMU id, or a .fmu file (uploaded if new)")]) -> None:
+    """An FMU's model information and variables."""
+    with _session(ctx) as client:
+        detail = _resolve_fmu(client, fmu)
+        out = _out()
+        out.print(f"[bold]{escape(detail.model_name)}[/]  {detail.id}")
+        if detail.description:
+            out.print(escape(detail.description))
+        experiment = detail.default_experiment
+        facts = {
+            "FMI": _fmi_label(detail), "generated by": detail.generation_tool, "file": detail.filename,
+            "size": _size(detail.size), "sha256": detail.sha256, "platforms": ", ".join(detail.platforms),
+            "default experiment": ", ".join(f"{k}={v:g}" for k, v in experiment.model_dump().items()
+                                            if isinstance(v, int | float)) if experiment else None,
+        }
+        for key, value in facts.items():
+            if value:
+                out.print(f"  {key}: {escape(str(value))}")
+        table = _table("name", "causality", "variability", "type", "start", "unit", "description", no_wrap=("name",))
+        for v in detail.variables:
+            table.add_row(escape(v.name), v.causality, v.variability, v.type, escape(_cell(v.start)),
+                          escape(v.unit or ""), escape(v.description or ""))
+        out.print(table)
+
+
+@app.command()
+def run(ctx: typer.Context,
+        fmu: Annotated[str, typer.Argument(help="FMU id, or a .fmu file (uploaded if new)")],
+        set_: Annotated[list[str] | None, typer.Option("--set", metavar="NAME=VALUE",
+                                                       help="Start value of a parameter (repeatable).")] = None,
+        start_time: Annotated[float | None, typer.Option(show_default=False)] = None,
+        stop_time: Annotated[float | None, typer.Option(show_default=False)] = None,
+        output_interval: Annotated[float | None, typer.Option(show_default=False)] = None,
+        fmi_type: Annotated[FmiTypeChoice | None, typer.Option(show_default=False)] = None,
+        solver: Annotated[SolverChoice | None, typer.Option(help="Integrator for ModelExchange.",
+                                                            show_default=False)] = None,
+        relative_tolerance: Annotated[float | None, typer.Option(show_default=False)] = None,
+        output_variable: Annotated[list[str] | None, typer.Option(metavar="NAME",
+                                                                  help="Variable to record (repeatable).")] = None,
+        input_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                        help="CSV input table: a 'time' column plus inputs.")] = None,
+        timeout: Annotated[float | None, typer.Option(help="Wall-clock limit of the run, seconds.",
+                                                      show_default=False)] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="Save the result: .csv, .parquet, "
+                                                    ".arrow or .json", show_default=False)] = None,
+        head: Annotated[int, typer.Option(min=0, help="Rows to print when not saving.")] = 10,
+        quiet: QuietOption = False) -> None:
+    """Simulate an FMU and save or print the result."""
+    fmt = _result_format(output) if output is not None else None
+    start_values = _start_values(set_ or [])
+    input_table = _read_input_csv(input_file) if input_file is not None else None
+    with _session(ctx) as client:
+        target = _resolve_fmu(client, fmu)
+        submitted = client.runs.create(
+            target, start_values=start_values, start_time=start_time, stop_time=stop_time,
+            output_interval=output_interval, outputs=output_variable, input=input_table,
+            fmi_type=fmi_type.value if fmi_type else None,
+            solver=solver.value if solver else None, relative_tolerance=relative_tolerance,
+            timeout=timeout, wait=LONG_POLL_S)
+        finished = submitted if submitted.finished else client.runs.wait(submitted)
+        if not finished.succeeded:
+            raise RunFailedError(finished, log=client.runs.log(finished), request_id=finished.request_id)
+        _emit_result(client, finished, output, fmt, head, quiet)
+
+
+def _emit_result(client: FMUGatewayClient, finished: Run, output: Path | None, fmt: ResultFormat | None,
+                 head: int, quiet: bool) -> None:
+    if output is not None and fmt is not None:
+        output.write_bytes(client.runs.download_result(finished, format=fmt))
+    if quiet:
+        _out().print(finished.id)
+        return
+    if output is not None:
+        _err().print(f"{_run_summary(finished)} -> {escape(str(output))}")
+    else:
+        _err().print(_run_summary(finished))
+        if head:
+            _print_head(client, finished, head)
+
+
+@app.command()
+def runs(ctx: typer.Context,
+         status: Annotated[StatusChoice | None, typer.Option(show_default=False)] = None,
+         fmu: Annotated[str | None, typer.Option(help="Only runs of this FMU id.", show_default=False)] = None,
+         limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
+         quiet: QuietOption = False) -> None:
+    """List your runs, newest first."""
+    run_status: RunStatus | None = status.value if status else None
+    with _session(ctx) as client:
+        found = list(islice(client.runs.list(status=run_status, fmu=fmu, page_size=min(limit, 100)), limit))
+        if quiet:
+            for r in found:
+                _out().print(r.id)
+            return
+        table = _table("id", "fmu", "status", "created", "run s", "error", no_wrap=("id", "fmu", "status", "created"))
+        for r in found:
+            run_s = f"{r.timings.run_s:.3f}" if r.timings.run_s is not None else ""
+            table.add_row(r.id, r.fmu_id, r.status, r.created_at.strftime("%Y-%m-%d %H:%M"), run_s,
+                          escape(r.error.code if r.error else ""))
+        _out().print(table)
+
+
+@app.command()
+def result(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="Save to .csv, .parquet, .arrow "
+                                                       "or .json", show_default=False)] = None,
+           head: Annotated[int, typer.Option(min=0, help="Rows to print when not saving.")] = 10) -> None:
+    """Save or print the result of a run."""
+    fmt = _result_format(output) if output is not None else None
+    with _session(ctx) as client:
+        finished = client.runs.get(run_id)
+        if finished.finished and not finished.succeeded:
+            raise RunFailedError(finished, log=client.runs.log(finished), request_id=finished.request_id)
+        _emit_result(client, finished, output, fmt, head, quiet=False)
+
+
+@app.command()
+def log(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN_ID")]) -> None:
+    """Print the log of a run."""
+    with _session(ctx) as client:
+        typer.echo(client.runs.log(run_id), nl=False)
+
+
+@app.command()
+def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN_ID")]) -> None:
+    """Cancel a queued or running run."""
+    with _session(ctx) as client:
+        _out().print(_run_summary(client.runs.cancel(run_id)))
+
+
+@app.command()
+def delete(ctx: typer.Context, fmu_id: Annotated[str, typer.Argument(metavar="FMU_ID")]) -> None:
+    """Delete an FMU."""
+    with _session(ctx) as client:
+        client.fmus.delete(fmu_id)
+        _err().print(f"deleted {escape(fmu_id)}")
+
+
+@app.command()
+def balance(ctx: typer.Context) -> None:
+    """Print your credit balance."""
+    with _session(ctx) as client:
+        _out().print(str(client.billing.balance().credits))
+
+
+def main() -> None:
+    app()

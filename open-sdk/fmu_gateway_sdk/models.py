@@ -1,0 +1,189 @@
+"""The API's objects as typed models. Field names follow the REST API, which follows FMI and FMPy
+(``causality``, ``variability``, ``start``, ``stop_time``, ``output_interval``, ...)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from typing_extensions import Self
+
+__all__ = [
+    "FINAL_STATUSES",
+    "Balance",
+    "DefaultExperiment",
+    "FmiType",
+    "Fmu",
+    "FmuSummary",
+    "ResultFormat",
+    "Run",
+    "RunError",
+    "RunResultInfo",
+    "RunStatus",
+    "RunTimings",
+    "Solver",
+    "Variable",
+]
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+FmiType = Literal["CoSimulation", "ModelExchange"]
+Solver = Literal["CVode", "Euler"]
+ResultFormat = Literal["arrow", "parquet", "csv", "json"]
+StartValue = bool | int | float | str
+
+
+class APIModel(BaseModel):
+    # Fields a newer server adds stay readable as attributes instead of being dropped.
+    model_config = ConfigDict(extra="allow")
+
+    _request_id: str | None = PrivateAttr(default=None)
+
+    @property
+    def request_id(self) -> str | None:
+        """``X-Request-ID`` of the response this object came from: quote it when reporting a problem."""
+        return self._request_id
+
+    def __eq__(self, other: object) -> bool:
+        # The same data fetched twice is the same object, whichever request brought it.
+        if not isinstance(other, APIModel):
+            return NotImplemented
+        return (type(self) is type(other) and self.__dict__ == other.__dict__
+                and self.__pydantic_extra__ == other.__pydantic_extra__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> Self:
+        obj = cls.model_validate(response.json())
+        obj._request_id = response.headers.get("x-request-id")
+        return obj
+
+
+class Variable(APIModel):
+    """A model variable from the FMU's modelDescription.xml."""
+
+    name: str
+    value_reference: int
+    causality: str = "local"
+    variability: str = "continuous"
+    type: str
+    unit: str | None = None
+    start: StartValue | list[StartValue] | None = None
+    description: str | None = None
+    initial: str | None = None
+    shape: list[int] | None = None
+
+
+class DefaultExperiment(APIModel):
+    start_time: float | None = None
+    stop_time: float | None = None
+    tolerance: float | None = None
+    step_size: float | None = None
+
+
+class FmuSummary(APIModel):
+    """An uploaded FMU, as listed."""
+
+    id: str
+    sha256: str
+    size: int
+    filename: str | None = None
+    fmi_version: str
+    model_name: str
+    description: str | None = None
+    generation_tool: str | None = None
+    guid: str
+    supports_model_exchange: bool
+    supports_co_simulation: bool
+    default_experiment: DefaultExperiment | None = None
+    platforms: list[str] = Field(default_factory=list)
+    created_at: datetime
+
+
+class Fmu(FmuSummary):
+    """An uploaded FMU with its model variables."""
+
+    variables: list[Variable] = Field(default_factory=list)
+
+    def variable(self, name: str) -> Variable:
+        """The variable called ``name`` (``KeyError`` if the model has none)."""
+        for variable in self.variables:
+            if variable.name == name:
+                return variable
+        raise KeyError(name)
+
+    @property
+    def parameters(self) -> list[Variable]:
+        return [v for v in self.variables if v.causality == "parameter"]
+
+    @property
+    def inputs(self) -> list[Variable]:
+        return [v for v in self.variables if v.causality == "input"]
+
+    @property
+    def outputs(self) -> list[Variable]:
+        return [v for v in self.variables if v.causality == "output"]
+
+
+class RunError(APIModel):
+    code: str
+    message: str | None = None
+
+
+class RunResultInfo(APIModel):
+    rows: int
+    columns: list[str]
+    bytes: int
+
+
+class RunTimings(APIModel):
+    queued_s: float | None = None
+    run_s: float | None = None
+    cpu_s: float | None = None
+    total_s: float | None = None
+
+
+class Run(APIModel):
+    """One simulation of an FMU."""
+
+    id: str
+    fmu_id: str
+    status: RunStatus
+    spec: dict[str, Any] = Field(default_factory=dict)
+    error: RunError | None = None
+    result: RunResultInfo | None = None
+    timings: RunTimings = Field(default_factory=RunTimings)
+    max_rss_bytes: int | None = None
+    credits_charged: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The run reached a final status and will not change any more."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+class Balance(APIModel):
+    credits: int
+
+
+M = TypeVar("M", bound=APIModel)
+
+
+def page_from_response(item: type[M], response: httpx.Response) -> tuple[list[M], str | None]:
+    """The items of one page of a list (each knowing the request id) and the cursor of the next, if any."""
+    body = response.json()
+    request_id = response.headers.get("x-request-id")
+    items = [item.model_validate(obj) for obj in body["data"]]
+    for obj in items:
+        obj._request_id = request_id
+    return items, body.get("next_cursor") if body.get("has_more") else None

@@ -1,0 +1,134 @@
+"""``client.fmus``: upload (hash first, send only unknown bytes), list, get, delete."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
+
+from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
+from fmu_gateway_sdk._fmu_file import FmuFile, FmuPath, TransferProgress
+from fmu_gateway_sdk.models import Fmu, FmuSummary, page_from_response
+
+log = logging.getLogger("fmu_gateway_sdk")
+
+#: An uploaded FMU: its id or the object itself.
+FmuRef = str | FmuSummary
+
+PAGE_SIZE = 100
+
+
+def fmu_id(fmu: FmuRef) -> str:
+    return fmu.id if isinstance(fmu, FmuSummary) else str(fmu)
+
+
+def fmu_path(fmu: FmuRef) -> str:
+    return f"/v1/fmus/{quote(fmu_id(fmu), safe='')}"
+
+
+def _matching(found: list[FmuSummary], sha256: str) -> FmuSummary | None:
+    # Checked here too, so a server without the ?sha256= filter never makes us skip an upload wrongly.
+    return next((f for f in found if f.sha256 == sha256), None)
+
+
+class Fmus:
+    def __init__(self, api: SyncRequester) -> None:
+        self._api = api
+
+    def upload(self, path: FmuPath, *, progress: bool = False) -> Fmu:
+        """Upload a ``.fmu`` file and return the FMU with its variables.
+
+        The file is hashed first; if the server already has these bytes the upload is skipped and the
+        existing FMU is returned. ``progress=True`` shows a progress bar (on stderr).
+        """
+        found = self.ensure_uploaded(path, progress=progress)
+        return found if isinstance(found, Fmu) else self.get(found)
+
+    def ensure_uploaded(self, path: FmuPath, *, progress: bool = False) -> FmuSummary:
+        """Like :meth:`upload`, but an FMU the server already had comes back as listed (without its
+        variables), saving a request when only its id is needed."""
+        file = FmuFile.open(path)
+        with TransferProgress(progress) as bar:
+            digest = file.sha256(bar)
+            existing = self.find(digest)
+            if existing is not None:
+                log.debug("%s: the server already has sha256 %s (%s); not uploading", file.path, digest, existing.id)
+                return existing
+            response = self._api.request("POST", "/v1/fmus", params={"filename": file.path.name},
+                                         content=lambda: file.chunks(bar), headers=file.upload_headers())
+        return Fmu.from_response(response)
+
+    def find(self, sha256: str) -> FmuSummary | None:
+        """Your FMU with these bytes (hex SHA-256 of the ``.fmu`` file), if you uploaded it."""
+        found, _ = page_from_response(FmuSummary, self._api.request(
+            "GET", "/v1/fmus", params={"sha256": sha256.lower(), "limit": PAGE_SIZE}))
+        return _matching(found, sha256.lower())
+
+    def list(self, *, page_size: int = PAGE_SIZE) -> Iterator[FmuSummary]:
+        """Every FMU you uploaded, newest first; pages are fetched as you iterate."""
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(FmuSummary, self._api.request(
+                "GET", "/v1/fmus", params={"limit": page_size, "cursor": cursor}))
+            yield from items
+            if cursor is None:
+                return
+
+    def get(self, fmu: FmuRef) -> Fmu:
+        """The FMU with its model variables."""
+        return Fmu.from_response(self._api.request("GET", fmu_path(fmu)))
+
+    def delete(self, fmu: FmuRef) -> None:
+        self._api.request("DELETE", fmu_path(fmu))
+
+
+class AsyncFmus:
+    def __init__(self, api: AsyncRequester) -> None:
+        self._api = api
+
+    async def upload(self, path: FmuPath, *, progress: bool = False) -> Fmu:
+        """Upload a ``.fmu`` file and return the FMU with its variables.
+
+        The file is hashed first; if the server already has these bytes the upload is skipped and the
+        existing FMU is returned. ``progress=True`` shows a progress bar (on stderr).
+        """
+        found = await self.ensure_uploaded(path, progress=progress)
+        return found if isinstance(found, Fmu) else await self.get(found)
+
+    async def ensure_uploaded(self, path: FmuPath, *, progress: bool = False) -> FmuSummary:
+        """Like :meth:`upload`, but an FMU the server already had comes back as listed (without its
+        variables), saving a request when only its id is needed."""
+        file = FmuFile.open(path)
+        with TransferProgress(progress) as bar:
+            digest = file.sha256(bar)
+            existing = await self.find(digest)
+            if existing is not None:
+                log.debug("%s: the server already has sha256 %s (%s); not uploading", file.path, digest, existing.id)
+                return existing
+            response = await self._api.request("POST", "/v1/fmus", params={"filename": file.path.name},
+                                               content=lambda: file.achunks(bar), headers=file.upload_headers())
+        return Fmu.from_response(response)
+
+    async def find(self, sha256: str) -> FmuSummary | None:
+        """Your FMU with these bytes (hex SHA-256 of the ``.fmu`` file), if you uploaded it."""
+        found, _ = page_from_response(FmuSummary, await self._api.request(
+            "GET", "/v1/fmus", params={"sha256": sha256.lower(), "limit": PAGE_SIZE}))
+        return _matching(found, sha256.lower())
+
+    async def list(self, *, page_size: int = PAGE_SIZE) -> AsyncIterator[FmuSummary]:
+        """Every FMU you uploaded, newest first; pages are fetched as you iterate (``async for``)."""
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(FmuSummary, await self._api.request(
+                "GET", "/v1/fmus", params={"limit": page_size, "cursor": cursor}))
+            for item in items:
+                yield item
+            if cursor is None:
+                return
+
+    async def get(self, fmu: FmuRef) -> Fmu:
+        """The FMU with its model variables."""
+        return Fmu.from_response(await self._api.request("GET", fmu_path(fmu)))
+
+    async def delete(self, fmu: FmuRef) -> None:
+        await self._api.request("DELETE", fmu_path(fmu))

@@ -1,0 +1,212 @@
+"""``client.runs``: create (idempotent), get, list, wait, result, log, cancel."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+
+from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
+from fmu_gateway_sdk._run_request import run_body
+from fmu_gateway_sdk.errors import WaitTimeoutError
+from fmu_gateway_sdk.models import FmiType, ResultFormat, Run, RunStatus, Solver, page_from_response
+from fmu_gateway_sdk.resources.fmus import FmuRef, fmu_id, fmu_path
+from fmu_gateway_sdk.result import SimulationResult
+
+#: A run: its id or the object itself.
+RunRef = str | Run
+
+PAGE_SIZE = 100
+#: Seconds one long-poll request waits on the server (below its cap of 60 s).
+LONG_POLL_S = 30.0
+# A server that answers a long-poll early is not polled faster than this.
+MIN_POLL_INTERVAL_S = 0.5
+
+
+def run_id(run: RunRef) -> str:
+    return run.id if isinstance(run, Run) else str(run)
+
+
+def run_path(run: RunRef, suffix: str = "") -> str:
+    return f"/v1/runs/{quote(run_id(run), safe='')}{suffix}"
+
+
+def new_idempotency_key() -> str:
+    return f"sdk-{uuid.uuid4().hex}"
+
+
+class _WaitClock:
+    """How long the next long-poll may wait, and whether the caller's patience ran out."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def next_wait(self) -> float:
+        if self.deadline is None:
+            return LONG_POLL_S
+        return max(0.0, min(LONG_POLL_S, self.deadline - time.monotonic()))
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @staticmethod
+    def pause(wait: float, started: float) -> float:
+        """Seconds to sleep when the server answered a long-poll well before ``wait`` ran out."""
+        return max(0.0, min(wait, MIN_POLL_INTERVAL_S) - (time.monotonic() - started))
+
+
+class Runs:
+    def __init__(self, api: SyncRequester) -> None:
+        self._api = api
+
+    def create(self, fmu: FmuRef, *, start_values: Mapping[str, Any] | None = None, start_time: float | None = None,
+               stop_time: float | None = None, output_interval: float | None = None,
+               outputs: Sequence[str] | None = None, input: Any = None, fmi_type: FmiType | None = None,
+               solver: Solver | None = None, relative_tolerance: float | None = None,
+               timeout: float | None = None, wait: float = 0, idempotency_key: str | None = None) -> Run:
+        """Submit a simulation of an uploaded FMU; the arguments are ``fmpy.simulate_fmu``'s.
+
+        ``input`` is a dict of columns, an FMPy-style structured array or a DataFrame with a ``time``
+        column; ``timeout`` is the run's wall-clock limit in seconds. ``wait`` seconds (long-poll) lets
+        a short run come back finished. Retries reuse one ``Idempotency-Key`` (generated unless given),
+        so a retried submission never creates or charges a second run.
+        """
+        body = run_body(start_values=start_values, start_time=start_time, stop_time=stop_time,
+                        output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
+                        solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
+        response = self._api.request(
+            "POST", f"{fmu_path(fmu)}/runs", params={"wait": wait or None}, json=body,
+            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
+            timeout=self._api.long_poll_timeout(wait),
+        )
+        return Run.from_response(response)
+
+    def get(self, run: RunRef) -> Run:
+        return Run.from_response(self._api.request("GET", run_path(run)))
+
+    def list(self, *, status: RunStatus | None = None, fmu: FmuRef | None = None,
+             page_size: int = PAGE_SIZE) -> Iterator[Run]:
+        """Your runs, newest first, optionally of one status or one FMU; pages are fetched as you iterate."""
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(Run, self._api.request("GET", "/v1/runs", params={
+                "limit": page_size, "cursor": cursor, "status": status,
+                "fmu_id": fmu_id(fmu) if fmu is not None else None}))
+            yield from items
+            if cursor is None:
+                return
+
+    def wait(self, run: RunRef, *, timeout: float | None = None) -> Run:
+        """Block until the run has finished (succeeded, failed, timed out or cancelled) and return it.
+
+        Raises :class:`WaitTimeoutError` if ``timeout`` seconds pass first; the run goes on regardless.
+        """
+        clock = _WaitClock(timeout)
+        while True:
+            wait, started = clock.next_wait(), time.monotonic()
+            current = Run.from_response(self._api.request(
+                "GET", run_path(run), params={"wait": wait or None}, timeout=self._api.long_poll_timeout(wait)))
+            if current.finished:
+                return current
+            if clock.expired():
+                raise WaitTimeoutError(current, clock.timeout or 0.0)
+            time.sleep(clock.pause(wait, started))
+
+    def result(self, run: RunRef) -> SimulationResult:
+        """The result of a succeeded run (``ConflictError`` if it has not finished or has no result)."""
+        current = run if isinstance(run, Run) and run.finished else self.get(run)
+        return SimulationResult(current, self.download_result(current, format="arrow"))
+
+    def download_result(self, run: RunRef, format: ResultFormat = "arrow") -> bytes:
+        """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``."""
+        return self._api.request("GET", run_path(run, "/result"), params={"format": format}).content
+
+    def log(self, run: RunRef) -> str:
+        """The FMU's log messages and the runner's output."""
+        return self._api.request("GET", run_path(run, "/log")).text
+
+    def cancel(self, run: RunRef) -> Run:
+        """Stop a queued or running run (``ConflictError`` with code ``run_finished`` if it had finished)."""
+        return Run.from_response(self._api.request("POST", run_path(run, "/cancel")))
+
+
+class AsyncRuns:
+    def __init__(self, api: AsyncRequester) -> None:
+        self._api = api
+
+    async def create(self, fmu: FmuRef, *, start_values: Mapping[str, Any] | None = None,
+                     start_time: float | None = None, stop_time: float | None = None,
+                     output_interval: float | None = None, outputs: Sequence[str] | None = None, input: Any = None,
+                     fmi_type: FmiType | None = None, solver: Solver | None = None,
+                     relative_tolerance: float | None = None, timeout: float | None = None, wait: float = 0,
+                     idempotency_key: str | None = None) -> Run:
+        """Submit a simulation of an uploaded FMU; the arguments are ``fmpy.simulate_fmu``'s.
+
+        ``input`` is a dict of columns, an FMPy-style structured array or a DataFrame with a ``time``
+        column; ``timeout`` is the run's wall-clock limit in seconds. ``wait`` seconds (long-poll) lets
+        a short run come back finished. Retries reuse one ``Idempotency-Key`` (generated unless given),
+        so a retried submission never creates or charges a second run.
+        """
+        body = run_body(start_values=start_values, start_time=start_time, stop_time=stop_time,
+                        output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
+                        solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
+        response = await self._api.request(
+            "POST", f"{fmu_path(fmu)}/runs", params={"wait": wait or None}, json=body,
+            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
+            timeout=self._api.long_poll_timeout(wait),
+        )
+        return Run.from_response(response)
+
+    async def get(self, run: RunRef) -> Run:
+        return Run.from_response(await self._api.request("GET", run_path(run)))
+
+    async def list(self, *, status: RunStatus | None = None, fmu: FmuRef | None = None,
+                   page_size: int = PAGE_SIZE) -> AsyncIterator[Run]:
+        """Your runs, newest first, optionally of one status or one FMU (``async for``)."""
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(Run, await self._api.request("GET", "/v1/runs", params={
+                "limit": page_size, "cursor": cursor, "status": status,
+                "fmu_id": fmu_id(fmu) if fmu is not None else None}))
+            for item in items:
+                yield item
+            if cursor is None:
+                return
+
+    async def wait(self, run: RunRef, *, timeout: float | None = None) -> Run:
+        """Wait until the run has finished (succeeded, failed, timed out or cancelled) and return it.
+
+        Raises :class:`WaitTimeoutError` if ``timeout`` seconds pass first; the run goes on regardless.
+        """
+        clock = _WaitClock(timeout)
+        while True:
+            wait, started = clock.next_wait(), time.monotonic()
+            current = Run.from_response(await self._api.request(
+                "GET", run_path(run), params={"wait": wait or None}, timeout=self._api.long_poll_timeout(wait)))
+            if current.finished:
+                return current
+            if clock.expired():
+                raise WaitTimeoutError(current, clock.timeout or 0.0)
+            await anyio.sleep(clock.pause(wait, started))
+
+    async def result(self, run: RunRef) -> SimulationResult:
+        """The result of a succeeded run (``ConflictError`` if it has not finished or has no result)."""
+        current = run if isinstance(run, Run) and run.finished else await self.get(run)
+        return SimulationResult(current, await self.download_result(current, format="arrow"))
+
+    async def download_result(self, run: RunRef, format: ResultFormat = "arrow") -> bytes:
+        """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``."""
+        return (await self._api.request("GET", run_path(run, "/result"), params={"format": format})).content
+
+    async def log(self, run: RunRef) -> str:
+        """The FMU's log messages and the runner's output."""
+        return (await self._api.request("GET", run_path(run, "/log"))).text
+
+    async def cancel(self, run: RunRef) -> Run:
+        """Stop a queued or running run (``ConflictError`` with code ``run_finished`` if it had finished)."""
+        return Run.from_response(await self._api.request("POST", run_path(run, "/cancel")))

