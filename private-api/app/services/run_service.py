@@ -69,6 +69,8 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
     used its credits and gets them back; a running one has used a sandbox and keeps its charge."""
     run = get_run(session, principal, run_id)
     previous = run.status
+    if previous == "cancelled":
+        return run, previous  # a retried cancel whose first answer was lost
     cancelled = session.execute(
         update(Run).where(Run.id == run.id, Run.status.in_(ACTIVE_STATUSES))
         .values(status="cancelled", finished_at=utcnow(), error_code="cancelled",

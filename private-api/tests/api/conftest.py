@@ -12,9 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from databases import BACKENDS, temporary_database
-from gateway_process import REPO_ROOT, SECRET_KEY, Gateway, start_gateway, stop_gateway
-
-__all__ = ["REPO_ROOT", "SECRET_KEY", "Gateway", "assert_problem"]
+from gateway_process import REPO_ROOT, Gateway, start_gateway, stop_gateway
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -53,14 +51,3 @@ def uploaded(alice: httpx.Client, fmus: dict[str, Path]) -> dict[str, dict[str, 
         assert response.status_code in (200, 201), response.text
         out[name] = response.json()
     return out
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, object] = response.json()
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert body["title"] and body["detail"]
-    return body

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Gateway, assert_problem
-from gateway_process import REPO_ROOT, start_gateway, stop_gateway
+from gateway_process import REPO_ROOT, Gateway, start_gateway, stop_gateway
+from problems import assert_problem
 
 
 def key_with_scopes(gateway: Gateway, *scopes: str) -> str:

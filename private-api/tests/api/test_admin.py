@@ -8,8 +8,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from conftest import SECRET_KEY, Gateway
-from gateway_process import REPO_ROOT, start_gateway, stop_gateway
+from gateway_process import REPO_ROOT, SECRET_KEY, Gateway, start_gateway, stop_gateway
 from sqlalchemy import create_engine, text
 
 

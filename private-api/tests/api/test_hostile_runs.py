@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-from conftest import REPO_ROOT, SECRET_KEY, Gateway
+from gateway_process import REPO_ROOT, SECRET_KEY, Gateway
 
 MODES = {"segfault": 1, "abort": 2, "endless_loop": 3, "sleep": 4, "memory_hog": 5, "fmi_error": 6,
          "fork_loop": 7, "network": 8, "secrets": 9, "write_outside": 10, "leave_process": 11,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Gateway, assert_problem
+from gateway_process import Gateway
+from problems import assert_problem
 
 
 def upload_bytes(client: httpx.Client, data: bytes, name: str = "model.fmu") -> httpx.Response:

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-from conftest import Gateway, assert_problem
+from gateway_process import Gateway
+from problems import assert_problem
 
 
 def run(client: httpx.Client, fmu_id: object, wait: float = 60, **spec: Any) -> dict[str, Any]:
@@ -190,9 +191,14 @@ class TestCancel:
         time.sleep(1)
         assert client.get(f"/v1/runs/{run_id}").json()["status"] == "cancelled"
         assert time.monotonic() - started < 10
-        assert_problem(client.post(f"/v1/runs/{run_id}/cancel"), 409, "run_finished")
+        again = client.post(f"/v1/runs/{run_id}/cancel")
+        assert again.status_code == 200 and again.json()["status"] == "cancelled"
         # It ran in a sandbox: charged, unlike a run cancelled while queued.
         assert client.get("/v1/billing/balance").json()["credits"] == 4
+
+    def test_finished_run_cannot_be_cancelled(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
+        finished = run(alice, uploaded["VanDerPol"]["id"], stop_time=0.1)
+        assert_problem(alice.post(f"/v1/runs/{finished['id']}/cancel"), 409, "run_finished")
 
     def test_someone_elses_run_cannot_be_cancelled(self, alice: httpx.Client, bob: httpx.Client,
                                                    uploaded: dict[str, Any]) -> None:

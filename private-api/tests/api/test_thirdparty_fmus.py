@@ -9,7 +9,7 @@ from typing import Any
 import fmpy
 import httpx
 import pytest
-from conftest import REPO_ROOT
+from gateway_process import REPO_ROOT
 from test_runs import assert_same_as_fmpy, result_table, run
 from thirdparty.fetch import fetch_thirdparty_fmus
 

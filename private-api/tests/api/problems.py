@@ -1,0 +1,16 @@
+"""Assertions on the API's problem+json error responses."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["title"] and body["detail"]
+    return body
