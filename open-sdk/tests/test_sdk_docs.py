@@ -1,7 +1,8 @@
 """The documentation runs as written: every ```python and ```bash block of README.md,
 docs/sdk_usage.md and open-sdk/README.md, each on its own, and examples/run_fmu.py, against a real
 gateway. They run in a directory laid out like the repository after `make run` (var/dev-api-key,
-var/samples/*.fmu), with FMU_GATEWAY_URL pointing at the test gateway. (```sh blocks are for reading: installs, placeholders.)"""
+var/samples/*.fmu), with FMU_GATEWAY_URL pointing at the test gateway. (```sh blocks are for
+reading: installs, placeholders.)"""
 
 from __future__ import annotations
 
