@@ -250,6 +250,21 @@ class TestCredits:
         assert_problem(client.post(f"/v1/fmus/{fmu['id']}/runs", json={}), 402, "insufficient_credits")
         assert client.get("/v1/runs").json()["data"] == []
 
+    def test_concurrent_submissions_never_overdraw_the_balance(self, gateway: Gateway,
+                                                              fmus: dict[str, Path]) -> None:
+        client = gateway.client(gateway.create_user(credits=40))
+        fmu = client.post("/v1/fmus", files={"file": ("v.fmu", fmus["VanDerPol"].read_bytes())}).json()
+
+        def submit(_: int) -> int:
+            return client.post(f"/v1/fmus/{fmu['id']}/runs", json={"stop_time": 0.01}).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(pool.map(submit, range(200)))
+        assert statuses.count(202) + statuses.count(200) == 40
+        assert statuses.count(402) == 160
+        assert client.get("/v1/billing/balance").json()["credits"] == 0
+        assert len(client.get("/v1/runs", params={"limit": 100}).json()["data"]) == 40
+
     def test_each_run_costs_its_credits(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
         client = gateway.client(gateway.create_user(credits=2))
         fmu = client.post("/v1/fmus", files={"file": ("v.fmu", fmus["VanDerPol"].read_bytes())}).json()
