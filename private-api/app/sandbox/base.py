@@ -58,7 +58,7 @@ class Outcome:
     result_path: Path | None  # Arrow IPC file on the host when succeeded; gone after close()
     log: str  # FMU log + stderr, head and tail kept when over max_log_bytes
     wall_time_s: float
-    cpu_time_s: float | None
+    cpu_time_s: float | None  # the job's CPU time (from "go") where the cgroup measures it, else the whole tree's
     max_rss_bytes: int | None
     exit_code: int | None
     signal: str | None
