@@ -63,6 +63,25 @@ class _Requester:
             return APITimeoutError(f"{method} {path} timed out{tried}: {exc!r}")
         return APIConnectionError(f"Could not reach FMU Gateway at {self.base_url} ({method} {path}){tried}: {exc!r}")
 
+    def _next_step(self, method: str, path: str, attempt: int,
+                   outcome: httpx.Response | httpx.TransportError) -> httpx.Response | float:
+        """The response to return, or the delay before another attempt; raises the typed error
+        when the outcome is not retried. Shared by the sync and async loops, which differ only in
+        how they send and sleep."""
+        if isinstance(outcome, httpx.TransportError):
+            delay = self.retry.delay_after_error(attempt, outcome)
+            if delay is None:
+                raise self._connection_error(method, path, outcome, attempt + 1) from outcome
+            self._log_retry(method, path, type(outcome).__name__, delay, attempt)
+            return delay
+        if outcome.is_success:
+            return outcome
+        delay = self.retry.delay_after_response(attempt, outcome)
+        if delay is None:
+            raise error_from_response(outcome)
+        self._log_retry(method, path, _why(outcome), delay, attempt)
+        return delay
+
     def _log_retry(self, method: str, path: str, why: str, delay: float, attempt: int) -> None:
         log.info("%s %s: %s; retry %d/%d in %.2f s", method, path, why, attempt + 1, self.retry.max_retries, delay)
 
@@ -98,18 +117,12 @@ class SyncRequester(_Requester):
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as exc:
-                delay = self.retry.delay_after_error(attempt, exc)
-                if delay is None:
-                    raise self._connection_error(method, path, exc, attempt + 1) from exc
-                self._log_retry(method, path, type(exc).__name__, delay, attempt)
+                step = self._next_step(method, path, attempt, exc)
             else:
-                if response.is_success:
-                    return response
-                delay = self.retry.delay_after_response(attempt, response)
-                if delay is None:
-                    raise error_from_response(response)
-                self._log_retry(method, path, _why(response), delay, attempt)
-            time.sleep(delay)
+                step = self._next_step(method, path, attempt, response)
+            if isinstance(step, httpx.Response):
+                return step
+            time.sleep(step)
             attempt += 1
 
 
@@ -136,16 +149,10 @@ class AsyncRequester(_Requester):
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as exc:
-                delay = self.retry.delay_after_error(attempt, exc)
-                if delay is None:
-                    raise self._connection_error(method, path, exc, attempt + 1) from exc
-                self._log_retry(method, path, type(exc).__name__, delay, attempt)
+                step = self._next_step(method, path, attempt, exc)
             else:
-                if response.is_success:
-                    return response
-                delay = self.retry.delay_after_response(attempt, response)
-                if delay is None:
-                    raise error_from_response(response)
-                self._log_retry(method, path, _why(response), delay, attempt)
-            await anyio.sleep(delay)
+                step = self._next_step(method, path, attempt, response)
+            if isinstance(step, httpx.Response):
+                return step
+            await anyio.sleep(step)
             attempt += 1

@@ -4,7 +4,6 @@ removed afterwards. Nothing is mocked."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,7 @@ for _path in (PRIVATE_TESTS / "api", PRIVATE_TESTS):
         sys.path.insert(0, str(_path))
 
 from fmus.build import build_all  # noqa: E402
-from gateway_process import Gateway, start_gateway, stop_gateway  # noqa: E402
-from sdk_support import new_var_dir  # noqa: E402
+from gateway_process import Gateway, running_gateway  # noqa: E402
 from thirdparty.fetch import fetch_thirdparty_fmus  # noqa: E402
 
 from fmu_gateway_sdk import FMUGatewayClient  # noqa: E402
@@ -28,15 +26,8 @@ from fmu_gateway_sdk import FMUGatewayClient  # noqa: E402
 @pytest.fixture(scope="session")
 def gateway() -> Iterator[Gateway]:
     """One gateway for the suite, without a rate limit (the retry tests start their own)."""
-    var_dir = new_var_dir("sdk")
-    try:
-        gateway = start_gateway(var_dir, FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0")
-        try:
-            yield gateway
-        finally:
-            stop_gateway(gateway)
-    finally:
-        shutil.rmtree(var_dir, ignore_errors=True)
+    with running_gateway("sdk", FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0") as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="session")

@@ -7,24 +7,16 @@ import os
 import re
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import gateway_process
 import httpx
 import pytest
 from gateway_process import Gateway
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def new_var_dir(prefix: str) -> Path:
-    var_dir = REPO_ROOT / "var" / f"{prefix}-test-{uuid.uuid4().hex[:8]}"
-    var_dir.mkdir(parents=True)
-    return var_dir
 
 
 def count_requests(gateway: Gateway, method: str, path_pattern: str, status: int | None = None) -> int:
@@ -55,16 +47,6 @@ def require_server_feature(present: bool, feature: str) -> None:
         reason = f"the server does not have {feature} yet"
         print(f"SKIP: {reason}")
         pytest.skip(reason)
-
-
-def start_gateway_on_port(var_dir: Path, port: int, **env: str) -> Gateway:
-    """``start_gateway`` on a chosen port, so a restarted gateway is found where the old one was."""
-    original = gateway_process.free_port
-    gateway_process.free_port = lambda: port
-    try:
-        return gateway_process.start_gateway(var_dir, **env)
-    finally:
-        gateway_process.free_port = original
 
 
 def port_of(gateway: Gateway) -> int:

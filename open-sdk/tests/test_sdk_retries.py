@@ -16,15 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_process import Gateway, start_gateway, stop_gateway
+from gateway_process import Gateway, new_var_dir, running_gateway, start_gateway, stop_gateway
 from sdk_support import (
     count_requests,
     crash_gateway,
     has_parameter,
-    new_var_dir,
     port_of,
     require_server_feature,
-    start_gateway_on_port,
     wait_until,
 )
 
@@ -37,15 +35,8 @@ HOSTILE_SLEEP = 4
 
 @pytest.fixture(scope="module")
 def limited_gateway() -> Iterator[Gateway]:
-    var_dir = new_var_dir("sdk-ratelimit")
-    try:
-        gateway = start_gateway(var_dir, FMU_GATEWAY_RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT_PER_MINUTE))
-        try:
-            yield gateway
-        finally:
-            stop_gateway(gateway)
-    finally:
-        shutil.rmtree(var_dir, ignore_errors=True)
+    with running_gateway("sdk-ratelimit", FMU_GATEWAY_RATE_LIMIT_PER_MINUTE=str(RATE_LIMIT_PER_MINUTE)) as gateway:
+        yield gateway
 
 
 @pytest.fixture
@@ -123,7 +114,7 @@ class TestServerRestart:
 
             def restart() -> None:
                 time.sleep(1.0)
-                restartable.append(start_gateway_on_port(first.var_dir, port_of(first)))
+                restartable.append(start_gateway(first.var_dir, port=port_of(first)))
 
             restarter = threading.Thread(target=restart)
             restarter.start()
@@ -151,7 +142,7 @@ class TestServerRestart:
                 wait_until(lambda: bool(observer.get("/v1/runs").json()["data"]), timeout=30)
                 assert not submitted.done()
                 crash_gateway(first)
-                restartable.append(start_gateway_on_port(first.var_dir, port_of(first)))
+                restartable.append(start_gateway(first.var_dir, port=port_of(first)))
                 run = submitted.result(timeout=120)
             runs = list(client.runs.list())
             assert [r.id for r in runs] == [run.id]

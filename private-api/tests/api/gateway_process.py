@@ -6,12 +6,15 @@ Used by the end-to-end tests and by ``bench/``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,8 +59,30 @@ class Gateway:
         return self.process.poll() is None
 
 
-def start_gateway(var_dir: Path, **overrides: str) -> Gateway:
-    port = free_port()
+def new_var_dir(name: str) -> Path:
+    """A fresh var dir inside the repository (not /tmp: sandbox isolation is tested against it)."""
+    var_dir = REPO_ROOT / "var" / f"test-{name}-{uuid.uuid4().hex[:8]}"
+    var_dir.mkdir(parents=True)
+    return var_dir
+
+
+@contextmanager
+def running_gateway(name: str, **overrides: str) -> Iterator[Gateway]:
+    """A gateway on a var dir of its own, stopped and removed afterwards."""
+    var_dir = new_var_dir(name)
+    try:
+        gateway = start_gateway(var_dir, **overrides)
+        try:
+            yield gateway
+        finally:
+            stop_gateway(gateway)
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def start_gateway(var_dir: Path, *, port: int | None = None, **overrides: str) -> Gateway:
+    """``port`` pins the address, e.g. to restart a gateway where clients expect it."""
+    port = port or free_port()
     env = {
         **os.environ,
         "FMU_GATEWAY_VAR_DIR": str(var_dir),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from gateway_process import REPO_ROOT, Gateway, start_gateway, stop_gateway
+from gateway_process import Gateway, running_gateway
 from problems import assert_problem
 
 
@@ -44,13 +43,8 @@ class TestScopes:
 
 @pytest.fixture(scope="module")
 def strict_gateway() -> Iterator[Gateway]:
-    var_dir = REPO_ROOT / "var" / f"test-strict-{uuid.uuid4().hex[:8]}"
-    gateway = start_gateway(var_dir, FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="5", FMU_GATEWAY_WARM_SANDBOXES="0")
-    try:
+    with running_gateway("strict", FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="5", FMU_GATEWAY_WARM_SANDBOXES="0") as gateway:
         yield gateway
-    finally:
-        stop_gateway(gateway)
-        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 class TestRateLimits:
