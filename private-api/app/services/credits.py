@@ -7,7 +7,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.errors import ProblemError
-from app.models import User
+from app.models import Run, User
 
 
 class InsufficientCredits(ProblemError):
@@ -31,3 +31,11 @@ def refund_credits(session: Session, user_id: str, amount: int) -> None:
         update(User).where(User.id == user_id).values(credits=User.credits + amount)
         .execution_options(synchronize_session=False)
     )
+
+
+def refund_run(session: Session, run: Run) -> None:
+    """Give a run's whole charge back (platform failure, cancelled before it started)."""
+    if run.credits_charged:
+        refund_credits(session, run.user_id, run.credits_charged)
+        run.credits_charged = 0
+        session.flush()

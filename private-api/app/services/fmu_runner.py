@@ -19,7 +19,7 @@ from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.pool import SandboxPool
-from app.services.credits import refund_credits
+from app.services.credits import refund_run
 from app.services.fmu_cache import FmuCache
 from app.services.run_service import log_key, result_key
 from app.storage import Storage
@@ -130,9 +130,8 @@ class FmuRunner:
             ).rowcount  # type: ignore[attr-defined]
             if done and fields.get("error_code") in PLATFORM_ERRORS:
                 run = session.get(Run, run_id)
-                if run is not None and run.credits_charged:
-                    refund_credits(session, run.user_id, run.credits_charged)
-                    run.credits_charged = 0
+                if run is not None:
+                    refund_run(session, run)
             session.commit()
 
     def cancel(self, run_id: str) -> None:

@@ -17,7 +17,7 @@ from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
 from app.services import pricing, registry_service
 from app.services.auth_service import Principal
-from app.services.credits import refund_credits
+from app.services.credits import refund_run
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
 
@@ -78,10 +78,8 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
     ).rowcount  # type: ignore[attr-defined]
     if not cancelled:
         raise RunFinished(f"Run {run_id!r} has already finished ({run.status}).", run_status=run.status)
-    if previous == "queued" and run.credits_charged:
-        refund_credits(session, run.user_id, run.credits_charged)
-        session.execute(update(Run).where(Run.id == run.id).values(credits_charged=0)
-                        .execution_options(synchronize_session=False))
+    if previous == "queued":
+        refund_run(session, run)
     session.refresh(run)
     return run, previous
 

@@ -196,6 +196,19 @@ class TestCancel:
         # It ran in a sandbox: charged, unlike a run cancelled while queued.
         assert client.get("/v1/billing/balance").json()["credits"] == 4
 
+    def test_cancelling_a_queued_run_gives_its_credits_back(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        client = gateway.client(gateway.create_user(credits=5))
+        fmu = client.post("/v1/fmus", files={"file": ("h.fmu", fmus["Hostile"].read_bytes())}).json()
+        busy = {"start_values": {"mode": 4}, "timeout_s": 5}
+        for _ in range(2):  # the gateway has two workers: both are now busy
+            client.post(f"/v1/fmus/{fmu['id']}/runs", json=busy)
+        queued = client.post(f"/v1/fmus/{fmu['id']}/runs", json={"stop_time": 1}).json()
+        cancelled = client.post(f"/v1/runs/{queued['id']}/cancel").json()
+        assert cancelled["status"] == "cancelled"
+        assert cancelled["credits_charged"] == 0
+        assert cancelled["started_at"] is None
+        assert client.get("/v1/billing/balance").json()["credits"] == 3
+
     def test_finished_run_cannot_be_cancelled(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
         finished = run(alice, uploaded["VanDerPol"]["id"], stop_time=0.1)
         assert_problem(alice.post(f"/v1/runs/{finished['id']}/cancel"), 409, "run_finished")
