@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ from app.errors import ProblemError
 from app.migrate import upgrade
 from app.models.user import SCOPES
 from app.services import auth_service
+from app.services import credits as ledger
+from app.services.pricing import load_pricing
 
 cli = typer.Typer(help="FMU Gateway operator commands.", no_args_is_help=True, add_completion=False)
 
@@ -75,6 +78,43 @@ def create_key(email: Annotated[str, typer.Option(help="The user's email.")],
                                          scopes=scope)
         session.commit()
     typer.echo(key)
+
+
+@cli.command()
+def grant(email: Annotated[str, typer.Option(help="The user's email.")],
+          credits: Annotated[int, typer.Option(help="Credits to add (negative: take back, never below zero).")],
+          reason: Annotated[str, typer.Option(help="Why; kept in the ledger.")],
+          key: Annotated[str | None, typer.Option(help="Idempotency key: a repeated grant with it does nothing.")]
+          = None) -> None:
+    """Adjust a user's credits through the ledger."""
+    key = key or f"admin:{uuid.uuid4().hex}"
+    with _write_session() as session:
+        user = auth_service.get_user_by_email(session, email)
+        if user is None:
+            typer.echo(f"error: no user with email {email!r}", err=True)
+            raise typer.Exit(1)
+        if credits >= 0:
+            ledger.credit(session, user.id, "grant", credits, key, description=reason)
+        else:
+            ledger.claw_back(session, user.id, -credits, key, description=reason)
+        session.commit()
+        session.refresh(user)
+    typer.echo(f"{email}: balance {user.credits}, debt {user.debt_credits}")
+
+
+@cli.command("set-tier")
+def set_tier(email: Annotated[str, typer.Option(help="The user's email.")],
+             tier: Annotated[str, typer.Option(help="A tier id from shared-specs/pricing_tiers.json.")]) -> None:
+    """Put a user on a tier (contracts sold outside Stripe, e.g. enterprise)."""
+    load_pricing().tier(tier)
+    with _write_session() as session:
+        user = auth_service.get_user_by_email(session, email)
+        if user is None:
+            typer.echo(f"error: no user with email {email!r}", err=True)
+            raise typer.Exit(1)
+        user.tier = tier
+        session.commit()
+    typer.echo(f"{email}: tier {tier}")
 
 
 @cli.command("ensure-dev-user")

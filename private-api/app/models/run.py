@@ -23,6 +23,8 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     # The validated run spec exactly as handed to the sandbox runner.
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # Held at submission for the worst case; the charge is settled from it when the run ends.
+    credits_held: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credits_charged: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     # sha256 of the submitted request, so a reused key with another body is refused.

@@ -6,10 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.models import User
+from app.models import Run, User
 from app.routes.deps import BillingRead, DbSession
-from app.services.auth_service import Principal
-from app.services.credits import hold_credits
+from app.services import credits
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
@@ -18,9 +17,10 @@ class Balance(BaseModel):
     credits: int
 
 
-def decrement_user_credits(session: Session, principal: Principal, amount: int) -> None:
-    """Hold a run's credits in the caller's transaction (402 ``insufficient_credits`` if short)."""
-    hold_credits(session, principal.user_id, amount)
+def decrement_user_credits(session: Session, run: Run) -> None:
+    """Hold a new run's worst-case credits in the caller's transaction (402 ``insufficient_credits``
+    if short); the worker settles the hold when the run ends."""
+    credits.hold_for_run(session, run)
 
 
 @router.get("/balance", response_model=Balance)

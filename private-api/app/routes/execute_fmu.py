@@ -70,7 +70,7 @@ async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: RunsWrit
                 if earlier is not None:
                     return run_service.to_out(earlier), True
             run = run_service.create_run(session, principal, fmu_id, body, ctx.settings, idempotency_key)
-            decrement_user_credits(session, principal, run.credits_charged)
+            decrement_user_credits(session, run)
             session.commit()
             return run_service.to_out(run), False
 

@@ -57,7 +57,8 @@ class RunOut(BaseModel):
     result: RunResultInfo | None
     timings: RunTimings
     max_rss_bytes: int | None
-    credits_charged: int
+    credits_held: int = Field(description="Credits held at submission for the run's worst case.")
+    credits_charged: int = Field(description="What the run cost; 0 until it ends, refunded platform failures stay 0.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from app.errors import ProblemError, Unauthenticated
 from app.models import ApiKey, User
 from app.models.user import SCOPES
+from app.services.credits import credit
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43
@@ -122,9 +123,13 @@ def issue_api_key(session: Session, user: User, secret: str, *, name: str | None
 def create_user(session: Session, email: str, credits: int = 0) -> User:
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken(f"A user with email {email!r} already exists.")
-    user = User(email=email, credits=credits)
+    user = User(email=email, credits=0)
     session.add(user)
     session.flush()
+    if credits:
+        # Through the ledger, so the user's entries always sum to the balance.
+        credit(session, user.id, "grant", credits, f"grant:signup:{user.id}", description="starting credits")
+        session.refresh(user)
     return user
 
 

@@ -1,13 +1,24 @@
-"""Credit balance changes. The balance can never go below zero: every debit is a
-conditional UPDATE, backed by the ``credits_non_negative`` CHECK constraint."""
+"""The credit ledger: every balance change is an append-only entry with a unique idempotency
+key, written in the same transaction as the cached balance on ``users.credits``.
+
+The balance can never go below zero: debits are a conditional ``UPDATE … WHERE credits + amount
+>= 0`` backed by the ``credits_non_negative`` CHECK constraint. An effect retried under the same
+key (a replayed webhook, a re-run settlement) is written once and changes nothing the second time.
+
+A run's money: ``hold`` (minus the worst case) at submission → ``settle`` (records the real cost) and
+``release`` (+the rest) when it ends, or ``refund`` (+everything) when the platform failed it.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import ProblemError
-from app.models import Run, User
+from app.errors import NotFound, ProblemError
+from app.models import LedgerEntry, Run, User
 
 
 class InsufficientCredits(ProblemError):
@@ -16,26 +27,112 @@ class InsufficientCredits(ProblemError):
     title = "Insufficient credits"
 
 
-def hold_credits(session: Session, user_id: str, amount: int) -> None:
-    result = session.execute(
-        update(User).where(User.id == user_id, User.credits >= amount)
-        .values(credits=User.credits - amount).execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise InsufficientCredits(f"This run needs {amount} credit(s); your balance is too low.",
-                                  required=amount)
+def has_entry(session: Session, key: str) -> bool:
+    return session.scalar(select(LedgerEntry.id).where(LedgerEntry.idempotency_key == key)) is not None
 
 
-def refund_credits(session: Session, user_id: str, amount: int) -> None:
-    session.execute(
-        update(User).where(User.id == user_id).values(credits=User.credits + amount)
-        .execution_options(synchronize_session=False)
-    )
+def post(session: Session, user_id: str, kind: str, amount: int, key: str, *, run_id: str | None = None,
+         reference: str | None = None, description: str | None = None,
+         details: dict[str, Any] | None = None) -> LedgerEntry | None:
+    """Apply one entry; ``None`` if an entry with ``key`` exists already (nothing changes then).
+
+    Raises ``InsufficientCredits`` when a debit would take the balance below zero."""
+    if has_entry(session, key):
+        return None
+    try:
+        with session.begin_nested():
+            balance = session.execute(
+                update(User).where(User.id == user_id, User.credits + amount >= 0)
+                .values(credits=User.credits + amount).returning(User.credits)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+            if balance is None:
+                if session.get(User, user_id) is None:
+                    raise NotFound(f"No user {user_id!r}.")
+                raise InsufficientCredits(f"This needs {-amount} credit(s); your balance is too low.",
+                                          required=-amount)
+            entry = LedgerEntry(user_id=user_id, kind=kind, amount=amount, balance_after=balance,
+                                idempotency_key=key, run_id=run_id, reference=reference,
+                                description=description, details=details)
+            session.add(entry)
+            session.flush()
+    except IntegrityError:
+        # A concurrent transaction wrote the same key first; ours rolled back to the savepoint.
+        if has_entry(session, key):
+            return None
+        raise
+    return entry
 
 
-def refund_run(session: Session, run: Run) -> None:
-    """Give a run's whole charge back (platform failure, cancelled before it started)."""
-    if run.credits_charged:
-        refund_credits(session, run.user_id, run.credits_charged)
-        run.credits_charged = 0
-        session.flush()
+def hold_for_run(session: Session, run: Run) -> None:
+    """Hold a new run's worst-case cost (402 ``insufficient_credits`` if the balance is short)."""
+    post(session, run.user_id, "hold", -run.credits_held, f"hold:{run.id}", run_id=run.id,
+         description=f"hold for run {run.id}")
+
+
+def settle_run(session: Session, run: Run, cost: int, note: str = "") -> None:
+    """Charge a finished run ``cost`` (≤ its hold) and release the rest of the hold."""
+    cost = min(cost, run.credits_held)
+    if post(session, run.user_id, "settle", 0, f"settle:{run.id}", run_id=run.id,
+            description=f"run {run.id} cost {cost} credit(s){note}",
+            details={"cost": cost, "held": run.credits_held}) is None:
+        return  # settled before
+    if run.credits_held > cost:
+        post(session, run.user_id, "release", run.credits_held - cost, f"release:{run.id}", run_id=run.id,
+             description=f"unused hold of run {run.id}")
+    session.execute(update(Run).where(Run.id == run.id).values(credits_charged=cost)
+                    .execution_options(synchronize_session=False))
+    run.credits_charged = cost
+
+
+def refund_run(session: Session, run: Run, reason: str) -> None:
+    """Give a run's whole hold back: the platform failed it, so it costs nothing."""
+    if has_entry(session, f"settle:{run.id}"):
+        return
+    if post(session, run.user_id, "refund", run.credits_held, f"refund:{run.id}", run_id=run.id,
+            description=f"run {run.id} refunded: {reason}") is not None:
+        # A refund is a settlement at zero: recorded so the run is never settled again.
+        post(session, run.user_id, "settle", 0, f"settle:{run.id}", run_id=run.id,
+             description=f"run {run.id} cost 0 credits (refunded)", details={"cost": 0, "held": run.credits_held})
+    session.execute(update(Run).where(Run.id == run.id).values(credits_charged=0)
+                    .execution_options(synchronize_session=False))
+    run.credits_charged = 0
+
+
+def credit(session: Session, user_id: str, kind: str, amount: int, key: str, *, reference: str | None = None,
+           description: str | None = None, details: dict[str, Any] | None = None) -> LedgerEntry | None:
+    """Add credits (a purchase, grant or positive adjustment); outstanding debt is repaid first."""
+    entry = post(session, user_id, kind, amount, key, reference=reference, description=description,
+                 details=details)
+    if entry is None:
+        return None
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update()
+                          .execution_options(populate_existing=True))
+    assert user is not None
+    repay = min(user.debt_credits, amount)
+    if repay:
+        post(session, user_id, "adjust", -repay, f"debt:{key}", reference=reference,
+             description=f"repays {repay} credit(s) of debt")
+        session.execute(update(User).where(User.id == user_id).values(debt_credits=User.debt_credits - repay)
+                        .execution_options(synchronize_session=False))
+    return entry
+
+
+def claw_back(session: Session, user_id: str, amount: int, key: str, *, reference: str | None = None,
+              description: str | None = None) -> tuple[int, int]:
+    """Take back up to ``amount`` credits (a refunded or disputed purchase). What is already spent
+    cannot go below zero: it is recorded as debt. Returns (taken, added to debt)."""
+    if amount <= 0 or has_entry(session, key):
+        return 0, 0
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update().execution_options(
+        populate_existing=True))
+    if user is None:
+        raise NotFound(f"No user {user_id!r}.")
+    taken = min(user.credits, amount)
+    debt = amount - taken
+    post(session, user_id, "adjust", -taken, key, reference=reference, description=description,
+         details={"clawback": amount, "debt": debt})
+    if debt:
+        session.execute(update(User).where(User.id == user_id).values(debt_credits=User.debt_credits + debt)
+                        .execution_options(synchronize_session=False))
+    return taken, debt

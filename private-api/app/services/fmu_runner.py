@@ -19,9 +19,10 @@ from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.pool import SandboxPool
-from app.services.credits import refund_run
+from app.services import credits, pricing
 from app.services.fmu_cache import FmuCache
 from app.services.run_service import log_key, result_key
+from app.services.stripe_service import StripeService
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,14 @@ class FmuRunner:
                 update(Run).where(Run.id == run_id, Run.status == "running")
                 .values(finished_at=utcnow(), **fields).execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
-            if done and fields.get("error_code") in PLATFORM_ERRORS:
-                run = session.get(Run, run_id)
-                if run is not None:
-                    refund_run(session, run)
+            run = session.get(Run, run_id) if done else None
+            if run is not None:
+                if fields.get("error_code") in PLATFORM_ERRORS:
+                    credits.refund_run(session, run, fields["error_code"])
+                else:
+                    cost = pricing.run_cost(fields.get("cpu_time_s"), run.credits_held)
+                    credits.settle_run(session, run, cost, f" ({fields.get('cpu_time_s') or 0:.3f} CPU-s)")
+                    StripeService.charge_per_execution(session, run)
             session.commit()
 
     def cancel(self, run_id: str) -> None:

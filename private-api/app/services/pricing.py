@@ -2,22 +2,88 @@
 
 from __future__ import annotations
 
-import json
+import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel
 
 from app.config import REPO_ROOT
+from app.errors import ProblemError
 
 PRICING_FILE = REPO_ROOT / "shared-specs" / "pricing_tiers.json"
 
 
+class CostModel(BaseModel):
+    run_base_credits: int
+    included_cpu_seconds: float
+    credits_per_cpu_second: float
+
+
+class Tier(BaseModel):
+    id: str
+    name: str
+    monthly_price_usd: float | None  # None: sold by contract, not through Checkout
+    monthly_included_credits: int
+    max_concurrent_runs: int
+    max_run_seconds: float
+    max_fmu_bytes: int
+    storage_quota_bytes: int
+    result_retention_days: int
+    requests_per_minute: int
+
+
+class CreditPack(BaseModel):
+    id: str
+    name: str
+    credits: int
+    price_usd: float
+
+
+class Pricing(BaseModel):
+    version: int
+    currency: str
+    credit_value_usd: float
+    cost_model: CostModel
+    tiers: list[Tier]
+    credit_packs: list[CreditPack]
+
+    def tier(self, tier_id: str) -> Tier:
+        for tier in self.tiers:
+            if tier.id == tier_id:
+                return tier
+        raise UnknownPrice(f"No tier {tier_id!r}; tiers: {', '.join(t.id for t in self.tiers)}.")
+
+    def pack(self, pack_id: str) -> CreditPack:
+        for pack in self.credit_packs:
+            if pack.id == pack_id:
+                return pack
+        raise UnknownPrice(f"No credit pack {pack_id!r}; packs: {', '.join(p.id for p in self.credit_packs)}.")
+
+
+class UnknownPrice(ProblemError):
+    status = 422
+    code = "unknown_price"
+    title = "Unknown tier or credit pack"
+
+
 @lru_cache
-def load_pricing(path: Path = PRICING_FILE) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+def load_pricing(path: Path = PRICING_FILE) -> Pricing:
+    return Pricing.model_validate_json(path.read_text())
 
 
-def run_hold_credits() -> int:
-    """Credits held when a run is submitted: its worst-case cost."""
-    return int(load_pricing()["cost_model"]["run_base_credits"])
+def _cpu_charge(cpu_seconds: float) -> int:
+    model = load_pricing().cost_model
+    billable = max(0.0, cpu_seconds - model.included_cpu_seconds)
+    # Rounded to 1 µs first so float noise (e.g. 5.000000001) does not cost a whole credit.
+    return model.run_base_credits + math.ceil(round(billable * model.credits_per_cpu_second, 6))
+
+
+def run_hold(timeout_s: float) -> int:
+    """Credits held at submission: the cost of a run that uses one CPU for its whole timeout."""
+    return _cpu_charge(timeout_s)
+
+
+def run_cost(cpu_seconds: float | None, hold: int) -> int:
+    """What a finished run is charged: its CPU time priced, never more than it held."""
+    return min(hold, _cpu_charge(cpu_seconds or 0.0))

@@ -15,11 +15,11 @@ from app.models import Run
 from app.models.base import utcnow
 from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
-from app.services import pricing, registry_service
+from app.services import credits, pricing, registry_service
 from app.services.auth_service import Principal
-from app.services.credits import refund_run
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
+from app.services.stripe_service import StripeService
 
 
 def _owned(principal: Principal) -> Select[Run]:
@@ -57,7 +57,7 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(fmu), settings)
     run = Run(user_id=principal.user_id, fmu_id=fmu.id, status="queued", spec=spec,
-              credits_charged=pricing.run_hold_credits(), idempotency_key=idempotency_key,
+              credits_held=pricing.run_hold(spec["timeout_s"]), credits_charged=0, idempotency_key=idempotency_key,
               request_hash=request_hash(fmu_id, request) if idempotency_key else None)
     session.add(run)
     session.flush()
@@ -66,7 +66,7 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
 
 def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run, str]:
     """Mark an unfinished run cancelled; returns (run, the status it had). A queued run never
-    used its credits and gets them back; a running one has used a sandbox and keeps its charge."""
+    used its credits and gets them back; a running one is charged for the time it ran."""
     run = get_run(session, principal, run_id)
     previous = run.status
     if previous == "cancelled":
@@ -78,9 +78,12 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
     ).rowcount  # type: ignore[attr-defined]
     if not cancelled:
         raise RunFinished(f"Run {run_id!r} has already finished ({run.status}).", run_status=run.status)
-    if previous == "queued":
-        refund_run(session, run)
     session.refresh(run)
+    # Settled here, not by the worker: the worker may be in another process, or gone.
+    used = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else 0.0
+    credits.settle_run(session, run, pricing.run_cost(used, run.credits_held) if previous == "running" else 0,
+                       f" (cancelled while {previous})")
+    StripeService.charge_per_execution(session, run)
     return run, previous
 
 
@@ -129,6 +132,6 @@ def to_out(run: Run) -> RunOut:
         result=result,
         timings=RunTimings(queued_s=seconds(run.created_at, run.started_at), run_s=run.wall_time_s,
                            cpu_s=run.cpu_time_s, total_s=seconds(run.created_at, run.finished_at)),
-        max_rss_bytes=run.max_rss_bytes, credits_charged=run.credits_charged,
+        max_rss_bytes=run.max_rss_bytes, credits_held=run.credits_held, credits_charged=run.credits_charged,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
     )

@@ -1,14 +1,21 @@
-"""Stripe integration point. Usage reporting per run is recorded here; payments, checkout and
-meter events arrive with the billing work (see docs/monetization.md)."""
+"""Stripe: usage reporting per run (Billing Meter Events through a database outbox)."""
 
 from __future__ import annotations
 
-import logging
+from sqlalchemy.orm import Session
 
-log = logging.getLogger(__name__)
+from app.models import Run, UsageEvent
+
+# The meter's event name in Stripe; each event carries the run's credits as its value.
+METER_EVENT_NAME = "fmu_gateway_credits"
 
 
 class StripeService:
-    def charge_per_execution(self, run_id: str, credits: int) -> None:
-        """Record a run's usage. Until Stripe metering is configured this only logs it."""
-        log.info("usage: run %s charged %d credit(s)", run_id, credits)
+    @staticmethod
+    def charge_per_execution(session: Session, run: Run) -> None:
+        """Record a finished run's usage in the outbox, in the transaction that settles it; the
+        flusher reports it to Stripe with the run id as the meter event's identifier."""
+        if run.credits_charged > 0:
+            session.add(UsageEvent(user_id=run.user_id, identifier=run.id, event_name=METER_EVENT_NAME,
+                                   value=run.credits_charged))
+            session.flush()
