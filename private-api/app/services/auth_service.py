@@ -82,6 +82,7 @@ class Principal:
     user_id: str
     api_key_id: str
     scopes: frozenset[str]
+    tier: str = "free"  # the user's pricing tier: its limits apply to this caller
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -98,13 +99,13 @@ def authenticate(session: Session, authorization: str | None, secret: str) -> Pr
     if not is_well_formed(token):
         raise Unauthenticated("The API key is malformed.")
     row = session.execute(
-        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes).where(
+        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, User.tier).join(User, User.id == ApiKey.user_id).where(
             ApiKey.key_hash == hash_api_key(token, secret), ApiKey.revoked_at.is_(None)
         )
     ).first()
     if row is None:
         raise Unauthenticated("The API key is unknown or revoked.")
-    return Principal(user_id=row.user_id, api_key_id=row.id, scopes=frozenset(row.scopes))
+    return Principal(user_id=row.user_id, api_key_id=row.id, scopes=frozenset(row.scopes), tier=row.tier)
 
 
 def issue_api_key(session: Session, user: User, secret: str, *, name: str | None = None,
