@@ -32,13 +32,17 @@ DbSession = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fmu_test_...`.")
 
 
+def identify(ctx: AppContext, authorization: str | None) -> Principal:
+    """Who sent ``Authorization`` (401 problem if nobody valid); also used by middleware."""
+    # Its own short session: a long-polling request must not hold a connection while it waits.
+    with ctx.db.session() as session:
+        return authenticate(session, authorization, ctx.settings.secret_key.get_secret_value())
+
+
 def get_principal(ctx: Ctx, request: Request,
                   _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     # The raw header, so a malformed scheme gets our problem+json, not HTTPBearer's error.
-    authorization = request.headers.get("authorization")
-    # Its own short session: a long-polling request must not hold a connection while it waits.
-    with ctx.db.session() as session:
-        principal = authenticate(session, authorization, ctx.settings.secret_key.get_secret_value())
+    principal = identify(ctx, request.headers.get("authorization"))
     if ctx.rate_limiter is not None:
         # Read by RateLimitHeadersMiddleware, so every response of this key carries its state.
         request.state.rate_limit = ctx.rate_limiter.hit(principal.api_key_id)
