@@ -2,7 +2,9 @@
 
 A key is ``fmu_live_``/``fmu_test_`` + 43 base62 chars (32 random bytes) + a 6-char
 checksum, so typos are rejected without a database hit. Only HMAC-SHA256(secret, key)
-is stored; lookup is by that hash.
+is stored; lookup is by that hash. ``Authorization: Bearer`` carries either such a key or an access
+token from ``POST /v1/auth/token`` (``app.services.token_service``); both end at the key's row, so a
+revoked or expired key stops working at once, with its tokens.
 """
 
 from __future__ import annotations
@@ -11,20 +13,30 @@ import hashlib
 import hmac
 import secrets
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.errors import ProblemError, Unauthenticated
+from app.errors import NotFound, ProblemError, Unauthenticated
 from app.models import ApiKey, User
+from app.models.base import utcnow
 from app.models.user import SCOPES
 from app.services.credits import credit
+from app.services.pagination import paginate
+from app.services.token_service import AccessToken, InvalidToken, TokenService
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43
 _CHECK_LEN = 6
 PREFIXES = ("fmu_live_", "fmu_test_")
+# Every API key starts so; any other bearer credential is taken for an access token.
+KEY_MARK = "fmu_"
+# last_used_at is exact to this: a key in steady use costs one write a minute, not one per request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 class InsufficientScope(ProblemError):
@@ -37,6 +49,39 @@ class UnknownScope(ProblemError):
     status = 422
     code = "unknown_scope"
     title = "Unknown scope"
+
+
+class ScopeEscalation(ProblemError):
+    status = 403
+    code = "scope_escalation"
+    title = "More scopes than the caller has"
+
+
+class ExpiryEscalation(ProblemError):
+    status = 403
+    code = "expiry_escalation"
+    title = "Outlives the calling key"
+
+
+class InvalidExpiry(ProblemError):
+    status = 422
+    code = "invalid_expiry"
+    title = "Invalid expiry"
+
+
+class ApiKeyExpired(Unauthenticated):
+    code = "api_key_expired"
+    title = "The API key has expired"
+
+
+class ApiKeyRevoked(Unauthenticated):
+    code = "api_key_revoked"
+    title = "The API key was revoked"
+
+
+class ApiKeyRequired(Unauthenticated):
+    code = "api_key_required"
+    title = "An API key is required"
 
 
 class EmailTaken(ProblemError):
@@ -83,41 +128,186 @@ class Principal:
     api_key_id: str
     scopes: frozenset[str]
     tier: str = "free"  # the user's pricing tier: its limits apply to this caller
+    # How the caller proved it: an API key itself, or an access token issued for one.
+    credential: Literal["api_key", "token"] = "api_key"
+    # The key's last_used_at as read while authenticating: whether it is due an update.
+    key_last_used_at: datetime | None = field(default=None, compare=False, repr=False)
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise InsufficientScope(f"This API key lacks the {scope!r} scope.", scope=scope)
 
 
-def authenticate(session: Session, authorization: str | None, secret: str) -> Principal:
+_KeyRow = Select[str, str, list[str], datetime | None, datetime | None, datetime | None, str]
+
+
+def _key_columns() -> _KeyRow:
+    return select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at,
+                  ApiKey.last_used_at, User.tier).join(User, User.id == ApiKey.user_id)
+
+
+def _check_usable(row: Any, now: datetime) -> None:
+    if row.revoked_at is not None:
+        raise ApiKeyRevoked(f"The API key {row.id} was revoked at {row.revoked_at.isoformat()}.")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise ApiKeyExpired(f"The API key {row.id} expired at {row.expires_at.isoformat()}.")
+
+
+def authenticate(session: Session, authorization: str | None, secret: str,
+                 tokens: TokenService | None = None, *, now: datetime | None = None) -> Principal:
+    """The caller behind ``Authorization: Bearer <api key or access token>``; 401 problem if none.
+
+    Access tokens are accepted only when ``tokens`` (the verifier) is given.
+    """
     if not authorization:
-        raise Unauthenticated("Send 'Authorization: Bearer <api key>'.")
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("Send 'Authorization: Bearer <api key>'.")
-    if not is_well_formed(token):
+        raise Unauthenticated("Send 'Authorization: Bearer <api key or access token>'.")
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthenticated("Send 'Authorization: Bearer <api key or access token>'.")
+    now = now or utcnow()
+    if credential.startswith(KEY_MARK):
+        return _authenticate_key(session, credential, secret, now)
+    if tokens is None:
+        raise Unauthenticated("Send an API key: 'Authorization: Bearer fmu_...'.")
+    return _authenticate_token(session, credential, tokens, now)
+
+
+def _authenticate_key(session: Session, key: str, secret: str, now: datetime) -> Principal:
+    if not is_well_formed(key):
         raise Unauthenticated("The API key is malformed.")
-    row = session.execute(
-        select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, User.tier).join(User, User.id == ApiKey.user_id).where(
-            ApiKey.key_hash == hash_api_key(token, secret), ApiKey.revoked_at.is_(None)
-        )
-    ).first()
+    row = session.execute(_key_columns().where(ApiKey.key_hash == hash_api_key(key, secret))).first()
     if row is None:
-        raise Unauthenticated("The API key is unknown or revoked.")
-    return Principal(user_id=row.user_id, api_key_id=row.id, scopes=frozenset(row.scopes), tier=row.tier)
+        raise Unauthenticated("The API key is unknown.")
+    _check_usable(row, now)
+    return Principal(user_id=row.user_id, api_key_id=row.id, scopes=frozenset(row.scopes), tier=row.tier,
+                     key_last_used_at=row.last_used_at)
+
+
+def _authenticate_token(session: Session, token: str, tokens: TokenService, now: datetime) -> Principal:
+    claims = tokens.verify(token)
+    # One primary-key read: the key's current state decides, and the user's current tier applies.
+    row = session.execute(_key_columns().where(ApiKey.id == claims.key_id,
+                                               ApiKey.user_id == claims.user_id)).first()
+    if row is None:
+        raise InvalidToken("The access token's API key does not exist.")
+    _check_usable(row, now)
+    return Principal(user_id=row.user_id, api_key_id=row.id, scopes=claims.scopes & frozenset(row.scopes),
+                     tier=row.tier, credential="token", key_last_used_at=row.last_used_at)
+
+
+def is_due_usage_mark(principal: Principal, now: datetime | None = None) -> bool:
+    last = principal.key_last_used_at
+    return last is None or (now or utcnow()) - last >= LAST_USED_RESOLUTION
+
+
+def mark_used(session: Session, api_key_id: str, now: datetime | None = None) -> None:
+    """Set the key's last_used_at, unless a concurrent request did within the resolution."""
+    now = now or utcnow()
+    session.execute(update(ApiKey).where(
+        ApiKey.id == api_key_id,
+        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION),
+    ).values(last_used_at=now))
+
+
+def _checked_scopes(requested: Iterable[str], allowed: frozenset[str]) -> list[str]:
+    """``requested`` (no duplicates, in SCOPES order) if the caller may hand them out."""
+    wanted = set(requested)
+    unknown = sorted(wanted - set(SCOPES))
+    if unknown:
+        raise UnknownScope(f"Unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}.",
+                           scopes=unknown)
+    beyond = [scope for scope in SCOPES if scope in wanted and scope not in allowed]
+    if beyond:
+        raise ScopeEscalation(f"The calling credential lacks {', '.join(beyond)}; it can only hand out its "
+                              "own scopes.", scopes=beyond)
+    return [scope for scope in SCOPES if scope in wanted]
+
+
+def issue_access_token(session: Session, principal: Principal, tokens: TokenService,
+                       scopes: list[str] | None = None, *, now: datetime | None = None) -> AccessToken:
+    """Exchange the calling API key for an access token with its scopes, or the subset ``scopes``."""
+    if principal.credential != "api_key":
+        raise ApiKeyRequired("Exchange an API key for an access token, not another access token.")
+    granted = _checked_scopes(scopes, principal.scopes) if scopes is not None else sorted(principal.scopes)
+    key = session.get(ApiKey, principal.api_key_id)
+    if key is None:
+        raise Unauthenticated("The API key is unknown.")
+    return tokens.issue(user_id=principal.user_id, key_id=key.id, scopes=frozenset(granted),
+                        now=now or utcnow(), not_after=key.expires_at)
 
 
 def issue_api_key(session: Session, user: User, secret: str, *, name: str | None = None,
-                  live: bool = False, scopes: list[str] | None = None) -> str:
+                  live: bool = False, scopes: list[str] | None = None, expires_at: datetime | None = None,
+                  created_by_key_id: str | None = None) -> str:
     """Create a key for ``user`` and return its secret; it is shown only this once."""
-    unknown = sorted(set(scopes or ()) - set(SCOPES))
-    if unknown:
-        raise UnknownScope(f"Unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}.")
+    return _new_key(session, user.id, secret, name=name, live=live,
+                    scopes=_checked_scopes(scopes, frozenset(SCOPES)) if scopes else list(SCOPES),
+                    expires_at=expires_at, created_by_key_id=created_by_key_id)[1]
+
+
+def _new_key(session: Session, user_id: str, secret: str, *, name: str | None, live: bool, scopes: list[str],
+             expires_at: datetime | None, created_by_key_id: str | None) -> tuple[ApiKey, str]:
     key = generate_api_key(live=live)
-    session.add(ApiKey(user_id=user.id, key_hash=hash_api_key(key, secret), prefix=key[:13],
-                       name=name, scopes=list(scopes) if scopes else list(SCOPES)))
+    row = ApiKey(user_id=user_id, key_hash=hash_api_key(key, secret), prefix=key[:13], name=name,
+                 scopes=scopes, expires_at=expires_at, created_by_key_id=created_by_key_id)
+    session.add(row)
     session.flush()
+    return row, key
+
+
+def _owned_keys(principal: Principal) -> Select[ApiKey]:
+    return select(ApiKey).where(ApiKey.user_id == principal.user_id)
+
+
+def create_api_key(session: Session, principal: Principal, secret: str, *, name: str | None = None,
+                   scopes: list[str] | None = None, live: bool | None = None, expires_at: datetime | None = None,
+                   expires_in_s: int | None = None, now: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new key of the caller's user, created by the calling key; returns (row, secret).
+
+    It gets at most the caller's scopes (default: all of them), the caller's kind (live/test) unless
+    ``live`` says otherwise, and never outlives the calling key.
+    """
+    now = now or utcnow()
+    creator = session.get(ApiKey, principal.api_key_id)
+    if creator is None:
+        raise Unauthenticated("The API key is unknown.")
+    granted = _checked_scopes(scopes, principal.scopes) if scopes is not None else \
+        [scope for scope in SCOPES if scope in principal.scopes]
+    if expires_in_s is not None:
+        expires_at = now + timedelta(seconds=expires_in_s)
+    if expires_at is not None and expires_at <= now:
+        raise InvalidExpiry(f"expires_at {expires_at.isoformat()} is not in the future.")
+    if creator.expires_at is not None:
+        if expires_at is not None and expires_at > creator.expires_at:
+            raise ExpiryEscalation(f"The calling key expires at {creator.expires_at.isoformat()}; a key it "
+                                   "creates cannot live longer.", creator_expires_at=creator.expires_at.isoformat())
+        expires_at = expires_at or creator.expires_at
+    if live is None:
+        live = creator.prefix.startswith(PREFIXES[0])
+    return _new_key(session, principal.user_id, secret, name=name, live=live, scopes=granted,
+                    expires_at=expires_at, created_by_key_id=creator.id)
+
+
+def list_api_keys(session: Session, principal: Principal, limit: int,
+                  cursor: str | None) -> tuple[list[ApiKey], str | None]:
+    return paginate(session, _owned_keys(principal), ApiKey.id, limit, cursor)
+
+
+def get_api_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
+    key = session.scalar(_owned_keys(principal).where(ApiKey.id == key_id))
+    if key is None:
+        raise NotFound(f"No API key {key_id!r}.")
+    return key
+
+
+def revoke_api_key(session: Session, principal: Principal, key_id: str, *,
+                   now: datetime | None = None) -> ApiKey:
+    """Revoke one of the caller's keys (the calling one included); revoking again changes nothing."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == principal.user_id,
+                                         ApiKey.revoked_at.is_(None)).values(revoked_at=now or utcnow()))
+    key = get_api_key(session, principal, key_id)
+    session.refresh(key)
     return key
 
 

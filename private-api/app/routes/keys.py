@@ -1,0 +1,48 @@
+"""``/v1/api-keys``: a user's API keys, managed with a key of the user's (scopes keys:read/keys:write)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.routes.deps import Ctx, DbSession, KeysRead, KeysWrite
+from app.schemas.api_key import ApiKeyCreated, ApiKeyOut, CreateApiKey
+from app.schemas.common import Page
+from app.services import auth_service
+
+router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+def create_api_key(body: CreateApiKey, ctx: Ctx, principal: KeysWrite) -> ApiKeyCreated:
+    """Create a key with at most the caller's scopes. Its ``secret`` is in this response only."""
+    with ctx.db.session(write=True) as session:
+        key, secret = auth_service.create_api_key(
+            session, principal, ctx.settings.secret_key.get_secret_value(), name=body.name, scopes=body.scopes,
+            live=body.live, expires_at=body.expires_at, expires_in_s=body.expires_in_s)
+        session.commit()
+        return ApiKeyCreated(**ApiKeyOut.of(key).model_dump(), secret=secret)
+
+
+@router.get("", response_model=Page[ApiKeyOut])
+def list_api_keys(session: DbSession, principal: KeysRead,
+                  limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None) -> Page[ApiKeyOut]:
+    """The user's keys, newest first, revoked and expired ones included."""
+    keys, next_cursor = auth_service.list_api_keys(session, principal, limit, cursor)
+    return Page(data=[ApiKeyOut.of(k) for k in keys], has_more=next_cursor is not None, next_cursor=next_cursor)
+
+
+@router.get("/{key_id}", response_model=ApiKeyOut)
+def get_api_key(key_id: str, session: DbSession, principal: KeysRead) -> ApiKeyOut:
+    return ApiKeyOut.of(auth_service.get_api_key(session, principal, key_id))
+
+
+@router.post("/{key_id}/revoke", response_model=ApiKeyOut)
+def revoke_api_key(key_id: str, ctx: Ctx, principal: KeysWrite) -> ApiKeyOut:
+    """Revoke a key (the calling one too): it and its access tokens stop working at once.
+    Revoking a revoked key changes nothing."""
+    with ctx.db.session(write=True) as session:
+        key = auth_service.revoke_api_key(session, principal, key_id)
+        session.commit()
+        return ApiKeyOut.of(key)
