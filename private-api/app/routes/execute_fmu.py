@@ -19,7 +19,7 @@ from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
 from app.schemas.common import Page
 from app.schemas.run import RunCreate, RunOut, RunStatus
-from app.services import result_formats, run_service
+from app.services import limits, result_formats, run_service
 from app.services.auth_service import Principal
 
 router = APIRouter(tags=["runs"])
@@ -71,6 +71,8 @@ async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: RunsWrit
                     return run_service.to_out(earlier), True
             run = run_service.create_run(session, principal, fmu_id, body, ctx.settings, idempotency_key)
             decrement_user_credits(session, run)
+            # After the hold, which locks the user's row: concurrent submissions count one by one.
+            limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
             session.commit()
             return run_service.to_out(run), False
 

@@ -12,7 +12,7 @@ from app.routes.deps import Ctx, DbSession, FmusRead, FmusWrite
 from app.routes.upload_stream import receive_upload
 from app.schemas.common import Page
 from app.schemas.fmu import FmuDetail, FmuSummary
-from app.services import registry_service
+from app.services import limits, registry_service
 from app.services.auth_service import Principal
 
 router = APIRouter(prefix="/v1/fmus", tags=["fmus"])
@@ -54,12 +54,13 @@ def _summary(fmu: Fmu) -> FmuSummary:
 async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: FmusWrite) -> FmuDetail:
     """Upload an FMU (multipart field ``file``). The same bytes again return the existing FMU."""
     settings = ctx.settings
-    received = await receive_upload(request, settings.upload_tmp_dir, settings.max_upload_bytes)
+    caller = limits.for_caller(principal, settings)
+    received = await receive_upload(request, settings.upload_tmp_dir, caller.max_fmu_bytes)
 
     def store(owner: Principal) -> tuple[FmuDetail, bool]:
         with ctx.db.session(write=True) as session:
             fmu, created = registry_service.upload(session, owner, received, storage=ctx.storage,
-                                                   cache=ctx.cache, limits=ctx.archive_limits)
+                                                   cache=ctx.cache, limits=ctx.archive_limits, caller=caller)
             session.commit()
             return _detail(fmu), created
 

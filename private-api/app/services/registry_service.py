@@ -15,6 +15,7 @@ from app.fmi.model_description import ModelInfo
 from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.models.run import ACTIVE_STATUSES
+from app.services import limits as tier_limits
 from app.services.auth_service import Principal
 from app.services.fmu_cache import FmuCache, fmu_blob_key
 from app.services.pagination import paginate
@@ -63,16 +64,19 @@ class UploadedFile:
 
 
 def upload(session: Session, principal: Principal, received: UploadedFile, *, storage: Storage,
-           cache: FmuCache, limits: ArchiveLimits) -> tuple[Fmu, bool]:
+           cache: FmuCache, limits: ArchiveLimits, caller: tier_limits.Limits | None = None) -> tuple[Fmu, bool]:
     """Validate, extract and store an uploaded FMU; returns (fmu, created).
 
     Every check runs before anything is stored, and the row is flushed before the blob is
     written so a failure leaves the transaction to roll back with nothing half-stored.
+    ``caller``'s storage quota applies to new bytes; the same bytes again cost nothing.
     """
     existing = find_by_sha256(session, principal, received.sha256)
     if existing is not None:
         return existing, False
     info = inspect_fmu(received.path, limits)
+    if caller is not None:
+        tier_limits.check_storage_quota(session, principal, caller, received.size)
     cache.extract(received.sha256, received.path)
     fmu = Fmu(
         user_id=principal.user_id, sha256=received.sha256, size=received.size,

@@ -122,8 +122,11 @@ def _fmi_type(req: RunCreate, info: ModelInfo) -> str:
     return req.fmi_type
 
 
-def build_run_spec(req: RunCreate, info: ModelInfo, settings: Settings) -> dict[str, Any]:
-    """The spec stored on the run and handed to the sandbox runner (fmpy.simulate_fmu's words)."""
+def build_run_spec(req: RunCreate, info: ModelInfo, settings: Settings, *,
+                   max_timeout_s: float | None = None) -> dict[str, Any]:
+    """The spec stored on the run and handed to the sandbox runner (fmpy.simulate_fmu's words).
+
+    ``max_timeout_s`` is the caller's cap (its tier's); the settings' cap applies as well."""
     experiment = info.default_experiment
     start = req.start_time if req.start_time is not None else (
         experiment.start_time if experiment and experiment.start_time is not None else 0.0)
@@ -141,9 +144,10 @@ def build_run_spec(req: RunCreate, info: ModelInfo, settings: Settings) -> dict[
         raise InvalidRunSpec("solver: only ModelExchange runs take a solver.", field="solver")
     for name in req.outputs or []:
         _lookup(info, name, "outputs")
-    timeout = req.timeout_s if req.timeout_s is not None else settings.run_default_timeout_s
-    if timeout > settings.run_max_timeout_s:
-        raise InvalidRunSpec(f"timeout_s: at most {settings.run_max_timeout_s} s.", field="timeout_s")
+    cap = min(settings.run_max_timeout_s, max_timeout_s if max_timeout_s is not None else math.inf)
+    timeout = req.timeout_s if req.timeout_s is not None else min(settings.run_default_timeout_s, cap)
+    if timeout > cap:
+        raise InvalidRunSpec(f"timeout_s: at most {cap:g} s.", field="timeout_s", max_timeout_s=cap)
     input_table, input_types = _input(req, info)
     return {
         "fmi_type": fmi_type,

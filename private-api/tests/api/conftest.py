@@ -17,12 +17,17 @@ from gateway_process import REPO_ROOT, Gateway, start_gateway, stop_gateway
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def gateway(request: pytest.FixtureRequest) -> Iterator[Gateway]:
-    """The whole end-to-end suite runs once per database backend."""
+    """The whole end-to-end suite runs once per database backend.
+
+    Without request limits, so no test is throttled by how fast the suite runs (they are tested on
+    gateways of their own: test_limits, test_access). Every other tier limit applies: a test that
+    needs more than the free tier allows asks for a tier (``create_user(tier=...)``)."""
     var_dir = REPO_ROOT / "var" / f"test-{uuid.uuid4().hex[:8]}"
     var_dir.mkdir(parents=True)
     try:
         with temporary_database(request.param, var_dir) as database_url:
-            gateway = start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url)
+            gateway = start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url,
+                                    FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0")
             try:
                 yield gateway
             finally:

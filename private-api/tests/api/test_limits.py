@@ -1,0 +1,218 @@
+"""Tier limits through real gateways: requests per minute (per process, and shared by two servers
+through Redis), concurrent runs, run timeouts, FMU size and storage quota."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from databases import temporary_database
+from gateway_process import Gateway, new_var_dir, running_gateway, start_gateway, stop_gateway
+from problems import assert_problem
+from redis_keys import REDIS_URL, temporary_redis_prefix
+
+from app.services.pricing import load_pricing
+
+FREE = load_pricing().tier("free")
+PRO = load_pricing().tier("pro")
+SLEEP = {"start_values": {"mode": 4}, "stop_time": 1, "timeout_s": 30}  # Hostile blocks in fmi2DoStep
+
+
+def user(gateway: Gateway, credits: int = 1000, tier: str | None = None) -> tuple[httpx.Client, str]:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    return gateway.client(gateway.create_user(credits, tier=tier, email=email)), email
+
+
+def upload(client: httpx.Client, data: bytes, name: str = "m.fmu") -> httpx.Response:
+    return client.post("/v1/fmus", content=data, params={"filename": name},
+                       headers={"Content-Type": "application/octet-stream"})
+
+
+def padded_fmu(fmu: Path, total_bytes: int) -> bytes:
+    """A valid FMU of ``total_bytes``: ``fmu`` plus an incompressible resource file."""
+    buffer = io.BytesIO(fmu.read_bytes())
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_STORED) as archive:
+        archive.writestr("resources/padding.bin", os.urandom(max(0, total_bytes - len(buffer.getvalue()) - 200)))
+    data = buffer.getvalue()
+    assert abs(len(data) - total_bytes) < 1024
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiered_gateway() -> Iterator[Gateway]:
+    """Request limits from the tiers, in memory; uploads up to 64 MiB so the tiers' FMU caps bind."""
+    with running_gateway("tiers", FMU_GATEWAY_MAX_UPLOAD_BYTES=str(64 << 20), FMU_GATEWAY_WARM_SANDBOXES="0",
+                         FMU_GATEWAY_REDIS_URL="") as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def redis_pair() -> Iterator[tuple[Gateway, Gateway]]:
+    """Two servers on one PostgreSQL database and one Redis, as behind a load balancer."""
+    with ExitStack() as stack:
+        var_dirs = [new_var_dir("redis-a"), new_var_dir("redis-b")]
+        for var_dir in var_dirs:
+            stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
+        database_url = stack.enter_context(temporary_database("postgresql", var_dirs[0]))
+        prefix = stack.enter_context(temporary_redis_prefix("e2e"))
+        gateways = []
+        for var_dir in var_dirs:
+            gateways.append(start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url,
+                                          FMU_GATEWAY_REDIS_URL=REDIS_URL, FMU_GATEWAY_REDIS_KEY_PREFIX=prefix,
+                                          FMU_GATEWAY_WARM_SANDBOXES="0"))
+            stack.callback(stop_gateway, gateways[-1])
+        yield gateways[0], gateways[1]
+
+
+def spend(clients: list[httpx.Client], requests: int) -> tuple[list[httpx.Response], float]:
+    """``requests`` balance reads, round-robin over ``clients``, as fast as they go."""
+    started = time.monotonic()
+    responses = [clients[i % len(clients)].get("/v1/billing/balance") for i in range(requests)]
+    return responses, time.monotonic() - started
+
+
+def assert_one_budget(responses: list[httpx.Response], elapsed: float, per_minute: int) -> None:
+    """Exactly the budget passed, plus what refilled while the requests ran."""
+    passed = [r for r in responses if r.status_code == 200]
+    assert per_minute <= len(passed) <= per_minute + int(elapsed * per_minute / 60) + 1
+    remaining = [int(r.headers["ratelimit-remaining"]) for r in passed]
+    assert remaining[0] == per_minute - 1
+    refused = next(r for r in responses if r.status_code != 200)
+    body = assert_problem(refused, 429, "rate_limited")
+    assert int(refused.headers["retry-after"]) == body["retry_after"] >= 1
+    assert refused.headers["ratelimit-limit"] == str(per_minute)
+    assert refused.headers["ratelimit-remaining"] == "0"
+
+
+class TestRequestsPerMinute:
+    def test_the_callers_tier_sets_the_limit(self, tiered_gateway: Gateway) -> None:
+        client, email = user(tiered_gateway)
+        assert client.get("/v1/fmus").headers["ratelimit-limit"] == str(FREE.requests_per_minute)
+        tiered_gateway.set_tier(email, "pro")
+        assert client.get("/v1/fmus").headers["ratelimit-limit"] == str(PRO.requests_per_minute)
+
+    def test_requests_beyond_the_tiers_limit_get_429_with_retry_after(self, tiered_gateway: Gateway) -> None:
+        client, _ = user(tiered_gateway)
+        responses, elapsed = spend([client], FREE.requests_per_minute + 10)
+        assert_one_budget(responses, elapsed, FREE.requests_per_minute)
+        assert responses[-1].status_code == 429
+
+    def test_another_key_of_the_same_user_has_its_own_budget(self, tiered_gateway: Gateway) -> None:
+        client, email = user(tiered_gateway)
+        spend([client], FREE.requests_per_minute + 1)
+        result = tiered_gateway.admin("create-key", "--email", email)
+        assert result.returncode == 0, result.stderr
+        other = tiered_gateway.client(result.stdout.strip().splitlines()[-1])
+        assert other.get("/v1/fmus").status_code == 200
+
+
+class TestSharedBudgetThroughRedis:
+    def test_two_servers_spend_from_one_budget_per_key(self, redis_pair: tuple[Gateway, Gateway]) -> None:
+        first, second = redis_pair
+        key = first.create_user()
+        clients = [first.client(key), second.client(key)]
+        responses, elapsed = spend(clients, FREE.requests_per_minute + 10)
+        # Alone, each server would have let its 65 requests through.
+        assert_one_budget(responses, elapsed, FREE.requests_per_minute)
+        assert [r.status_code for r in responses[-2:]] == [429, 429]  # one from each server
+
+
+class TestConcurrentRuns:
+    def test_runs_beyond_the_tiers_concurrency_get_429_and_store_nothing(self, gateway: Gateway,
+                                                                         fmus: dict[str, Path]) -> None:
+        client, _ = user(gateway, credits=200)
+        fmu = upload(client, fmus["Hostile"].read_bytes(), "h.fmu").json()
+        url = f"/v1/fmus/{fmu['id']}/runs"
+        with ThreadPoolExecutor(10) as pool:
+            responses = list(pool.map(lambda _: client.post(url, json=SLEEP), range(10)))
+        accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+        try:
+            assert len(accepted) == FREE.max_concurrent_runs
+            refused = [r for r in responses if r.status_code != 202]
+            for response in refused:
+                body = assert_problem(response, 429, "too_many_active_runs")
+                assert body["limit"] == FREE.max_concurrent_runs
+                assert int(response.headers["retry-after"]) >= 1
+            # Refused submissions left no run and no hold.
+            assert {r["id"] for r in client.get("/v1/runs").json()["data"]} == set(accepted)
+            held = sum(r.json()["credits_held"] for r in responses if r.status_code == 202)
+            assert client.get("/v1/billing/balance").json()["credits"] == 200 - held
+            # A slot freed by a cancel is taken by the next submission.
+            assert client.post(f"/v1/runs/{accepted.pop()}/cancel").status_code == 200
+            replacement = client.post(url, json=SLEEP)
+            assert replacement.status_code == 202, replacement.text
+            accepted.append(replacement.json()["id"])
+            assert_problem(client.post(url, json=SLEEP), 429, "too_many_active_runs")
+        finally:
+            for run_id in accepted:
+                client.post(f"/v1/runs/{run_id}/cancel")
+
+
+class TestRunTimeouts:
+    def test_a_timeout_above_the_tiers_cap_is_422(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        client, _ = user(gateway)
+        fmu = upload(client, fmus["VanDerPol"].read_bytes()).json()
+        body = assert_problem(client.post(f"/v1/fmus/{fmu['id']}/runs",
+                                          json={"timeout_s": FREE.max_run_seconds + 1}), 422, "invalid_run_spec")
+        assert body["field"] == "timeout_s" and body["max_timeout_s"] == FREE.max_run_seconds
+        assert client.get("/v1/runs").json()["data"] == []
+
+    def test_a_higher_tier_allows_longer_runs(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        client, _ = user(gateway, tier="pro")
+        fmu = upload(client, fmus["VanDerPol"].read_bytes()).json()
+        url = f"/v1/fmus/{fmu['id']}/runs"
+        run = client.post(url, json={"timeout_s": PRO.max_run_seconds, "stop_time": 0.1}, params={"wait": 60})
+        assert run.status_code == 200, run.text
+        assert run.json()["spec"]["timeout_s"] == PRO.max_run_seconds
+        body = assert_problem(client.post(url, json={"timeout_s": PRO.max_run_seconds + 1}), 422, "invalid_run_spec")
+        assert body["max_timeout_s"] == PRO.max_run_seconds
+
+    def test_the_default_timeout_fits_the_tier(self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        client, _ = user(gateway)
+        fmu = upload(client, fmus["VanDerPol"].read_bytes()).json()
+        run = client.post(f"/v1/fmus/{fmu['id']}/runs", json={"stop_time": 0.1}, params={"wait": 60})
+        assert run.json()["spec"]["timeout_s"] <= FREE.max_run_seconds
+
+
+class TestFmuSize:
+    def test_an_fmu_above_the_tiers_size_cap_is_413(self, tiered_gateway: Gateway, fmus: dict[str, Path]) -> None:
+        data = padded_fmu(fmus["VanDerPol"], FREE.max_fmu_bytes + (1 << 20))
+        free, _ = user(tiered_gateway)
+        body = assert_problem(upload(free, data), 413, "payload_too_large")
+        assert body["limit"] == FREE.max_fmu_bytes
+        assert free.get("/v1/fmus").json()["data"] == []
+        pro, _ = user(tiered_gateway, tier="pro")
+        assert upload(pro, data).status_code == 201
+
+
+class TestStorageQuota:
+    def test_an_upload_over_the_quota_is_413_and_stores_nothing(self, gateway: Gateway,
+                                                                 fmus: dict[str, Path]) -> None:
+        client, _ = user(gateway)
+        first = upload(client, fmus["VanDerPol"].read_bytes(), "v.fmu").json()
+        second = fmus["Feedthrough"].read_bytes()
+        # Stands in for ~500 MB of earlier uploads: the quota counts the stored sizes of live FMUs.
+        engine = sa.create_engine(gateway.env["FMU_GATEWAY_DATABASE_URL"])
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE fmus SET size = :size WHERE id = :id"),
+                               {"size": FREE.storage_quota_bytes - len(second) + 1, "id": first["id"]})
+        engine.dispose()
+        body = assert_problem(upload(client, second, "f.fmu"), 413, "storage_quota_exceeded")
+        assert body["quota_bytes"] == FREE.storage_quota_bytes
+        assert [f["id"] for f in client.get("/v1/fmus").json()["data"]] == [first["id"]]
+        # The same bytes again are the FMU already stored: no new space, no refusal.
+        again = upload(client, fmus["VanDerPol"].read_bytes(), "v.fmu")
+        assert again.status_code == 200 and again.json()["id"] == first["id"]
+        assert client.delete(f"/v1/fmus/{first['id']}").status_code == 204
+        assert upload(client, second, "f.fmu").status_code == 201
