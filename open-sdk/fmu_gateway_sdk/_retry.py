@@ -13,6 +13,7 @@ import httpx
 
 # 408/429 and the gateway-ish 5xx are transient; other statuses will not change on a retry.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class RetryPolicy:
 
     def delay_after_response(self, attempt: int, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying after ``response``; ``None`` if it should not be retried."""
-        if attempt >= self.max_retries or response.status_code not in RETRYABLE_STATUSES:
+        if attempt >= self.max_retries or not is_retryable(response):
             return None
         retry_after = parse_retry_after(response.headers)
         if retry_after is None:
@@ -47,6 +48,22 @@ class RetryPolicy:
         if attempt >= self.max_retries or not is_transient(error):
             return None
         return self.backoff(attempt)
+
+
+def is_retryable(response: httpx.Response) -> bool:
+    if response.status_code in RETRYABLE_STATUSES:
+        return True
+    # The first attempt of this request is still being handled (e.g. the server restarted under it).
+    return response.status_code == 409 and problem_code(response) == IDEMPOTENCY_KEY_IN_USE
+
+
+def problem_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except (ValueError, httpx.ResponseNotRead):
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def is_transient(error: httpx.HTTPError) -> bool:

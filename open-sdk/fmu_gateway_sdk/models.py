@@ -157,6 +157,7 @@ class Run(APIModel):
     result: RunResultInfo | None = None
     timings: RunTimings = Field(default_factory=RunTimings)
     max_rss_bytes: int | None = None
+    credits_held: int = 0
     credits_charged: int = 0
     created_at: datetime
     started_at: datetime | None = None

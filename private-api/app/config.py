@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 REPO_ROOT = PACKAGE_ROOT.parent
+
+# HS256 wants a key of at least the hash's 32 bytes.
+MIN_JWT_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -28,6 +33,13 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
     # Keyed hash of API keys; change it and every issued key stops working.
     secret_key: SecretStr = SecretStr("dev-insecure-change-me")
+    # Signs the access tokens of POST /v1/auth/token (HS256). Empty: derived from secret_key, which
+    # only development and test allow; production refuses to start without a real one.
+    jwt_secret: SecretStr = Field(default=SecretStr(""), validation_alias=AliasChoices(
+        "FMU_GATEWAY_JWT_SECRET", "JWT_SECRET", "jwt_secret"))
+    jwt_ttl_s: int = Field(default=600, ge=1)  # access tokens live minutes: revocation is checked anyway
+    jwt_issuer: str = "fmu-gateway"
+    jwt_audience: str = "fmu-gateway-api"
 
     sandbox: Literal["bwrap", "process"] = "bwrap"
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
@@ -45,10 +57,32 @@ class Settings(BaseSettings):
     run_max_output_bytes: int = 256 << 20
     run_max_log_bytes: int = 1 << 20
     max_wait_s: float = 60.0
-    # Requests per minute per API key (0 = unlimited); tiers refine this with billing.
-    rate_limit_per_minute: int = 600
+    # Requests per minute per API key come from the caller's tier; this operator override caps
+    # every tier (e.g. a small deployment), and 0 turns request limits off.
+    rate_limit_per_minute: int | None = Field(default=None, ge=0)
+    # With Redis, every API process spends from one request budget per key; without, per process.
+    redis_url: str = ""
+    redis_key_prefix: str = "fmu-gateway:"
     # Input tables and start values travel in the request body; keep them bounded.
     max_request_bytes: int = 16 << 20
+
+    # Stripe: an empty API key turns Stripe billing off (checkout answers 503 billing_unavailable).
+    stripe_api_key: SecretStr = SecretStr("")
+    # Empty: the stripe library's own default API base.
+    stripe_api_base: str = ""
+    stripe_webhook_secret: SecretStr = SecretStr("")
+    # A signed webhook older than this is refused (replay protection, Stripe's default).
+    stripe_webhook_tolerance_s: int = 300
+    # The library retries connection errors, 409 and 5xx with the same Idempotency-Key.
+    stripe_max_network_retries: int = 2
+    stripe_timeout_s: float = 30.0
+    checkout_success_url: str = "http://127.0.0.1:8000/billing/success?session_id={CHECKOUT_SESSION_ID}"
+    checkout_cancel_url: str = "http://127.0.0.1:8000/billing/cancel"
+    # The usage outbox: how often it is flushed to Stripe, and the backoff of a failed event.
+    usage_flush_interval_s: float = 10.0
+    usage_flush_batch: int = 100
+    usage_backoff_base_s: float = 5.0
+    usage_backoff_max_s: float = 3600.0
 
     dev_user_email: str = "dev@localhost"
     dev_user_credits: int = 1000
@@ -59,9 +93,27 @@ class Settings(BaseSettings):
         # Sandboxes bind these paths from other working directories: they must be absolute.
         return value.resolve() if value is not None else None
 
+    @model_validator(mode="after")
+    def _production_jwt_secret(self) -> Settings:
+        # A production token signed with a guessable key would let anyone mint one.
+        if self.production and len(self.jwt_secret.get_secret_value()) < MIN_JWT_SECRET_LENGTH:
+            raise ValueError(f"production needs FMU_GATEWAY_JWT_SECRET (at least {MIN_JWT_SECRET_LENGTH} characters)")
+        return self
+
+    @property
+    def resolved_jwt_secret(self) -> str:
+        explicit = self.jwt_secret.get_secret_value()
+        if explicit:
+            return explicit
+        return hmac.new(self.secret_key.get_secret_value().encode(), b"fmu-gateway jwt", hashlib.sha256).hexdigest()
+
     @property
     def resolved_warm_sandboxes(self) -> int:
         return self.workers if self.warm_sandboxes is None else self.warm_sandboxes
+
+    @property
+    def stripe_enabled(self) -> bool:
+        return bool(self.stripe_api_key.get_secret_value())
 
     @property
     def production(self) -> bool:

@@ -6,7 +6,13 @@ One handler (registered in ``app.main``) renders every ``ProblemError`` as RFC 9
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, ClassVar
+
+from fastapi.responses import JSONResponse
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+PROBLEM_TYPE = "https://fmu-gateway.dev/problems/"
 
 
 class ProblemError(Exception):
@@ -20,6 +26,13 @@ class ProblemError(Exception):
         self.headers = headers or {}
         # Extra members of the problem document, e.g. ``platforms`` or ``variable``.
         self.extra = extra
+
+
+def problem_response(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+                     **extra: Any) -> JSONResponse:
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
+            "code": code, "request_id": request_id_var.get(), **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
 class NotFound(ProblemError):
@@ -100,3 +113,9 @@ class ResultUnavailable(ProblemError):
     status = 409
     code = "result_unavailable"
     title = "Run has no result"
+
+
+class IdempotencyKeyReused(ProblemError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused with another request"

@@ -7,7 +7,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any
 
@@ -20,13 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.config import Settings, get_settings
 from app.context import AppContext
-from app.errors import ProblemError
-from app.routes import billing, execute_fmu, health, registry
+from app.errors import ProblemError, problem_response, request_id_var
+from app.idempotency import IdempotencyMiddleware
+from app.routes import auth, billing, execute_fmu, health, keys, registry
 
 log = logging.getLogger(__name__)
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-PROBLEM_TYPE = "https://fmu-gateway.dev/problems/"
 
 
 class RequestIdMiddleware:
@@ -76,13 +74,6 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-def problem_response(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
-                     **extra: Any) -> JSONResponse:
-    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail,
-            "code": code, "request_id": request_id_var.get(), **extra}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
-
-
 async def _problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.headers, **exc.extra)
@@ -123,11 +114,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload FMI 2.0/3.0 models (FMUs) once and run them in per-run sandboxes.",
         lifespan=lifespan,
     )
+    # Added last runs first: request ids wrap everything, idempotency sees authenticated POSTs.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(ProblemError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    for module in (health, registry, execute_fmu, billing):
+    for module in (health, registry, execute_fmu, billing, keys, auth):
         app.include_router(module.router)
     return app
 

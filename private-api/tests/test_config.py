@@ -27,3 +27,30 @@ def test_unknown_sandbox_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FMU_GATEWAY_SANDBOX", "chroot")
     with pytest.raises(ValueError, match="sandbox"):
         Settings()
+
+
+def test_jwt_secret_comes_from_either_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", "j" * 32)
+    assert Settings().resolved_jwt_secret == "j" * 32
+    monkeypatch.setenv("FMU_GATEWAY_JWT_SECRET", "f" * 32)
+    assert Settings().resolved_jwt_secret == "f" * 32
+
+
+def test_development_derives_a_jwt_secret_from_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("JWT_SECRET", "FMU_GATEWAY_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    one, other = Settings(secret_key="one"), Settings(secret_key="other")
+    assert len(one.resolved_jwt_secret) >= 32 and one.resolved_jwt_secret != other.resolved_jwt_secret
+
+
+def test_production_refuses_to_start_without_a_jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("JWT_SECRET", "FMU_GATEWAY_JWT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FMU_GATEWAY_ENVIRONMENT", "production")
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings()
+    monkeypatch.setenv("FMU_GATEWAY_JWT_SECRET", "too-short")
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        Settings()
+    monkeypatch.setenv("FMU_GATEWAY_JWT_SECRET", "s" * 32)
+    assert Settings().production

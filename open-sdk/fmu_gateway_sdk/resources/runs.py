@@ -79,12 +79,15 @@ class Runs:
         body = run_body(start_values=start_values, start_time=start_time, stop_time=stop_time,
                         output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
                         solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
-        response = self._api.request(
-            "POST", f"{fmu_path(fmu)}/runs", params={"wait": wait or None}, json=body,
-            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
-            timeout=self._api.long_poll_timeout(wait),
-        )
-        return Run.from_response(response)
+        # The POST itself never long-polls: a retry then finds the first attempt answered (its
+        # response is replayed) instead of still running; the wait is a separate, safe GET.
+        created = Run.from_response(self._api.request(
+            "POST", f"{fmu_path(fmu)}/runs", json=body,
+            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()}))
+        if wait <= 0 or created.finished:
+            return created
+        return Run.from_response(self._api.request(
+            "GET", run_path(created), params={"wait": wait}, timeout=self._api.long_poll_timeout(wait)))
 
     def get(self, run: RunRef) -> Run:
         return Run.from_response(self._api.request("GET", run_path(run)))
@@ -155,12 +158,13 @@ class AsyncRuns:
         body = run_body(start_values=start_values, start_time=start_time, stop_time=stop_time,
                         output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
                         solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
-        response = await self._api.request(
-            "POST", f"{fmu_path(fmu)}/runs", params={"wait": wait or None}, json=body,
-            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
-            timeout=self._api.long_poll_timeout(wait),
-        )
-        return Run.from_response(response)
+        created = Run.from_response(await self._api.request(
+            "POST", f"{fmu_path(fmu)}/runs", json=body,
+            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()}))
+        if wait <= 0 or created.finished:
+            return created
+        return Run.from_response(await self._api.request(
+            "GET", run_path(created), params={"wait": wait}, timeout=self._api.long_poll_timeout(wait)))
 
     async def get(self, run: RunRef) -> Run:
         return Run.from_response(await self._api.request("GET", run_path(run)))

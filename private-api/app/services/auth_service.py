@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -199,6 +200,28 @@ def _authenticate_token(session: Session, token: str, tokens: TokenService, now:
 def is_due_usage_mark(principal: Principal, now: datetime | None = None) -> bool:
     last = principal.key_last_used_at
     return last is None or (now or utcnow()) - last >= LAST_USED_RESOLUTION
+
+
+class UsageMarks:
+    """Keys this process marked used lately, so the concurrent first requests of a key write once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._marked: dict[str, datetime] = {}
+
+    def claim(self, principal: Principal, now: datetime | None = None) -> bool:
+        """Whether this request should mark the key used (then call :func:`mark_used`)."""
+        now = now or utcnow()
+        if not is_due_usage_mark(principal, now):
+            return False
+        with self._lock:
+            last = self._marked.get(principal.api_key_id)
+            if last is not None and now - last < LAST_USED_RESOLUTION:
+                return False
+            if len(self._marked) >= 10_000:
+                self._marked = {k: t for k, t in self._marked.items() if now - t < LAST_USED_RESOLUTION}
+            self._marked[principal.api_key_id] = now
+            return True
 
 
 def mark_used(session: Session, api_key_id: str, now: datetime | None = None) -> None:

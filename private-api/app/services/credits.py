@@ -106,7 +106,7 @@ def credit(session: Session, user_id: str, kind: str, amount: int, key: str, *, 
                  details=details)
     if entry is None:
         return None
-    user = session.scalar(select(User).where(User.id == user_id).with_for_update()
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update(key_share=True)
                           .execution_options(populate_existing=True))
     assert user is not None
     repay = min(user.debt_credits, amount)
@@ -124,7 +124,7 @@ def claw_back(session: Session, user_id: str, amount: int, key: str, *, referenc
     cannot go below zero: it is recorded as debt. Returns (taken, added to debt)."""
     if amount <= 0 or has_entry(session, key):
         return 0, 0
-    user = session.scalar(select(User).where(User.id == user_id).with_for_update().execution_options(
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(
         populate_existing=True))
     if user is None:
         raise NotFound(f"No user {user_id!r}.")

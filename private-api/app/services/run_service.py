@@ -10,12 +10,12 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import NotFound, ProblemError
+from app.errors import IdempotencyKeyReused, NotFound, ProblemError
 from app.models import Run
 from app.models.base import utcnow
 from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
-from app.services import credits, pricing, registry_service
+from app.services import credits, limits, pricing, registry_service
 from app.services.auth_service import Principal
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
@@ -24,12 +24,6 @@ from app.services.stripe_service import StripeService
 
 def _owned(principal: Principal) -> Select[Run]:
     return select(Run).where(Run.user_id == principal.user_id)
-
-
-class IdempotencyKeyReused(ProblemError):
-    status = 422
-    code = "idempotency_key_reused"
-    title = "Idempotency-Key reused with another request"
 
 
 class RunFinished(ProblemError):
@@ -55,7 +49,8 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
                settings: Settings, idempotency_key: str | None = None) -> Run:
     """Validate and insert a queued run; the caller holds its credits and commits."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
-    spec = build_run_spec(request, registry_service.model_info(fmu), settings)
+    spec = build_run_spec(request, registry_service.model_info(fmu), settings,
+                          max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
     run = Run(user_id=principal.user_id, fmu_id=fmu.id, status="queued", spec=spec,
               credits_held=pricing.run_hold(spec["timeout_s"]), credits_charged=0, idempotency_key=idempotency_key,
               request_hash=request_hash(fmu_id, request) if idempotency_key else None)

@@ -23,6 +23,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ADMIN = Path(sys.executable).parent / "fmu-gateway-admin"
 SECRET_KEY = "test-secret-" + uuid.uuid4().hex
+# Tests forge access tokens with it: good ones and wrong ones.
+JWT_SECRET = "test-jwt-secret-" + uuid.uuid4().hex
 
 
 def free_port() -> int:
@@ -43,11 +45,18 @@ class Gateway:
     def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(ADMIN), *args], env=self.env, capture_output=True, text=True, timeout=60)
 
-    def create_user(self, credits: int = 1000) -> str:
-        result = self.admin("create-user", "--email", f"{uuid.uuid4().hex[:10]}@example.com",
-                            "--credits", str(credits))
+    def create_user(self, credits: int = 1000, *, tier: str | None = None, email: str | None = None) -> str:
+        """A new user's API key; on the free tier unless ``tier`` says otherwise."""
+        email = email or f"{uuid.uuid4().hex[:10]}@example.com"
+        result = self.admin("create-user", "--email", email, "--credits", str(credits))
         assert result.returncode == 0, result.stderr
+        if tier is not None:
+            self.set_tier(email, tier)
         return result.stdout.strip().splitlines()[-1]
+
+    def set_tier(self, email: str, tier: str) -> None:
+        result = self.admin("set-tier", "--email", email, "--tier", tier)
+        assert result.returncode == 0, result.stderr
 
     def client(self, api_key: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -87,6 +96,7 @@ def start_gateway(var_dir: Path, *, port: int | None = None, **overrides: str) -
         **os.environ,
         "FMU_GATEWAY_VAR_DIR": str(var_dir),
         "FMU_GATEWAY_SECRET_KEY": SECRET_KEY,
+        "FMU_GATEWAY_JWT_SECRET": JWT_SECRET,
         "FMU_GATEWAY_ENVIRONMENT": "test",
         "FMU_GATEWAY_WORKERS": "2",
         "FMU_GATEWAY_MAX_UPLOAD_BYTES": str(8 << 20),

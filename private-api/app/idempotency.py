@@ -1,0 +1,165 @@
+"""``Idempotency-Key`` on every POST: the first response is stored and replayed to retries.
+
+ASGI middleware, so each creating route (upload, run, API key, checkout, cancel) gets the same
+semantics without code of its own; the store and its rules live in ``app.services.idempotency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import tempfile
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import IdempotencyKeyReused, ProblemError, problem_response
+from app.routes.deps import identify
+from app.services.idempotency import LOCK_S, IdempotencyStore, request_hash
+
+log = logging.getLogger(__name__)
+
+HEADER = b"idempotency-key"
+# Webhooks are deduplicated by event id; a token exchange creates nothing worth replaying.
+EXEMPT_PATHS = ("/v1/billing/webhooks/", "/v1/auth/token")
+# Responses that must not be replayed: a retry should run again.
+NOT_STORED = frozenset({401, 403, 408, 409, 425, 429})
+_MAX_STORED_BODY = 1 << 20
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class IdempotencyKeyInUse(ProblemError):
+    status = 409
+    code = "idempotency_key_in_use"
+    title = "A request with this Idempotency-Key is in progress"
+
+
+class InvalidIdempotencyKey(ProblemError):
+    status = 422
+    code = "invalid_idempotency_key"
+    title = "Invalid Idempotency-Key"
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key_bytes = dict(scope.get("headers", ())).get(HEADER) if scope["type"] == "http" else None
+        if key_bytes is None or scope["method"] != "POST" or scope["path"].startswith(EXEMPT_PATHS):
+            await self.app(scope, receive, send)
+            return
+
+        key = key_bytes.decode("latin-1")
+        if not _KEY.match(key):
+            error: ProblemError = InvalidIdempotencyKey("Idempotency-Key must be 1-255 visible ASCII characters.")
+            await problem_response(error.status, error.code, error.title, error.detail)(scope, receive, send)
+            return
+        ctx = scope["app"].state.ctx
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        try:
+            principal = await run_in_threadpool(identify, ctx, authorization)
+        except ProblemError:
+            await self.app(scope, receive, send)  # the route answers 401 itself
+            return
+
+        with tempfile.SpooledTemporaryFile(max_size=1 << 20, dir=ctx.settings.upload_tmp_dir) as spool:
+            body_digest = await _spool_body(receive, spool, headers.get(b"content-type", b""))
+            store: IdempotencyStore = ctx.idempotency
+            digest = request_hash("POST", scope["path"], body_digest)
+            claim = await run_in_threadpool(store.claim, principal.user_id, key, digest)
+            if claim.state == "mismatch":
+                error = IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
+            elif claim.state == "in_use":
+                error = IdempotencyKeyInUse(f"A request with Idempotency-Key {key!r} is still being handled; "
+                                            "retry shortly.", headers={"Retry-After": str(claim.retry_after_s)})
+            if claim.state in ("mismatch", "in_use"):
+                response = problem_response(error.status, error.code, error.title, error.detail, error.headers)
+                await response(scope, receive, send)
+                return
+            if claim.state == "replay":
+                await _replay(send, claim.status_code, claim.headers, claim.body)
+                return
+            assert claim.record_id is not None
+            await self._run_first(scope, spool, send, store, claim.record_id)
+
+    async def _run_first(self, scope: Scope, spool: Any, send: Send, store: IdempotencyStore,
+                         record_id: int) -> None:
+        spool.seek(0)
+        status = 0
+        stored_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+        size = 0
+
+        async def replay_body() -> Message:
+            chunk = spool.read(64 << 10)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+
+        async def capture(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() in (b"content-type", b"location"):
+                        stored_headers[name.decode("latin-1")] = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+                if size <= _MAX_STORED_BODY:
+                    chunks.append(message.get("body", b""))
+            await send(message)
+
+        async def keep_locked() -> None:
+            while True:
+                await asyncio.sleep(LOCK_S / 3)
+                await run_in_threadpool(store.renew, record_id)
+
+        renewer = asyncio.create_task(keep_locked())
+        try:
+            await self.app(scope, replay_body, capture)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if status and status < 500 and status not in NOT_STORED and size <= _MAX_STORED_BODY:
+                await run_in_threadpool(store.complete, record_id, status, stored_headers, b"".join(chunks))
+            else:
+                await run_in_threadpool(store.release, record_id)
+
+
+async def _spool_body(receive: Receive, spool: Any, content_type: bytes) -> str:
+    """Read the whole body into ``spool``; returns its sha256. Many clients draw a new multipart
+    boundary for each attempt, so the boundary is left out of the hash."""
+    found = re.search(rb"boundary=\"?([^\";]+)", content_type)
+    boundary = found.group(1) if found else b""
+    digest = hashlib.sha256()
+    pending = b""
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        more = bool(message.get("more_body"))
+        spool.write(chunk)
+        if not boundary:
+            digest.update(chunk)
+        else:
+            pending = (pending + chunk).replace(boundary, b"")
+            # The last len(boundary) - 1 bytes may start a boundary that the next chunk completes.
+            cut = len(pending) - (len(boundary) - 1)
+            if more and cut > 0:
+                digest.update(pending[:cut])
+                pending = pending[cut:]
+        if not more:
+            break
+    digest.update(pending)
+    return digest.hexdigest()
+
+
+async def _replay(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw += [(b"idempotent-replayed", b"true"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
