@@ -9,7 +9,7 @@
 
 from fmu_gateway_sdk._client import AsyncFMUGatewayClient, FMUGatewayClient, FmuInput
 from fmu_gateway_sdk._version import __version__
-from fmu_gateway_sdk.auth import ApiKeyAuth
+from fmu_gateway_sdk.auth import ApiKeyAuth, TokenAuth
 from fmu_gateway_sdk.errors import (
     APIConnectionError,
     APIError,
@@ -63,6 +63,7 @@ __all__ = [
     "RunResultInfo",
     "RunTimings",
     "SimulationResult",
+    "TokenAuth",
     "ValidationError",
     "Variable",
     "WaitTimeoutError",

@@ -20,7 +20,7 @@ from fmu_gateway_sdk._base_client import (
     resolve_base_url,
 )
 from fmu_gateway_sdk._retry import RetryPolicy
-from fmu_gateway_sdk.auth import resolve_auth
+from fmu_gateway_sdk.auth import AuthMode, resolve_auth
 from fmu_gateway_sdk.errors import FMUGatewayError, RunFailedError
 from fmu_gateway_sdk.models import FmiType, FmuSummary, Run, Solver
 from fmu_gateway_sdk.resources import AsyncBilling, AsyncFmus, AsyncRuns, Billing, FmuRef, Fmus, Runs
@@ -50,11 +50,11 @@ def _uploaded_ref(fmu: FmuInput) -> FmuRef:
 
 class _ClientConfig:
     def __init__(self, api_key: str | None, base_url: str | None, timeout: float | httpx.Timeout,
-                 max_retries: int, auth: httpx.Auth | None) -> None:
+                 max_retries: int, auth: httpx.Auth | None, auth_mode: AuthMode) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
-        self.auth = resolve_auth(api_key, auth)
         self.base_url = resolve_base_url(base_url)
+        self.auth = resolve_auth(api_key, auth, auth_mode=auth_mode, base_url=self.base_url)
         self.timeout = timeout
         self.retry = RetryPolicy(max_retries=max_retries)
 
@@ -64,14 +64,16 @@ class FMUGatewayClient:
 
     ``api_key`` defaults to ``$FMU_GATEWAY_API_KEY``, ``base_url`` to ``$FMU_GATEWAY_URL`` or
     ``http://127.0.0.1:8000``. ``timeout`` is per HTTP request (long-polls get their wait on top);
-    failed requests are retried up to ``max_retries`` times with backoff. ``auth`` replaces the API key
-    with any ``httpx.Auth`` (see :mod:`fmu_gateway_sdk.auth`). Use it as a context manager, or ``close()`` it.
+    failed requests are retried up to ``max_retries`` times with backoff. ``auth_mode="token"`` sends the
+    API key only to exchange it for short-lived access tokens, which every other request carries and
+    which are renewed before they expire. ``auth`` replaces the API key with any ``httpx.Auth`` (see
+    :mod:`fmu_gateway_sdk.auth`). Use it as a context manager, or ``close()`` it.
     """
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
                  timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES,
-                 auth: httpx.Auth | None = None) -> None:
-        config = _ClientConfig(api_key, base_url, timeout, max_retries, auth)
+                 auth: httpx.Auth | None = None, auth_mode: AuthMode = "api_key") -> None:
+        config = _ClientConfig(api_key, base_url, timeout, max_retries, auth, auth_mode)
         self.base_url = config.base_url
         self.max_retries = max_retries
         self._api = SyncRequester(base_url=config.base_url, auth=config.auth, timeout=timeout, retry=config.retry)
@@ -130,8 +132,8 @@ class AsyncFMUGatewayClient:
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None, *,
                  timeout: float | httpx.Timeout = DEFAULT_TIMEOUT, max_retries: int = DEFAULT_MAX_RETRIES,
-                 auth: httpx.Auth | None = None) -> None:
-        config = _ClientConfig(api_key, base_url, timeout, max_retries, auth)
+                 auth: httpx.Auth | None = None, auth_mode: AuthMode = "api_key") -> None:
+        config = _ClientConfig(api_key, base_url, timeout, max_retries, auth, auth_mode)
         self.base_url = config.base_url
         self.max_retries = max_retries
         self._api = AsyncRequester(base_url=config.base_url, auth=config.auth, timeout=timeout, retry=config.retry)
