@@ -106,7 +106,11 @@ def grant(email: Annotated[str, typer.Option(help="The user's email.")],
 def set_tier(email: Annotated[str, typer.Option(help="The user's email.")],
              tier: Annotated[str, typer.Option(help="A tier id from shared-specs/pricing_tiers.json.")]) -> None:
     """Put a user on a tier (contracts sold outside Stripe, e.g. enterprise)."""
-    load_pricing().tier(tier)
+    try:
+        load_pricing().tier(tier)
+    except ProblemError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
     with _write_session() as session:
         user = auth_service.get_user_by_email(session, email)
         if user is None:
