@@ -8,10 +8,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: help install bwrap run sample test lint contract bench clean
+.PHONY: help install bwrap run worker sample test lint contract bench clean
 
 help:
 	@echo "make run       install, migrate, create the dev user, serve on $(HOST):$(PORT)"
+	@echo "make worker    a worker process executing runs from FMU_GATEWAY_BROKER_URL (Redis)"
 	@echo "make test      the whole test suite (unit + end to end through a real server)"
 	@echo "make lint      ruff + mypy"
 	@echo "make contract  regenerate shared-specs/api_contract.yaml from the app"
@@ -44,6 +45,10 @@ run: install sample
 	@key=$$($(VENV)/bin/fmu-gateway-admin ensure-dev-user --key-file var/dev-api-key | tail -n 1); \
 	  echo "dev API key (also in var/dev-api-key): $$key"
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/fmu-gateway-admin serve
+
+# Executes runs from the broker; the API then only enqueues (set FMU_GATEWAY_BROKER_URL for both).
+worker: install
+	$(VENV)/bin/fmu-gateway-admin worker
 
 test: install
 	$(PY) -m pytest -c private-api/pyproject.toml --rootdir . private-api/tests $(wildcard open-sdk/tests) $(PYTEST_ARGS)

@@ -34,9 +34,13 @@ from fmu_gateway_sdk.models import (
     RunError,
     RunResultInfo,
     RunTimings,
+    Sweep,
+    SweepCounts,
+    SweepRun,
     Variable,
 )
 from fmu_gateway_sdk.result import SimulationResult
+from fmu_gateway_sdk.sweep_result import SweepResult
 
 __all__ = [
     "APIConnectionError",
@@ -63,6 +67,10 @@ __all__ = [
     "RunResultInfo",
     "RunTimings",
     "SimulationResult",
+    "Sweep",
+    "SweepCounts",
+    "SweepResult",
+    "SweepRun",
     "TokenAuth",
     "ValidationError",
     "Variable",

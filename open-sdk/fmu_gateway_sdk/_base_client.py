@@ -12,7 +12,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -126,6 +126,18 @@ class SyncRequester(_Requester):
             attempt += 1
 
 
+    def stream_lines(self, path: str, *, read_timeout: float | None) -> Iterator[str]:
+        """The lines of a streamed response (Server-Sent Events), without retries: a broken stream
+        is the caller's cue to fall back to polling. Raises the typed error for a non-2xx answer."""
+        timeout = httpx.Timeout(self.timeout.connect, read=read_timeout, write=self.timeout.write,
+                                pool=self.timeout.pool)
+        with self._http.stream("GET", path, timeout=timeout, headers={"Accept": "text/event-stream"}) as response:
+            if not response.is_success:
+                response.read()
+                raise error_from_response(response)
+            yield from response.iter_lines()
+
+
 class AsyncRequester(_Requester):
     def __init__(self, *, base_url: str, auth: httpx.Auth, timeout: float | httpx.Timeout,
                  retry: RetryPolicy) -> None:
@@ -156,3 +168,16 @@ class AsyncRequester(_Requester):
                 return step
             await anyio.sleep(step)
             attempt += 1
+
+    async def stream_lines(self, path: str, *, read_timeout: float | None) -> AsyncIterator[str]:
+        """The lines of a streamed response (Server-Sent Events), without retries: a broken stream
+        is the caller's cue to fall back to polling. Raises the typed error for a non-2xx answer."""
+        timeout = httpx.Timeout(self.timeout.connect, read=read_timeout, write=self.timeout.write,
+                                pool=self.timeout.pool)
+        async with self._http.stream("GET", path, timeout=timeout,
+                                     headers={"Accept": "text/event-stream"}) as response:
+            if not response.is_success:
+                await response.aread()
+                raise error_from_response(response)
+            async for line in response.aiter_lines():
+                yield line

@@ -22,10 +22,21 @@ from fmu_gateway_sdk._base_client import (
 from fmu_gateway_sdk._retry import RetryPolicy
 from fmu_gateway_sdk.auth import AuthMode, resolve_auth
 from fmu_gateway_sdk.errors import FMUGatewayError, RunFailedError
-from fmu_gateway_sdk.models import FmiType, FmuSummary, Run, Solver
-from fmu_gateway_sdk.resources import AsyncBilling, AsyncFmus, AsyncRuns, Billing, FmuRef, Fmus, Runs
+from fmu_gateway_sdk.models import FmiType, FmuSummary, Run, Solver, SweepMethod
+from fmu_gateway_sdk.resources import (
+    AsyncBilling,
+    AsyncFmus,
+    AsyncRuns,
+    AsyncSweeps,
+    Billing,
+    FmuRef,
+    Fmus,
+    Runs,
+    Sweeps,
+)
 from fmu_gateway_sdk.resources.runs import LONG_POLL_S
 from fmu_gateway_sdk.result import SimulationResult
+from fmu_gateway_sdk.sweep_result import SweepResult
 
 __all__ = ["AsyncFMUGatewayClient", "FMUGatewayClient", "FmuInput"]
 
@@ -80,6 +91,7 @@ class FMUGatewayClient:
         self.fmus = Fmus(self._api)
         self.runs = Runs(self._api)
         self.billing = Billing(self._api)
+        self.sweeps = Sweeps(self._api)
 
     def simulate(self, fmu: FmuInput, *, start_values: Mapping[str, Any] | None = None,
                  start_time: float | None = None, stop_time: float | None = None,
@@ -104,6 +116,31 @@ class FMUGatewayClient:
         if not run.succeeded:
             raise RunFailedError(run, log=self._log_of(run), request_id=run.request_id)
         return self.runs.result(run)
+
+    def sweep(self, fmu: FmuInput, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+              method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
+              progress: bool = True, timeout: float | None = None, start_values: Mapping[str, Any] | None = None,
+              start_time: float | None = None, stop_time: float | None = None,
+              output_interval: float | None = None, outputs: Sequence[str] | None = None, input: Any = None,
+              fmi_type: FmiType | None = None, solver: Solver | None = None,
+              relative_tolerance: float | None = None, run_timeout: float | None = None) -> SweepResult:
+        """Run a parameter sweep and return its tables once every child has ended.
+
+        ``fmu`` as for :meth:`simulate`. ``parameters``: for ``grid`` value lists by name, for
+        ``list`` a list of start-value dicts, for ``lhs``/``sobol``/``random`` ranges
+        (``{"mu": (0.1, 2.0)}``) and ``samples`` draws, reproducible with ``seed``. The other
+        arguments are the base run's, as for :meth:`simulate` (``run_timeout`` is each child's
+        wall-clock limit). ``progress`` shows a progress bar on stderr; ``timeout`` bounds the wait
+        (:class:`WaitTimeoutError`). A failed child does not raise: see ``result.failed_runs``.
+        """
+        path = local_fmu_path(fmu)
+        target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
+        created = self.sweeps.create(target, parameters=parameters, method=method, samples=samples, seed=seed,
+                                     start_values=start_values, start_time=start_time, stop_time=stop_time,
+                                     output_interval=output_interval, outputs=outputs, input=input,
+                                     fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
+                                     timeout=run_timeout)
+        return self.sweeps.result(self.sweeps.wait(created, timeout=timeout, progress=progress))
 
     def _log_of(self, run: Run) -> str | None:
         try:
@@ -140,6 +177,7 @@ class AsyncFMUGatewayClient:
         self.fmus = AsyncFmus(self._api)
         self.runs = AsyncRuns(self._api)
         self.billing = AsyncBilling(self._api)
+        self.sweeps = AsyncSweeps(self._api)
 
     async def simulate(self, fmu: FmuInput, *, start_values: Mapping[str, Any] | None = None,
                        start_time: float | None = None, stop_time: float | None = None,
@@ -164,6 +202,25 @@ class AsyncFMUGatewayClient:
         if not run.succeeded:
             raise RunFailedError(run, log=await self._log_of(run), request_id=run.request_id)
         return await self.runs.result(run)
+
+    async def sweep(self, fmu: FmuInput, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                    method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
+                    progress: bool = True, timeout: float | None = None,
+                    start_values: Mapping[str, Any] | None = None, start_time: float | None = None,
+                    stop_time: float | None = None, output_interval: float | None = None,
+                    outputs: Sequence[str] | None = None, input: Any = None, fmi_type: FmiType | None = None,
+                    solver: Solver | None = None, relative_tolerance: float | None = None,
+                    run_timeout: float | None = None) -> SweepResult:
+        """Run a parameter sweep and return its tables once every child has ended (see
+        :meth:`FMUGatewayClient.sweep`)."""
+        path = local_fmu_path(fmu)
+        target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
+        created = await self.sweeps.create(target, parameters=parameters, method=method, samples=samples,
+                                           seed=seed, start_values=start_values, start_time=start_time,
+                                           stop_time=stop_time, output_interval=output_interval, outputs=outputs,
+                                           input=input, fmi_type=fmi_type, solver=solver,
+                                           relative_tolerance=relative_tolerance, timeout=run_timeout)
+        return await self.sweeps.result(await self.sweeps.wait(created, timeout=timeout, progress=progress))
 
     async def _log_of(self, run: Run) -> str | None:
         try:

@@ -32,7 +32,7 @@ from fmu_gateway_sdk.resources.runs import LONG_POLL_S
 
 app = typer.Typer(
     name="fmu-gateway",
-    help="FMU Gateway from the shell: upload FMUs, run them, fetch their results.",
+    help="FMU Gateway from the shell: upload FMUs, run them and sweep their parameters, fetch their results.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -350,6 +350,113 @@ def _emit_result(client: FMUGatewayClient, finished: Run, output: Path | None, f
         _err().print(_run_summary(finished))
         if head:
             _print_head(client, finished, head)
+
+
+class MethodChoice(str, Enum):
+    grid = "grid"
+    lhs = "lhs"
+    sobol = "sobol"
+    random = "random"
+
+
+def _ranges(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    ranges: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        name, sep, span = assignment.partition("=")
+        low, colon, high = span.partition(":")
+        if not sep or not colon or not name.strip():
+            raise typer.BadParameter(f"expected NAME=MIN:MAX, got {assignment!r}", param_hint="--param")
+        ranges[name.strip()] = {"min": _parse_value(low), "max": _parse_value(high)}
+    return ranges
+
+
+def _value_lists(assignments: list[str]) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {}
+    for assignment in assignments:
+        name, sep, listed = assignment.partition("=")
+        if not sep or not name.strip() or not listed.strip():
+            raise typer.BadParameter(f"expected NAME=V1,V2,..., got {assignment!r}", param_hint="--value")
+        values[name.strip()] = [_parse_value(v) for v in listed.split(",")]
+    return values
+
+
+SWEEP_FORMATS = {suffix: fmt for suffix, fmt in RESULT_FORMATS.items() if fmt != "json"}
+
+
+@app.command()
+def sweep(ctx: typer.Context,
+          fmu: Annotated[str, typer.Argument(help="FMU id, or a .fmu file (uploaded if new)")],
+          method: Annotated[MethodChoice | None, typer.Option(
+              help="grid with --value; lhs, sobol or random with --param and --samples.",
+              show_default=False)] = None,
+          param: Annotated[list[str] | None, typer.Option(
+              "--param", metavar="NAME=MIN:MAX", help="Range of a sampled parameter (repeatable).")] = None,
+          value: Annotated[list[str] | None, typer.Option(
+              "--value", metavar="NAME=V1,V2,...", help="Values of a grid parameter (repeatable).")] = None,
+          samples: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
+          seed: Annotated[int | None, typer.Option(min=0, show_default=False)] = None,
+          set_: Annotated[list[str] | None, typer.Option("--set", metavar="NAME=VALUE",
+                                                         help="Start value every run shares (repeatable).")] = None,
+          start_time: Annotated[float | None, typer.Option(show_default=False)] = None,
+          stop_time: Annotated[float | None, typer.Option(show_default=False)] = None,
+          output_interval: Annotated[float | None, typer.Option(show_default=False)] = None,
+          output_variable: Annotated[list[str] | None, typer.Option(
+              metavar="NAME", help="Variable to record (repeatable).")] = None,
+          timeout: Annotated[float | None, typer.Option(help="Wall-clock limit of each run, seconds.",
+                                                        show_default=False)] = None,
+          out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the long table: .csv, .parquet or "
+                                                   ".arrow", show_default=False)] = None,
+          summary: Annotated[Path | None, typer.Option(help="Save the summary (one row per run): .csv, .parquet "
+                                                       "or .arrow", show_default=False)] = None,
+          progress: Annotated[bool, typer.Option(help="Progress bar on stderr [default: when a terminal].",
+                                                 show_default=False)] = False,
+          quiet: QuietOption = False) -> None:
+    """Run a parameter sweep: one run per grid point or sample, then save or print its tables."""
+    if param and value:
+        raise typer.BadParameter("give --value (grid) or --param (lhs, sobol, random), not both", param_hint="--param")
+    chosen = method.value if method else ("grid" if value or not param else "sobol")
+    if chosen == "grid" and not value:
+        raise typer.BadParameter("a grid needs --value NAME=V1,V2,...", param_hint="--value")
+    if chosen != "grid" and (not param or samples is None):
+        raise typer.BadParameter(f"{chosen} needs --param NAME=MIN:MAX and --samples", param_hint="--param")
+    formats = {path: _table_format(path) for path in (out, summary) if path is not None}
+    parameters: dict[str, Any] = _value_lists(value or []) if chosen == "grid" else _ranges(param or [])
+    with _session(ctx) as client:
+        target = _resolve_fmu(client, fmu)
+        created = client.sweeps.create(
+            target, parameters=parameters, method=chosen,  # type: ignore[arg-type]
+            samples=samples, seed=seed, start_values=_start_values(set_ or []), start_time=start_time,
+            stop_time=stop_time, output_interval=output_interval, outputs=output_variable, timeout=timeout)
+        done = client.sweeps.wait(created, progress=progress or _err().is_terminal)
+        if out is not None:
+            out.write_bytes(client.sweeps.download_result(done, format=formats[out]))
+        if summary is not None:
+            summary.write_bytes(client.sweeps.download_summary(done, format=formats[summary]))
+        if quiet:
+            _out().print(done.id)
+            return
+        counts = done.counts
+        line = (f"{done.id} {done.status}: {counts.succeeded} succeeded, {counts.failed + counts.timed_out} failed, "
+                f"{counts.cancelled} cancelled")
+        _err().print(line + "".join(f" -> {escape(str(p))}" for p in formats))
+        if out is None and summary is None:
+            _print_summary(client.sweeps.download_summary(done, format="json"))
+
+
+def _table_format(path: Path) -> Any:
+    fmt = SWEEP_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise typer.BadParameter(f"{path.name}: use one of {', '.join(SWEEP_FORMATS)}", param_hint="--out")
+    return fmt
+
+
+def _print_summary(summary_json: bytes) -> None:
+    body = json.loads(summary_json)
+    columns: list[str] = [c for c in body["columns"] if c != "run_id"]
+    table = _table(*columns)
+    for i in range(body["rows"]):
+        table.add_row(*(_cell(body["data"][c][i]) for c in columns))
+    _out().print(table)
 
 
 @app.command()

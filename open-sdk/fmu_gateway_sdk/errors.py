@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from fmu_gateway_sdk.models import Run
+    from fmu_gateway_sdk.models import Run, Sweep
 
 __all__ = [
     "APIConnectionError",
@@ -198,11 +198,13 @@ class RunFailedError(FMUGatewayError):
 
 
 class WaitTimeoutError(FMUGatewayError, TimeoutError):
-    """The run did not finish within the time the caller was willing to wait; it may still finish."""
+    """The run (or sweep) did not finish within the time the caller was willing to wait; it may
+    still finish. ``run`` is what was waited for, as last seen."""
 
-    def __init__(self, run: Run, waited_s: float) -> None:
+    def __init__(self, run: Run | Sweep, waited_s: float) -> None:
         self.run = run
-        super().__init__(f"Run {run.id} is still {run.status} after {waited_s:g} s.", code="wait_timeout")
+        what = "Sweep" if run.id.startswith("swp_") else "Run"
+        super().__init__(f"{what} {run.id} is still {run.status} after {waited_s:g} s.", code="wait_timeout")
 
 
 _BY_STATUS: dict[int, type[APIError]] = {

@@ -24,6 +24,11 @@ __all__ = [
     "RunStatus",
     "RunTimings",
     "Solver",
+    "Sweep",
+    "SweepCounts",
+    "SweepMethod",
+    "SweepRun",
+    "SweepStatus",
     "Variable",
 ]
 
@@ -32,6 +37,10 @@ FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", 
 FmiType = Literal["CoSimulation", "ModelExchange"]
 Solver = Literal["CVode", "Euler"]
 ResultFormat = Literal["arrow", "parquet", "csv", "json"]
+SweepMethod = Literal["grid", "list", "lhs", "sobol", "random"]
+SweepStatus = Literal["queued", "running", "finished", "cancelled"]
+SWEEP_FINAL_STATUSES: frozenset[str] = frozenset({"finished", "cancelled"})
+TableFormat = Literal["arrow", "parquet", "csv"]
 StartValue = bool | int | float | str
 
 
@@ -159,6 +168,8 @@ class Run(APIModel):
     max_rss_bytes: int | None = None
     credits_held: int = 0
     credits_charged: int = 0
+    sweep_id: str | None = None
+    sweep_index: int | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -171,6 +182,53 @@ class Run(APIModel):
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+
+class SweepRun(Run):
+    """A child run of a sweep, with its sample (``parameters``)."""
+
+    parameters: dict[str, StartValue | None] = Field(default_factory=dict)
+
+
+class SweepCounts(APIModel):
+    """A sweep's children per status."""
+
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.timed_out + self.cancelled
+
+
+class Sweep(APIModel):
+    """A parameter study: one base run spec, one child run per sample."""
+
+    id: str
+    fmu_id: str
+    status: SweepStatus
+    method: SweepMethod
+    parameters: Any = None
+    parameter_names: list[str] = Field(default_factory=list)
+    samples: int | None = None
+    seed: int | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    total: int
+    counts: SweepCounts = Field(default_factory=SweepCounts)
+    progress: float = 0.0
+    credits_held: int = 0
+    credits_charged: int = 0
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Every child is final (a failed child does not fail the sweep), or the sweep was cancelled."""
+        return self.status in SWEEP_FINAL_STATUSES
 
 
 class Balance(APIModel):

@@ -155,6 +155,35 @@ def serve(host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
 
 
+@cli.command()
+def worker() -> None:
+    """Execute runs from the broker (FMU_GATEWAY_BROKER_URL) until SIGTERM or SIGINT."""
+    import signal
+    import threading
+
+    from app.context import AppContext
+
+    settings = get_settings()
+    if not settings.broker_url:
+        typer.echo("error: a worker needs FMU_GATEWAY_BROKER_URL (without it the API executes runs itself)",
+                   err=True)
+        raise typer.Exit(1)
+    upgrade(settings.resolved_database_url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dramatiq").setLevel(logging.WARNING)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    ctx = AppContext.build(settings, worker=True)
+    ctx.start()
+    logging.getLogger(__name__).info("worker %s started", ctx.runner.worker_id)
+    try:
+        stop.wait()
+    finally:
+        logging.getLogger(__name__).info("worker %s stopping", ctx.runner.worker_id)
+        ctx.stop()
+
+
 def main() -> None:
     cli()
 

@@ -46,6 +46,22 @@ class Settings(BaseSettings):
     # Sandboxes kept started with FMPy imported, so a run skips Python's start-up (0 = none).
     warm_sandboxes: int | None = None
 
+    # Dramatiq on Redis: when set, API processes only enqueue runs and `fmu-gateway-admin worker`
+    # processes execute them. Empty: the embedded in-process pool executes them.
+    broker_url: str = ""
+    # With a broker, an API process also executes runs (a worker inside it); for small deployments.
+    api_executes_runs: bool = False
+    # A worker holds a lease on each run it executes and renews it every third of this.
+    run_lease_s: float = Field(default=30.0, gt=0)
+    # A run whose worker vanished this many times fails with worker_lost (its hold refunded).
+    run_max_attempts: int = Field(default=3, ge=1)
+    # A queued run handed to the queue this long ago is handed over again (a lost message).
+    dispatch_redeliver_s: float = Field(default=120.0, gt=0)
+    # How often each process looks for runs to hand over and for lapsed leases.
+    dispatch_poll_s: float = Field(default=2.0, gt=0)
+    # A stopping worker lets its runs finish this long, then puts the rest back in the queue.
+    worker_drain_s: float = Field(default=10.0, ge=0)
+
     max_upload_bytes: int = 200 << 20
     max_extracted_bytes: int = 1 << 30
     max_compression_ratio: float = 200.0
@@ -84,6 +100,13 @@ class Settings(BaseSettings):
     usage_backoff_base_s: float = 5.0
     usage_backoff_max_s: float = 3600.0
 
+    # Sweeps: most child runs one sweep may create (each is a row, a hold share and a result).
+    sweep_max_children: int = Field(default=10_000, ge=1)
+    # Server-Sent Events: how often a stream re-reads the database (other processes' changes) and
+    # how long it may stay silent before a heartbeat comment keeps proxies from closing it.
+    events_poll_s: float = Field(default=0.5, gt=0)
+    events_heartbeat_s: float = Field(default=15.0, gt=0)
+
     dev_user_email: str = "dev@localhost"
     dev_user_credits: int = 1000
 
@@ -110,6 +133,15 @@ class Settings(BaseSettings):
     @property
     def resolved_warm_sandboxes(self) -> int:
         return self.workers if self.warm_sandboxes is None else self.warm_sandboxes
+
+    @property
+    def executes_runs(self) -> bool:
+        """Whether an API process executes runs itself (always, without a broker)."""
+        return not self.broker_url or self.api_executes_runs
+
+    @property
+    def broker_namespace(self) -> str:
+        return f"{self.redis_key_prefix}dramatiq"
 
     @property
     def stripe_enabled(self) -> bool:

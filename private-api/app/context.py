@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from app.config import Settings
 from app.db import Database
 from app.dispatch.base import Dispatcher
+from app.dispatch.leases import LeaseRenewer
 from app.dispatch.notifier import RunNotifier
 from app.dispatch.pool import InProcessDispatcher
+from app.dispatch.redis_queue import RedisDispatcher
+from app.dispatch.relay import Housekeeper
+from app.dispatch.worker import QueueConsumer
 from app.fmi.archive import ArchiveLimits
 from app.sandbox import create_backend
 from app.sandbox.cleanup import remove_stale_sandboxes
@@ -45,15 +49,28 @@ class AppContext:
     stripe: StripeService = field(init=False)
     # Reports the usage outbox to Stripe; None when Stripe is not configured.
     usage_reporter: UsageReporter | None = field(init=False)
+    # Renews the leases of the runs this process executes (and carries cancels to them).
+    lease_renewer: LeaseRenewer = field(init=False)
+    # Relays the dispatch outbox and reaps lapsed leases.
+    housekeeper: Housekeeper = field(init=False)
+    # Consumes the Redis queue when this process executes runs with a broker configured.
+    consumer: QueueConsumer | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.tokens = TokenService.from_settings(self.settings)
         self.stripe = StripeService(self.settings, self.db)
         self.usage_reporter = (UsageReporter(self.settings, self.db, self.stripe.client)
                                if self.stripe.client is not None else None)
+        self.lease_renewer = LeaseRenewer(self.runner)
+        self.housekeeper = Housekeeper(self.db, self.dispatcher, self.settings)
+        if isinstance(self.dispatcher, RedisDispatcher) and self.dispatcher.executes_locally:
+            self.consumer = QueueConsumer(self.dispatcher.broker, self.runner, self.settings.workers,
+                                          self.settings.worker_drain_s)
 
     @classmethod
-    def build(cls, settings: Settings) -> AppContext:
+    def build(cls, settings: Settings, *, worker: bool = False) -> AppContext:
+        """``worker``: a ``fmu-gateway-admin worker`` process, which executes runs from the broker."""
+        executes = worker or settings.executes_runs
         for directory in (settings.var_dir, settings.upload_tmp_dir, settings.sandbox_dir):
             directory.mkdir(parents=True, exist_ok=True)
         db = Database(settings)
@@ -64,9 +81,14 @@ class AppContext:
         notifier = RunNotifier()
         backend = create_backend(settings.sandbox, work_dir=settings.sandbox_dir,
                                  production=settings.production)
-        pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes)
+        pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes if executes else 0)
         runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
-        dispatcher = InProcessDispatcher(runner.execute, settings.workers)
+        dispatcher: Dispatcher
+        if settings.broker_url:
+            dispatcher = RedisDispatcher(db, settings.broker_url, settings.broker_namespace, runner.execute,
+                                         executes_locally=executes)
+        else:
+            dispatcher = InProcessDispatcher(db, runner.execute, settings.workers)
         limiter = create_rate_limiter(settings)
         idempotency = IdempotencyStore(db, settings.secret_key.get_secret_value())
         return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher, limiter, idempotency)
@@ -75,18 +97,21 @@ class AppContext:
         remove_stale_sandboxes(self.settings.sandbox_dir)
         self.runner.sandboxes.start()
         self.dispatcher.start()
-        recovered = self.runner.recover()
-        if recovered:
-            log.info("re-queueing %d unfinished run(s)", len(recovered))
-        for run_id in recovered:
-            self.dispatcher.submit(run_id)
+        self.lease_renewer.start()
+        self.housekeeper.start()
+        if self.consumer is not None:
+            self.consumer.start()
         if self.usage_reporter is not None:
             self.usage_reporter.start()
 
     def stop(self) -> None:
         if self.usage_reporter is not None:
             self.usage_reporter.stop()
+        if self.consumer is not None:
+            self.consumer.stop()
+        self.housekeeper.stop()
         self.runner.stop()
+        self.lease_renewer.stop()
         self.dispatcher.shutdown()
         if self.rate_limiter is not None:
             self.rate_limiter.close()

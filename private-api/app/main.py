@@ -21,7 +21,7 @@ from app.config import Settings, get_settings
 from app.context import AppContext
 from app.errors import ProblemError, problem_response, request_id_var
 from app.idempotency import IdempotencyMiddleware
-from app.routes import auth, billing, execute_fmu, health, keys, registry
+from app.routes import auth, billing, events, execute_fmu, health, keys, registry, sweeps
 
 log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ProblemError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    for module in (health, registry, execute_fmu, billing, keys, auth):
+    for module in (health, registry, execute_fmu, sweeps, events, billing, keys, auth):
         app.include_router(module.router)
     return app
 

@@ -8,6 +8,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# Subscribed to, wakes on every run's change (a sweep's event stream re-counts its children then).
+ANY = "*"
+
 
 class RunNotifier:
     def __init__(self) -> None:
@@ -31,9 +34,9 @@ class RunNotifier:
                         del self._waiters[run_id]
 
     def publish(self, run_id: str) -> None:
-        """Thread-safe: called from worker threads."""
+        """Thread-safe: called from worker threads. Also wakes the subscribers of ``ANY``."""
         with self._lock:
-            waiters = list(self._waiters.get(run_id, ()))
+            waiters = [*self._waiters.get(run_id, ()), *self._waiters.get(ANY, ())]
         for loop, event in waiters:
             with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
                 loop.call_soon_threadsafe(event.set)

@@ -5,35 +5,55 @@ the server down; threads only wait on it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from app.db import Database
 from app.dispatch.base import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
 class InProcessDispatcher(Dispatcher):
-    def __init__(self, execute: Callable[[str], None], workers: int) -> None:
+    def __init__(self, db: Database, execute: Callable[[str], None], workers: int) -> None:
+        super().__init__(db)
         self._execute = execute
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
+        # Handed to the pool and not started yet: the relay handing them over again adds nothing.
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def executes_locally(self) -> bool:
+        return True
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="run-worker")
+        super().start()
 
-    def submit(self, run_id: str) -> None:
-        if self._executor is None:
+    def send(self, run_ids: Sequence[str]) -> None:
+        executor = self._executor
+        if executor is None:
             raise RuntimeError("dispatcher not started")
-        self._executor.submit(self._safe_execute, run_id)
+        for run_id in run_ids:
+            with self._lock:
+                if run_id in self._pending:
+                    continue
+                self._pending.add(run_id)
+            executor.submit(self._safe_execute, run_id)
 
     def _safe_execute(self, run_id: str) -> None:
+        with self._lock:
+            self._pending.discard(run_id)
         try:
             self._execute(run_id)
         except Exception:  # the executor swallows exceptions; make them visible
             log.exception("run %s: worker failed", run_id)
 
     def shutdown(self) -> None:
+        super().shutdown()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None

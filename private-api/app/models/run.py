@@ -37,6 +37,15 @@ class Run(Base):
     wall_time_s: Mapped[float | None] = mapped_column(Float)
     cpu_time_s: Mapped[float | None] = mapped_column(Float)
     max_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # A child of a sweep: its position in the sweep's samples (its start values are in ``spec``).
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    sweep_index: Mapped[int | None] = mapped_column(Integer)
+    # Dispatch outbox: set once the run has been handed to the queue; a relay hands over the rest.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The worker executing the run holds a lease it renews; a lapsed lease means the worker is gone.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

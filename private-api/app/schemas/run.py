@@ -59,6 +59,8 @@ class RunOut(BaseModel):
     max_rss_bytes: int | None
     credits_held: int = Field(description="Credits held at submission for the run's worst case.")
     credits_charged: int = Field(description="What the run cost; 0 until it ends, refunded platform failures stay 0.")
+    sweep_id: str | None = Field(None, description="The sweep this run is a child of.")
+    sweep_index: int | None = Field(None, description="Its position among the sweep's samples.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

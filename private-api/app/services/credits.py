@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound, ProblemError
-from app.models import LedgerEntry, Run, User
+from app.models import LedgerEntry, Run, Sweep, User
 
 
 class InsufficientCredits(ProblemError):
@@ -68,6 +68,15 @@ def hold_for_run(session: Session, run: Run) -> None:
     """Hold a new run's worst-case cost (402 ``insufficient_credits`` if the balance is short)."""
     post(session, run.user_id, "hold", -run.credits_held, f"hold:{run.id}", run_id=run.id,
          description=f"hold for run {run.id}")
+
+
+def hold_for_sweep(session: Session, sweep: Sweep) -> None:
+    """Hold every child's worst case at once, in one entry (402 if the balance is short). The
+    children carry their share in ``credits_held`` and settle, release or refund it one by one,
+    exactly like a single run's hold."""
+    post(session, sweep.user_id, "hold", -sweep.credits_held, f"hold:{sweep.id}",
+         description=f"hold for sweep {sweep.id} ({sweep.total} runs)",
+         details={"sweep_id": sweep.id, "runs": sweep.total})
 
 
 def settle_run(session: Session, run: Run, cost: int, note: str = "") -> None:

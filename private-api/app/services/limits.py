@@ -83,10 +83,17 @@ def check_active_runs(session: Session, principal: Principal, limits: Limits) ->
     """Refuse a run beyond the tier's concurrent runs; call after the new run is flushed.
 
     The count runs under the user's row lock (which the credit hold already holds), so under
-    concurrency exactly ``max_concurrent_runs`` runs are active at most. The caller rolls back."""
+    concurrency exactly ``max_concurrent_runs`` runs are active at most. The caller rolls back.
+
+    A sweep counts as one submission however many children it has: its children are held and
+    paid for up front and wait in the queue like any run, so refusing them one by one would only
+    make sweeps impossible on small tiers."""
     _lock_user(session, principal.user_id)
-    active = session.scalar(select(func.count()).select_from(Run).where(
-        Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES))) or 0
+    mine = (Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES))
+    single = session.scalar(select(func.count()).select_from(Run).where(*mine, Run.sweep_id.is_(None))) or 0
+    sweeps = session.scalar(select(func.count(func.distinct(Run.sweep_id))).where(
+        *mine, Run.sweep_id.is_not(None))) or 0
+    active = single + sweeps
     if active > limits.max_concurrent_runs:
         raise TooManyActiveRuns(
             f"The {limits.tier.name} tier runs at most {limits.max_concurrent_runs} simulations at a time; "

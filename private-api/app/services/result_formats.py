@@ -38,9 +38,15 @@ def _json_value(value: object) -> object:
 
 
 def convert(arrow_ipc: bytes, fmt: str) -> bytes:
-    table = read_table(arrow_ipc)
+    return encode(read_table(arrow_ipc), fmt)
+
+
+def encode(table: pa.Table, fmt: str) -> bytes:
     sink = io.BytesIO()
-    if fmt == "parquet":
+    if fmt == "arrow":
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    elif fmt == "parquet":
         pq.write_table(table, sink)
     elif fmt == "csv":
         pa_csv.write_csv(table, sink)

@@ -128,5 +128,6 @@ def to_out(run: Run) -> RunOut:
         timings=RunTimings(queued_s=seconds(run.created_at, run.started_at), run_s=run.wall_time_s,
                            cpu_s=run.cpu_time_s, total_s=seconds(run.created_at, run.finished_at)),
         max_rss_bytes=run.max_rss_bytes, credits_held=run.credits_held, credits_charged=run.credits_charged,
+        sweep_id=run.sweep_id, sweep_index=run.sweep_index,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
     )

@@ -64,16 +64,26 @@ def _check_value(info: ModelInfo, variable: Variable, value: ScalarValue, field:
         )
 
 
+def settable_variable(info: ModelInfo, name: str, field: str) -> Variable:
+    """The variable ``name`` if a run may give it a start value (422 naming it otherwise)."""
+    variable = _lookup(info, name, field)
+    if not info.settable(variable):
+        raise VariableNotSettable(
+            f"{field}: {name!r} has causality {variable.causality!r} and variability "
+            f"{variable.variability!r}; it cannot be given a start value.",
+            variable=name, field=field,
+        )
+    return variable
+
+
+def check_start_value(info: ModelInfo, name: str, value: ScalarValue, field: str = "start_values") -> None:
+    """The checks every start value of a run passes (sweeps check their parameter space with it)."""
+    _check_value(info, settable_variable(info, name, field), value, field)
+
+
 def _start_values(req: RunCreate, info: ModelInfo) -> dict[str, ScalarValue]:
     for name, value in req.start_values.items():
-        variable = _lookup(info, name, "start_values")
-        if not info.settable(variable):
-            raise VariableNotSettable(
-                f"start_values: {name!r} has causality {variable.causality!r} and variability "
-                f"{variable.variability!r}; it cannot be given a start value.",
-                variable=name, field="start_values",
-            )
-        _check_value(info, variable, value, "start_values")
+        check_start_value(info, name, value)
     return dict(req.start_values)
 
 

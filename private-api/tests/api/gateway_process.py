@@ -122,6 +122,60 @@ def start_gateway(var_dir: Path, *, port: int | None = None, **overrides: str) -
     raise RuntimeError("gateway did not become healthy:\n" + log_path.read_text())
 
 
+@dataclass
+class WorkerProcess:
+    """A ``fmu-gateway-admin worker`` process: executes runs from the broker."""
+
+    var_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(var_dir: Path, **overrides: str) -> WorkerProcess:
+    """A worker on a var dir of its own (sandboxes, FMU cache); the database, storage and broker
+    come from ``overrides`` (the same as its gateway's). Returns once it consumes the queue."""
+    env = {
+        **os.environ,
+        "FMU_GATEWAY_VAR_DIR": str(var_dir),
+        "FMU_GATEWAY_SECRET_KEY": SECRET_KEY,
+        "FMU_GATEWAY_JWT_SECRET": JWT_SECRET,
+        "FMU_GATEWAY_ENVIRONMENT": "test",
+        "FMU_GATEWAY_WORKERS": "2",
+        **overrides,
+    }
+    var_dir.mkdir(parents=True, exist_ok=True)
+    log_path = var_dir / "worker.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([str(ADMIN), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    worker = WorkerProcess(var_dir, process, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("worker exited:\n" + worker.log())
+        if "consuming with" in worker.log():
+            return worker
+        time.sleep(0.1)
+    stop_worker(worker)
+    raise RuntimeError("worker did not start:\n" + worker.log())
+
+
+def stop_worker(worker: WorkerProcess) -> None:
+    if worker.alive():
+        worker.process.send_signal(signal.SIGTERM)
+        try:
+            worker.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.wait()
+
+
 def stop_gateway(gateway: Gateway) -> None:
     for client in gateway.clients:
         client.close()

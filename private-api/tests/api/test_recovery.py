@@ -1,5 +1,6 @@
-"""A server killed with SIGKILL mid-run: the next start re-queues the run, finishes it, charges it
-once, and removes what the dead process left behind."""
+"""A server killed with SIGKILL mid-run: once the dead process's lease on the run lapses, the next
+start's reaper re-queues the run, finishes it, charges it once, and removes what the dead process
+left behind."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from pathlib import Path
 import httpx
 from gateway_process import REPO_ROOT, start_gateway, stop_gateway
 
+# Short leases, so the restarted server reaps the dead one's run quickly.
+LEASE = {"FMU_GATEWAY_RUN_LEASE_S": "2", "FMU_GATEWAY_DISPATCH_POLL_S": "0.5"}
+
 
 def test_run_interrupted_by_a_server_crash_completes_after_restart(fmus: dict[str, Path]) -> None:
     var_dir = REPO_ROOT / "var" / f"test-crash-{uuid.uuid4().hex[:8]}"
-    first = start_gateway(var_dir)
+    first = start_gateway(var_dir, **LEASE)
     second = None
     try:
         key = first.create_user(credits=3)
@@ -35,7 +39,7 @@ def test_run_interrupted_by_a_server_crash_completes_after_restart(fmus: dict[st
         left_behind = {p.name for p in (var_dir / "sandboxes").glob("sbx-*")}
         assert left_behind, "the killed server left no sandbox directory: nothing was running?"
 
-        second = start_gateway(var_dir)
+        second = start_gateway(var_dir, **LEASE)
         client = second.client(key)
         run = client.get(f"/v1/runs/{run_id}", params={"wait": 30}).json()
         assert run["status"] == "timed_out", run
@@ -53,7 +57,7 @@ def test_a_retry_after_a_crash_mid_request_finds_the_run_the_first_attempt_creat
     """The first attempt dies holding its Idempotency-Key; once the lock lapses a retry runs again
     and the run's own key column hands back the run instead of creating and charging another."""
     var_dir = REPO_ROOT / "var" / f"test-crash-idem-{uuid.uuid4().hex[:8]}"
-    first = start_gateway(var_dir)
+    first = start_gateway(var_dir, **LEASE)
     second = None
     try:
         key = first.create_user(credits=50)
@@ -71,7 +75,7 @@ def test_a_retry_after_a_crash_mid_request_finds_the_run_the_first_attempt_creat
             first.process.wait()
             with contextlib.suppress(httpx.HTTPError):
                 attempt.result()
-        second = start_gateway(var_dir)
+        second = start_gateway(var_dir, **LEASE)
         retry = second.client(key)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,0 +1,78 @@
+"""Dramatiq on Redis: API processes enqueue ``execute_run(run_id)`` messages; worker processes
+(``fmu-gateway-admin worker``) consume them, any number of them on any number of hosts.
+
+Dramatiq acks a message after the actor returns; a worker that dies holding messages leaves them
+unacked, and Dramatiq only moves them back once the worker's heartbeat is a minute old and a
+random maintenance pass happens to run. So delivery is not what makes runs reliable: the database
+is. Leases (``app.dispatch.leases``) notice a vanished worker, the relay re-sends queued runs whose
+message went missing, and a message for a run that is no longer queued does nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
+
+from app.db import Database
+from app.dispatch.base import Dispatcher
+
+ACTOR_NAME = "execute_run"
+QUEUE_NAME = "runs"
+# Short, so a worker thread that finished a run gets the next message without idling; it is
+# also how often an idle consumer polls Redis.
+WORKER_TIMEOUT_MS = 100
+
+
+def create_broker(url: str, namespace: str) -> RedisBroker:
+    # No middleware: no retries (a failed run is final; a lost one is the leases' business), no
+    # time limit (the sandbox enforces the run's own), no age limit.
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+    return RedisBroker(client=client, namespace=namespace, middleware=[])  # type: ignore[no-untyped-call]
+
+
+class RedisDispatcher(Dispatcher):
+    def __init__(self, db: Database, url: str, namespace: str, execute: Callable[[str], None],
+                 executes_locally: bool) -> None:
+        super().__init__(db)
+        self.broker = create_broker(url, namespace)
+        self._executes_locally = executes_locally
+
+        def execute_run(run_id: str) -> None:
+            execute(run_id)
+
+        # Declared in every process (it declares the queue); only workers consume it.
+        self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(
+            actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, broker=self.broker)(execute_run)
+
+    @property
+    def executes_locally(self) -> bool:
+        return self._executes_locally
+
+    def send(self, run_ids: Sequence[str]) -> None:
+        """Enqueue one message per run in a single pipelined round trip.
+
+        ``RedisBroker.enqueue`` costs a round trip per message; this runs the broker's own
+        ``dispatch`` script with the arguments ``RedisBroker._dispatch`` passes for an enqueue
+        (dramatiq 2.x), queued on a pipeline.
+        """
+        broker = self.broker
+        script = broker.scripts["dispatch"]
+        pipe = broker.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            message = self.actor.message(run_id)
+            message_id = str(uuid.uuid4())
+            message = message.copy(options={"redis_message_id": message_id})
+            script(keys=[broker.namespace], client=pipe, args=[
+                "enqueue", current_millis(), QUEUE_NAME, broker.broker_id, broker.heartbeat_timeout,
+                broker.dead_message_ttl, 0, broker._max_unpack_size(),  # type: ignore[no-untyped-call]
+                message_id, message.encode()])
+        pipe.execute()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.broker.close()

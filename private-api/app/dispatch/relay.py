@@ -1,0 +1,104 @@
+"""The outbox relay and the reaper, on one background thread in every process that serves or
+executes runs. Each pass is a cheap indexed query; several processes may run them at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from app.config import Settings
+from app.db import Database
+from app.dispatch.base import SEND_BATCH, Dispatcher
+from app.dispatch.leases import reap
+from app.models import Run
+from app.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+# A run the API committed a moment ago is being sent by its own process: leave it that long.
+FRESH_S = 2.0
+
+
+def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everything: bool = False) -> int:
+    """Hand over queued runs never handed over, or handed over ``dispatch_redeliver_s`` ago and
+    still queued (their message lost with a worker or a Redis restart). ``everything``: all
+    queued runs (the embedded pool at start-up: the previous process's queue died with it).
+    Returns how many were sent."""
+    sent = 0
+    started = utcnow()
+    while True:
+        now = utcnow()
+        # Never what this call stamped already.
+        due = and_(Run.status == "queued", or_(Run.enqueued_at.is_(None), Run.enqueued_at < started))
+        if not everything:
+            due = and_(due, or_(
+                and_(Run.enqueued_at.is_(None), Run.created_at < now - timedelta(seconds=FRESH_S)),
+                Run.enqueued_at < now - timedelta(seconds=settings.dispatch_redeliver_s)))
+        with db.session() as session:  # the usual answer is none: no write transaction for it
+            if session.scalar(select(Run.id).where(due).limit(1)) is None:
+                return sent
+        with db.session(write=True) as session:
+            # Stamped before sending, so other relays skip them; un-stamped if the send fails.
+            run_ids = list(session.scalars(select(Run.id).where(due).order_by(Run.created_at).limit(SEND_BATCH)
+                                           .with_for_update(skip_locked=True)))
+            if not run_ids:
+                return sent
+            session.execute(update(Run).where(Run.id.in_(run_ids)).values(enqueued_at=now)
+                            .execution_options(synchronize_session=False))
+            session.commit()
+        try:
+            dispatcher.send(run_ids)
+        except Exception:
+            with db.session(write=True) as session:
+                session.execute(update(Run).where(Run.id.in_(run_ids), Run.enqueued_at == now)
+                                .values(enqueued_at=None).execution_options(synchronize_session=False))
+                session.commit()
+            raise
+        sent += len(run_ids)
+        log.info("relay: handed %d queued run(s) over", len(run_ids))
+        if len(run_ids) < SEND_BATCH:
+            return sent
+
+
+class Housekeeper:
+    """Every ``dispatch_poll_s``: reap lapsed leases, then relay what is due."""
+
+    def __init__(self, db: Database, dispatcher: Dispatcher, settings: Settings) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="dispatch-housekeeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        # The embedded pool's queue lived in the process that is gone: hand everything queued over.
+        first = self.dispatcher.executes_locally and not self.settings.broker_url
+        while True:
+            try:
+                reap(self.db, self.settings)
+                relay(self.db, self.dispatcher, self.settings, everything=first)
+                first = False
+                if self._failing:
+                    log.info("relay: the queue is reachable again")
+                self._failing = False
+            except Exception as exc:
+                if not self._failing:  # once per outage, not every pass
+                    log.warning("dispatch housekeeping failed, retrying every %.1fs: %s",
+                                self.settings.dispatch_poll_s, exc)
+                self._failing = True
+            if self._stop.wait(self.settings.dispatch_poll_s):
+                return

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
+
+SWEEP_METHODS = ("grid", "list", "lhs", "sobol", "random")
+
+
+class Sweep(Base):
+    """A parameter study: one base run spec and N child runs (``runs.sweep_id``), each with its
+    own start values. The children are the source of truth for progress; the sweep is final once
+    every child is."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("swp"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    fmu_id: Mapped[str] = mapped_column(ForeignKey("fmus.id"), index=True)
+    # queued → running → finished (every child final) or cancelled.
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    # The parameter space as submitted (values lists, explicit sets, or ranges).
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    samples: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    # The validated base spec every child starts from.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    total: Mapped[int] = mapped_column(Integer)
+    credits_held: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

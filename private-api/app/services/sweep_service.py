@@ -1,0 +1,221 @@
+"""Sweeps: creation (validated space, one hold, bulk-inserted children), progress, listing, cancel.
+
+The children are the source of truth: a sweep's counts are a GROUP BY over its runs, and its
+status is derived from them when read (``finished`` is persisted the first time it is seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import NotFound, ProblemError
+from app.models import Run, Sweep
+from app.models.base import new_id, utcnow
+from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
+from app.schemas.run import ScalarValue
+from app.schemas.sweep import SweepCounts, SweepCreate, SweepOut, SweepRunOut
+from app.services import credits, limits, pricing, registry_service, run_service
+from app.services.auth_service import Principal
+from app.services.pagination import paginate
+from app.services.run_spec import build_run_spec
+from app.services.sweep_space import expand, parameter_names
+
+FINAL_SWEEP_STATUSES = ("finished", "cancelled")
+
+
+class SweepNotFinished(ProblemError):
+    status = 409
+    code = "sweep_not_finished"
+    title = "Sweep has not finished"
+
+
+class SweepFinished(ProblemError):
+    status = 409
+    code = "sweep_finished"
+    title = "Sweep has already finished"
+
+
+@dataclass(frozen=True)
+class Progress:
+    counts: SweepCounts
+    charged: int
+
+    @property
+    def final(self) -> int:
+        return sum(getattr(self.counts, status) for status in FINAL_STATUSES)
+
+
+def _owned(principal: Principal) -> Select[Sweep]:
+    return select(Sweep).where(Sweep.user_id == principal.user_id)
+
+
+def create_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
+                 settings: Settings) -> tuple[Sweep, list[str]]:
+    """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep
+    and the child run ids in sweep_index order. The caller commits, then dispatches the children."""
+    fmu = registry_service.get_fmu(session, principal, fmu_id)
+    info = registry_service.model_info(fmu)
+    caller = limits.for_caller(principal, settings)
+    base = build_run_spec(request.base(), info, settings, max_timeout_s=caller.max_run_seconds)
+    space = expand(request, info, settings.sweep_max_children)
+    per_child = pricing.run_hold(base["timeout_s"])
+    sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status="queued", method=request.method,
+                  parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
+                  seed=space.seed, spec=base, total=len(space.samples), credits_held=per_child * len(space.samples))
+    session.add(sweep)
+    session.flush()
+    # Before the children: a sweep the balance cannot cover leaves nothing behind.
+    credits.hold_for_sweep(session, sweep)
+    now = utcnow()
+    ids = [new_id("run") for _ in space.samples]
+    rows = [{"id": run_id, "user_id": principal.user_id, "fmu_id": fmu.id, "status": "queued",
+             "spec": {**base, "start_values": {**base["start_values"], **values}},
+             "credits_held": per_child, "credits_charged": 0, "attempts": 0,
+             "sweep_id": sweep.id, "sweep_index": index, "created_at": now}
+            for index, (run_id, values) in enumerate(zip(ids, space.samples, strict=True))]
+    # One executemany (batched multi-row INSERTs): ten thousand children in about a second.
+    session.execute(insert(Run), rows)
+    limits.check_active_runs(session, principal, caller)
+    return sweep, ids
+
+
+def get_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
+    sweep = session.scalar(_owned(principal).where(Sweep.id == sweep_id))
+    if sweep is None:
+        raise NotFound(f"No sweep {sweep_id!r}.")
+    return sweep
+
+
+def list_sweeps(session: Session, principal: Principal, limit: int, cursor: str | None, *,
+                fmu_id: str | None = None) -> tuple[list[Sweep], str | None]:
+    query = _owned(principal)
+    if fmu_id:
+        query = query.where(Sweep.fmu_id == fmu_id)
+    return paginate(session, query, Sweep.id, limit, cursor)
+
+
+def progress_of(session: Session, sweep_ids: Sequence[str]) -> dict[str, Progress]:
+    """Counts per status and credits charged, for several sweeps in one GROUP BY."""
+    found: dict[str, dict[str, int]] = {sweep_id: {} for sweep_id in sweep_ids}
+    charged: dict[str, int] = dict.fromkeys(sweep_ids, 0)
+    if sweep_ids:
+        rows = session.execute(
+            select(Run.sweep_id, Run.status, func.count(), func.coalesce(func.sum(Run.credits_charged), 0))
+            .where(Run.sweep_id.in_(sweep_ids)).group_by(Run.sweep_id, Run.status))
+        for sweep_id, status, count, cost in rows:
+            assert sweep_id is not None
+            found[sweep_id][status] = int(count)
+            charged[sweep_id] += int(cost)
+    return {sweep_id: Progress(SweepCounts(**found[sweep_id]), charged[sweep_id]) for sweep_id in sweep_ids}
+
+
+def derived_status(sweep: Sweep, progress: Progress) -> str:
+    if sweep.status in FINAL_SWEEP_STATUSES:
+        return sweep.status
+    if progress.final >= sweep.total:
+        return "finished"
+    return "queued" if progress.counts.queued >= sweep.total else "running"
+
+
+def needs_finishing(sweep: Sweep, progress: Progress) -> bool:
+    return sweep.status not in FINAL_SWEEP_STATUSES and derived_status(sweep, progress) == "finished"
+
+
+def mark_finished(session: Session, sweep_id: str) -> None:
+    """Persist that every child is final (once: a concurrent reader may do it first)."""
+    session.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status.not_in(FINAL_SWEEP_STATUSES))
+                    .values(status="finished", finished_at=utcnow()).execution_options(synchronize_session=False))
+
+
+def to_out(sweep: Sweep, progress: Progress) -> SweepOut:
+    return SweepOut(
+        id=sweep.id, fmu_id=sweep.fmu_id, status=derived_status(sweep, progress), method=sweep.method,
+        parameters=sweep.parameters, parameter_names=parameter_names(sweep.method, sweep.parameters),
+        samples=sweep.samples, seed=sweep.seed, spec=sweep.spec, total=sweep.total, counts=progress.counts,
+        progress=round(progress.final / sweep.total, 6) if sweep.total else 1.0,
+        credits_held=sweep.credits_held, credits_charged=progress.charged,
+        created_at=sweep.created_at, finished_at=sweep.finished_at,
+    )
+
+
+def child_parameters(sweep: Sweep, run: Run) -> dict[str, ScalarValue | None]:
+    start_values: dict[str, Any] = run.spec.get("start_values", {})
+    return {name: start_values.get(name) for name in parameter_names(sweep.method, sweep.parameters)}
+
+
+def child_to_out(sweep: Sweep, run: Run) -> SweepRunOut:
+    return SweepRunOut(**run_service.to_out(run).model_dump(), parameters=child_parameters(sweep, run))
+
+
+def list_children(session: Session, sweep: Sweep, limit: int, cursor: str | None, *,
+                  status: str | None = None) -> tuple[list[Run], str | None]:
+    """Children in sweep_index order; the cursor is the last index seen."""
+    query = select(Run).where(Run.sweep_id == sweep.id)
+    if status:
+        query = query.where(Run.status == status)
+    if cursor:
+        try:
+            query = query.where(Run.sweep_index > int(cursor))
+        except ValueError:
+            raise NotFound(f"No page {cursor!r}.") from None
+    runs = list(session.scalars(query.order_by(Run.sweep_index).limit(limit + 1)))
+    if len(runs) > limit:
+        return runs[:limit], str(runs[limit - 1].sweep_index)
+    return runs, None
+
+
+@dataclass(frozen=True)
+class Child:
+    run_id: str
+    index: int
+    status: str
+    error_code: str | None
+    start_values: dict[str, Any]
+
+
+def iter_children(session: Session, sweep: Sweep, batch: int = 500) -> Iterator[Child]:
+    """Every child in sweep_index order, a batch at a time: plain rows, so ten thousand children
+    never sit in the session at once."""
+    last = -1
+    while True:
+        rows = session.execute(select(Run.id, Run.sweep_index, Run.status, Run.error_code, Run.spec)
+                               .where(Run.sweep_id == sweep.id, Run.sweep_index > last)
+                               .order_by(Run.sweep_index).limit(batch)).all()
+        for row in rows:
+            yield Child(row.id, row.sweep_index, row.status, row.error_code, row.spec.get("start_values", {}))
+        if len(rows) < batch:
+            return
+        last = rows[-1].sweep_index
+
+
+def cancel_sweep(session: Session, principal: Principal, sweep_id: str) -> tuple[Sweep, list[str]]:
+    """Cancel every unfinished child through the run cancel path (a queued child's share of the
+    hold is released, a running one is charged for its time); returns the sweep and the ids of the
+    children that were running, whose sandboxes the caller stops after the commit."""
+    sweep = get_sweep(session, principal, sweep_id)
+    if sweep.status in FINAL_SWEEP_STATUSES:
+        if sweep.status == "cancelled":
+            return sweep, []  # a retried cancel whose first answer was lost
+        raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status=sweep.status)
+    active = list(session.scalars(select(Run.id).where(Run.sweep_id == sweep.id, Run.status.in_(ACTIVE_STATUSES))
+                                  .order_by(Run.sweep_index)))
+    if not active and needs_finishing(sweep, progress_of(session, [sweep.id])[sweep.id]):
+        raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status="finished")
+    was_running = []
+    for run_id in active:
+        try:
+            _, previous = run_service.cancel_run(session, principal, run_id)
+        except run_service.RunFinished:
+            continue  # it ended while we got here
+        if previous == "running":
+            was_running.append(run_id)
+    session.execute(update(Sweep).where(Sweep.id == sweep.id).values(status="cancelled", finished_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    session.refresh(sweep)
+    return sweep, was_running
