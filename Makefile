@@ -63,6 +63,7 @@ contract: $(STAMP)
 
 bench: install sample
 	$(PY) bench/bench_runs.py
+	$(PY) bench/bench_sweeps.py
 
 clean:
 	rm -rf var $(VENV)

@@ -310,3 +310,86 @@ def test_redis_restarted_mid_batch_every_run_completes(fmus: dict[str, Path]) ->
         assert {run["status"] for run in runs.values()} == {"succeeded"}
         for run_id in run_ids:
             assert ledger(client, run_id).count("settle") == 1
+
+
+def start_sweep(client: httpx.Client, fmu_id: str, children: int, **spec: Any) -> str:
+    response = client.post(f"/v1/fmus/{fmu_id}/sweeps", json={
+        "method": "grid", "parameters": {"mu": [0.5 + 0.05 * i for i in range(children)]}, **spec})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def wait_sweep(client: httpx.Client, sweep_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (sweep := client.get(f"/v1/sweeps/{sweep_id}").json())["status"] != "finished":
+        assert time.monotonic() < deadline, sweep["counts"]
+        time.sleep(0.2)
+    result: dict[str, Any] = sweep
+    return result
+
+
+def ledger_kinds(client: httpx.Client) -> tuple[dict[str, int], int]:
+    """Entries per kind over the user's whole ledger, and their sum."""
+    kinds: dict[str, int] = {}
+    total, cursor = 0, None
+    while True:
+        page = client.get("/v1/billing/ledger", params={"limit": 100, "cursor": cursor}).json()
+        for entry in page["data"]:
+            kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+            total += entry["amount"]
+        if (cursor := page["next_cursor"]) is None:
+            return kinds, total
+
+
+def assert_every_child_settled_once(client: httpx.Client, sweep: dict[str, Any]) -> None:
+    counts = sweep["counts"]
+    assert counts["queued"] == counts["running"] == 0, counts
+    children: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get(f"/v1/sweeps/{sweep['id']}/runs", params={"limit": 100, "cursor": cursor}).json()
+        children += page["data"]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert len(children) == sweep["total"]
+    for child in children:
+        assert child["status"] == "succeeded" or child["error"]["code"], child
+    kinds, total = ledger_kinds(client)
+    assert kinds["settle"] == sweep["total"] and kinds["hold"] == 1, kinds
+    balance = client.get("/v1/billing/balance").json()
+    assert balance["held_credits"] == 0
+    assert total == balance["credits"]
+
+
+def test_a_worker_killed_during_a_sweep_leaves_no_child_stuck_or_charged_twice(fmus: dict[str, Path]) -> None:
+    with cluster("workers-sweep-kill", REDIS_URL) as c:
+        client = c.gateway.client(c.gateway.create_user(credits=5000, tier="pro"))
+        fmu = upload(client, fmus["VanDerPol"])
+        sweep_id = start_sweep(client, fmu, 30, stop_time=5)
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["succeeded"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        victim = c.workers[0]
+        os.kill(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        sweep = wait_sweep(client, sweep_id)
+        assert sweep["counts"]["succeeded"] == 30, sweep["counts"]
+        assert_every_child_settled_once(client, sweep)
+
+
+def test_redis_restarted_mid_sweep_the_sweep_completes(fmus: dict[str, Path]) -> None:
+    with own_redis() as (url, control), cluster("workers-sweep-redis", url) as c:
+        client = c.gateway.client(c.gateway.create_user(credits=5000, tier="pro"))
+        fmu = upload(client, fmus["VanDerPol"])
+        sweep_id = start_sweep(client, fmu, 30, stop_time=5)
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["succeeded"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        control.down()  # without persistence: every message still in Redis is gone
+        time.sleep(1)
+        control.up()
+        sweep = wait_sweep(client, sweep_id)
+        assert sweep["counts"]["succeeded"] == 30, sweep["counts"]
+        assert_every_child_settled_once(client, sweep)
