@@ -144,6 +144,9 @@ class TestServerRestart:
                 crash_gateway(first)
                 restartable.append(start_gateway(first.var_dir, port=port_of(first)))
                 run = submitted.result(timeout=120)
+                # The wait can end first: the run is re-run once the dead server's lease lapses.
+                run = client.runs.wait(run, timeout=120)
+            assert run.status == "timed_out"
             runs = list(client.runs.list())
             assert [r.id for r in runs] == [run.id]
             assert client.billing.balance().credits == credits_before - run.credits_charged

@@ -295,7 +295,8 @@ def test_a_run_submitted_while_redis_is_down_completes_once_it_is_back(fmus: dic
 
 def test_redis_restarted_mid_batch_every_run_completes(fmus: dict[str, Path]) -> None:
     with own_redis() as (url, control), cluster("workers-restart", url) as c:
-        client = c.gateway.client(c.gateway.create_user(credits=5000, tier="pro"))
+        # 40 runs queued at once: above the pro tier's 32 concurrent runs.
+        client = c.gateway.client(c.gateway.create_user(credits=5000, tier="team"))
         fmu = upload(client, fmus["VanDerPol"])
         run_ids = [submit(client, fmu, stop_time=10) for _ in range(40)]
         deadline = time.monotonic() + 60
