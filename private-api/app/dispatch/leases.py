@@ -11,10 +11,10 @@ fraction of the lease of each other).
 from __future__ import annotations
 
 import logging
-import threading
 
 from sqlalchemy import or_, select, update
 
+from app.background import BackgroundThread
 from app.config import Settings
 from app.db import Database
 from app.models import Run
@@ -30,23 +30,14 @@ CHECK_INTERVAL_S = 1.0
 FENCE_MARGIN = 0.2
 
 
-class LeaseRenewer:
+class LeaseRenewer(BackgroundThread):
+    thread_name = "lease-renewer"
+
     def __init__(self, runner: FmuRunner) -> None:
+        super().__init__()
         self.runner = runner
         self.db = runner.db
         self.lease = runner.lease
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="lease-renewer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
     def _loop(self) -> None:
         interval = min(CHECK_INTERVAL_S, self.lease.total_seconds() / 3)

@@ -4,11 +4,11 @@ executes runs. Each pass is a cheap indexed query; several processes may run the
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
+from app.background import BackgroundThread
 from app.config import Settings
 from app.db import Database
 from app.dispatch.base import SEND_BATCH, Dispatcher
@@ -63,26 +63,17 @@ def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everythin
             return sent
 
 
-class Housekeeper:
+class Housekeeper(BackgroundThread):
     """Every ``dispatch_poll_s``: reap lapsed leases, then relay what is due."""
 
+    thread_name = "dispatch-housekeeper"
+
     def __init__(self, db: Database, dispatcher: Dispatcher, settings: Settings) -> None:
+        super().__init__()
         self.db = db
         self.dispatcher = dispatcher
         self.settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._failing = False
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dispatch-housekeeper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
     def _loop(self) -> None:
         # The embedded pool's queue lived in the process that is gone: hand everything queued over.

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from datetime import datetime, timedelta
 
 import stripe
 from sqlalchemy import select, update
 
+from app.background import BackgroundThread
 from app.config import Settings
 from app.db import Database
 from app.models import UsageEvent, User
@@ -38,24 +38,15 @@ def is_outage(exc: stripe.StripeError) -> bool:
     return isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (exc.http_status or 0) >= 500
 
 
-class UsageReporter:
+class UsageReporter(BackgroundThread):
+    thread_name = "usage-reporter"
+    join_timeout_s = 30.0
+
     def __init__(self, settings: Settings, db: Database, client: stripe.StripeClient) -> None:
+        super().__init__()
         self.settings = settings
         self.db = db
         self.client = client
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="usage-reporter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.usage_flush_interval_s):
