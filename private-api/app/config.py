@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.sandbox.base import DockerSettings
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 REPO_ROOT = PACKAGE_ROOT.parent
 
@@ -41,7 +43,13 @@ class Settings(BaseSettings):
     jwt_issuer: str = "fmu-gateway"
     jwt_audience: str = "fmu-gateway-api"
 
-    sandbox: Literal["bwrap", "process"] = "bwrap"
+    sandbox: Literal["bwrap", "docker", "process"] = "bwrap"
+    # The docker sandbox: runner image (make build), optional runtime such as gVisor's runsc, the CPU
+    # quota of one run, and the engine (empty: DOCKER_HOST or the local socket).
+    docker_image: str = "fmu-gateway-runner:latest"
+    docker_runtime: str = ""
+    docker_cpus: float = Field(default=1.0, ge=0)
+    docker_host: str = ""
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     # Sandboxes kept started with FMPy imported, so a run skips Python's start-up (0 = none).
     warm_sandboxes: int | None = None
@@ -133,6 +141,11 @@ class Settings(BaseSettings):
     @property
     def resolved_warm_sandboxes(self) -> int:
         return self.workers if self.warm_sandboxes is None else self.warm_sandboxes
+
+    @property
+    def docker_sandbox(self) -> DockerSettings:
+        return DockerSettings(image=self.docker_image, runtime=self.docker_runtime or None,
+                              cpus=self.docker_cpus or None, base_url=self.docker_host or None)
 
     @property
     def executes_runs(self) -> bool:

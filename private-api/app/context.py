@@ -16,7 +16,6 @@ from app.dispatch.relay import Housekeeper
 from app.dispatch.worker import QueueConsumer
 from app.fmi.archive import ArchiveLimits
 from app.sandbox import create_backend
-from app.sandbox.cleanup import remove_stale_sandboxes
 from app.sandbox.pool import SandboxPool
 from app.services.auth_service import UsageMarks
 from app.services.fmu_cache import FmuCache
@@ -80,7 +79,7 @@ class AppContext:
         cache = FmuCache(settings.cache_dir / "fmus", storage, limits)
         notifier = RunNotifier()
         backend = create_backend(settings.sandbox, work_dir=settings.sandbox_dir,
-                                 production=settings.production)
+                                 production=settings.production, docker=settings.docker_sandbox)
         pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes if executes else 0)
         runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
         dispatcher: Dispatcher
@@ -94,7 +93,7 @@ class AppContext:
         return cls(settings, db, storage, cache, limits, notifier, runner, dispatcher, limiter, idempotency)
 
     def start(self) -> None:
-        remove_stale_sandboxes(self.settings.sandbox_dir)
+        self.runner.sandboxes.backend.remove_leftovers()
         self.runner.sandboxes.start()
         self.dispatcher.start()
         self.lease_renewer.start()

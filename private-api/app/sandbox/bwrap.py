@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.sandbox.base import Limits, SandboxBackend, SandboxError
-from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env
+from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env, spawn_child
 from app.sandbox.resources import create_resource_control
 from app.sandbox.staging import SandboxDirs
 
@@ -88,7 +88,10 @@ class BubblewrapBackend(SandboxBackend):
         argv = self.argv(sandbox_id, dirs, limits)
         launch = Launch(argv=argv, env=runner_env("/tmp", sandbox_id), cwd=dirs.tmp, signal_via_exit_code=True)
         resources = create_resource_control(limits, sandbox_id, use_cgroups=self.use_cgroups)
-        return ChildProcessSandbox(sandbox_id=sandbox_id, limits=limits, launch=launch, dirs=dirs, resources=resources)
+        return ChildProcessSandbox(
+            sandbox_id=sandbox_id, limits=limits, dirs=dirs, resources=resources,
+            spawn=spawn_child(launch, resources), signal_via_exit_code=launch.signal_via_exit_code,
+        )
 
     def argv(self, sandbox_id: str, dirs: SandboxDirs, limits: Limits) -> list[str]:
         return [

@@ -1,8 +1,9 @@
-"""A sandbox that is one child process tree of ours: shared by every backend that spawns a command.
+"""A sandbox that is one process tree running our runner: shared by every backend.
 
-The backend decides *what* to spawn (plain python, bwrap, later `docker run -i`) and which
-`ResourceControl` confines it. `ChildTree` owns the processes (spawn, release, wait, kill,
-reap); `ChildProcessSandbox` owns the job (states, staging, deadline, outcome, clean-up).
+The backend decides *what* to spawn (plain python, bwrap, a Docker container) and which
+`ResourceControl` confines it. A `ProcessTree` owns the processes (spawn, release, wait, kill,
+reap): `ChildTree` is a child process of ours, `app.sandbox.docker.ContainerTree` a container.
+`ChildProcessSandbox` owns the job (states, staging, deadline, outcome, clean-up).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.sandbox.base import Job, Limits, Outcome, Sandbox, SandboxError
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
@@ -72,6 +74,31 @@ class Exit:
     status: int | None  # raw wait status, None if it could not be reaped
     max_rss_bytes: int | None
     cpu_time_s: float | None
+
+
+class ProcessTree(Protocol):
+    """The processes of one sandbox, as the job lifecycle needs them."""
+
+    pid: int  # host pid of the tree's top process
+
+    def release(self) -> None:
+        """Tell the waiting runner to go."""
+
+    def wait_exited(self, deadline: float) -> bool:
+        """Wait until the top process has exited or the (monotonic) deadline passes."""
+
+    def kill(self) -> None:
+        """Kill the whole tree now; idempotent, callable from any thread."""
+
+    def finish(self, drain_timeout: float) -> Exit:
+        """Kill what is left, collect the exit, drain the output."""
+
+    def dispose(self) -> None:
+        """finish() plus releasing every resource; only once no other thread uses the tree."""
+
+
+# Starts a tree that feeds the runner's stdout to the control messages and its stderr to the log.
+SpawnTree = Callable[[ControlMessages, BoundedLog], ProcessTree]
 
 
 class ChildTree:
@@ -163,7 +190,11 @@ class ChildTree:
             return self.exit
 
 
-def dispose_sandbox(tree: ChildTree, dirs: SandboxDirs) -> None:
+def spawn_child(launch: Launch, resources: ResourceControl) -> SpawnTree:
+    return lambda control, log: ChildTree(launch, resources, control, log)
+
+
+def dispose_sandbox(tree: ProcessTree, dirs: SandboxDirs) -> None:
     """Everything close() releases; also run by the finalizer when a sandbox is dropped unclosed."""
     try:
         tree.dispose()
@@ -173,21 +204,28 @@ def dispose_sandbox(tree: ChildTree, dirs: SandboxDirs) -> None:
 
 class ChildProcessSandbox(Sandbox):
     def __init__(
-        self, *, sandbox_id: str, limits: Limits, launch: Launch, dirs: SandboxDirs, resources: ResourceControl
+        self,
+        *,
+        sandbox_id: str,
+        limits: Limits,
+        dirs: SandboxDirs,
+        resources: ResourceControl,
+        spawn: SpawnTree,
+        signal_via_exit_code: bool,
     ) -> None:
         self.id = sandbox_id
         self.limits = limits
         self.dirs = dirs
         self.resources = resources
-        self._signal_via_exit_code = launch.signal_via_exit_code
+        self._signal_via_exit_code = signal_via_exit_code
         self._lock = threading.Lock()
         self._state = "idle"  # idle -> running -> finished; any -> closed
         self._log = BoundedLog(limits.max_log_bytes)
         self._cpu_at_go: float | None = None
         self._control = ControlMessages()
         try:
-            self._tree = ChildTree(launch, resources, self._control, self._log)
-        except (OSError, subprocess.SubprocessError) as e:
+            self._tree = spawn(self._control, self._log)
+        except (OSError, subprocess.SubprocessError, SandboxError) as e:
             resources.close()
             dirs.remove()
             raise SandboxError(f"cannot start sandbox: {e}") from e
@@ -293,6 +331,12 @@ class ChildProcessSandbox(Sandbox):
         cpu_figures = [exit_.cpu_time_s, float(cpu) if isinstance(cpu, (int, float)) else None]
         if usage.cpu_time_s is not None:
             best_cpu = usage.cpu_time_s - (self._cpu_at_go or 0.0)
+            # A cgroup read by sampling (docker) may miss the end of a short job; the supervisor's figure
+            # minus the warm-up the runner reported before any model code ran does not. The larger wins:
+            # a model forging a low supervisor figure cannot lower the cgroup's.
+            warm_up = (self._control.get(READY) or {}).get("cpu_time_s")
+            if isinstance(cpu, (int, float)) and isinstance(warm_up, (int, float)):
+                best_cpu = max(best_cpu, float(cpu) - float(warm_up))
         else:
             best_cpu = max_or_none(cpu_figures)
         return Exit(exit_.status, max_or_none(rss_figures), best_cpu)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from app.sandbox.base import Limits, SandboxBackend
-from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env
+from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env, spawn_child
 from app.sandbox.resources import create_resource_control
 from app.sandbox.staging import SandboxDirs
 
@@ -45,4 +45,7 @@ class ProcessBackend(SandboxBackend):
             cwd=dirs.tmp,
         )
         resources = create_resource_control(limits, sandbox_id, use_cgroups=self.use_cgroups)
-        return ChildProcessSandbox(sandbox_id=sandbox_id, limits=limits, launch=launch, dirs=dirs, resources=resources)
+        return ChildProcessSandbox(
+            sandbox_id=sandbox_id, limits=limits, dirs=dirs, resources=resources,
+            spawn=spawn_child(launch, resources), signal_via_exit_code=launch.signal_via_exit_code,
+        )

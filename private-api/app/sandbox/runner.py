@@ -324,7 +324,9 @@ def serve(job_dir: Path, out_dir: Path, control: IO[str]) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
     unbuffer_native_stdout()
     warm_up()
-    send(control, READY, pid=os.getpid(), **memory_status())
+    # CPU spent warming up, sent before any model code runs: the host subtracts it from the job's.
+    times = os.times()
+    send(control, READY, pid=os.getpid(), cpu_time_s=times.user + times.system, **memory_status())
 
     if sys.stdin.buffer.readline() != GO:
         os._exit(0)  # closed before a job arrived

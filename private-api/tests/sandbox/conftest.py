@@ -15,11 +15,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
+from docker_engine import require_docker, sandbox_containers
 
 from app.sandbox import Job, Limits, Outcome, SandboxBackend, create_backend
 from app.sandbox.child import ChildProcessSandbox
+from app.sandbox.docker import LABEL_SANDBOX, ContainerResources
 
-BACKENDS = ("bwrap", "process")
+BACKENDS = ("bwrap", "docker", "process")
+# The backends that isolate: what bwrap hides, docker must hide too.
+ISOLATING = ("bwrap", "docker")
 # Small enough that hang tests stay fast, large enough for a cold runner to import FMPy.
 DEFAULT_LIMITS = Limits(memory_bytes=512 << 20, deadline_s=20.0, max_processes=32)
 
@@ -46,18 +50,22 @@ def fmu_dirs(fmus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return dirs
 
 
+def make_backend(name: str, work_dir: Path) -> SandboxBackend:
+    if name == "bwrap" and not bwrap_usable():
+        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    if name == "docker":
+        require_docker()
+    return create_backend(name, work_dir=work_dir)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SandboxBackend:
-    if request.param == "bwrap" and not bwrap_usable():
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
-    return create_backend(request.param, work_dir=tmp_path / "sandboxes")
+    return make_backend(request.param, tmp_path / "sandboxes")
 
 
-@pytest.fixture
-def bwrap_backend(tmp_path: Path) -> SandboxBackend:
-    if not bwrap_usable():
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
-    return create_backend("bwrap", work_dir=tmp_path / "sandboxes")
+@pytest.fixture(params=ISOLATING)
+def isolating_backend(request: pytest.FixtureRequest, tmp_path: Path) -> SandboxBackend:
+    return make_backend(request.param, tmp_path / "sandboxes")
 
 
 @dataclass
@@ -113,3 +121,5 @@ def assert_nothing_left(sandbox: ChildProcessSandbox) -> None:
     assert not sandbox.dirs.root.exists(), "sandbox dirs survived close()"
     for cgroup in getattr(sandbox.resources, "dirs", []):
         assert not cgroup.exists(), f"cgroup {cgroup} survived close()"
+    if isinstance(sandbox.resources, ContainerResources):
+        assert sandbox_containers(**{LABEL_SANDBOX: sandbox.id}) == [], "sandbox container survived close()"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build the images offline: `build.sh [runner] [api] [sdk]` (all three by default).
+#
+# Python packages come from a wheelhouse made on this host (.build/wheelhouse), so every
+# `docker build` runs with --network none. BASE_IMAGE defaults to python:3.11-slim when the
+# engine has it, else to a Debian base made by build-base.sh (debootstrap, no registry needed).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(runner api sdk)
+python=${PYTHON:-.venv/bin/python}
+tag=${IMAGE_TAG:-latest}
+
+if [ -z "${BASE_IMAGE:-}" ]; then
+  if docker image inspect python:3.11-slim >/dev/null 2>&1; then
+    BASE_IMAGE=python:3.11-slim
+  else
+    bash deploy/images/build-base.sh fmu-gateway-base:bookworm
+    BASE_IMAGE=fmu-gateway-base:bookworm
+  fi
+fi
+
+# Pinned runtime requirements plus our two packages; pip's own cache makes repeat builds quick.
+wheels=.build/wheelhouse
+mkdir -p "$wheels"
+rm -f "$wheels"/fmu_gateway_*.whl
+"$python" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheels" -r private-api/requirements.txt
+"$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$wheels" ./private-api ./open-sdk
+"$python" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheels" \
+  -c private-api/requirements.txt ./open-sdk
+
+# The runner image carries the runner script; the docker sandbox refuses an image built from another one.
+runner_digest=$(sha256sum private-api/app/sandbox/runner.py | cut -d' ' -f1)
+
+build() {  # name dockerfile
+  echo "building fmu-gateway-$1:$tag from $BASE_IMAGE"
+  DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --build-arg "RUNNER_DIGEST=$runner_digest" -f "$2" -t "fmu-gateway-$1:$tag" . >/dev/null
+}
+for target in "${targets[@]}"; do
+  case $target in
+    runner) build runner private-api/runner.Dockerfile ;;
+    api) build api private-api/Dockerfile ;;
+    sdk) build sdk open-sdk/Dockerfile ;;
+    *) echo "unknown image '$target' (runner, api, sdk)" >&2; exit 2 ;;
+  esac
+done

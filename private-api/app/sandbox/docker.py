@@ -1,0 +1,441 @@
+"""The `docker` backend: one fresh, hardened container per sandbox, from the runner image.
+
+Each container runs the same runner as the other backends (FMPy imported, waiting for "go"
+on stdin) with no network, a read-only root, a size-capped private /tmp, no capabilities,
+no-new-privileges, a pids, memory (swap included) and CPU limit, uid 65534, the job
+directory read-only at /job and the output directory at /out. An optional runtime (e.g.
+gVisor's `runsc`) comes from settings. Containers carry labels naming their sandbox and the
+work directory of the process that made them: they are always removed, and a process
+starting on a work directory removes what a crashed predecessor left there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.sandbox.base import Limits, SandboxBackend, SandboxError
+from app.sandbox.capture import BoundedLog, ControlMessages
+from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
+from app.sandbox.cleanup import remove_stale_sandboxes
+from app.sandbox.resources import (
+    CgroupControl,
+    CgroupV1Control,
+    CgroupV2Control,
+    ResourceControl,
+    Usage,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
+from app.sandbox.runner import GO
+from app.sandbox.staging import SandboxDirs
+
+if TYPE_CHECKING:
+    import docker
+
+logger = logging.getLogger(__name__)
+
+LABEL_SANDBOX = "org.fmu-gateway.sandbox"
+LABEL_WORK_DIR = "org.fmu-gateway.work-dir"
+LABEL_RUNNER_DIGEST = "org.fmu-gateway.runner-digest"
+RUNNER_PYTHON = "/opt/venv/bin/python"  # where runner.Dockerfile puts the venv
+CONTAINER_RUNNER = "/runner/runner.py"
+CONTAINER_JOB = "/job"
+CONTAINER_OUT = "/out"
+SANDBOX_USER = "65534:65534"  # nobody, as in the bwrap backend
+
+_API_TIMEOUT_S = 30.0
+_EXIT_TIMEOUT_S = 10.0
+_READ_CHUNK = 64 << 10
+_POLL_S = 0.1
+_FRAME_HEADER = 8  # Docker's multiplexed stream: stream id, 3 zero bytes, big-endian length
+_STDOUT, _STDERR = 1, 2
+
+
+def runner_digest(path: Path = RUNNER_PATH) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def connect(base_url: str | None = None) -> docker.DockerClient:
+    """A client for the engine at base_url, else DOCKER_HOST, else the local socket."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=base_url, timeout=_API_TIMEOUT_S) if base_url else docker.from_env(
+            timeout=_API_TIMEOUT_S
+        )
+        client.ping()
+    except Exception as e:
+        raise SandboxError(f"cannot reach the Docker engine: {e}") from e
+    return client
+
+
+class DockerBackend(SandboxBackend):
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        work_dir: Path,
+        image: str,
+        runtime: str | None = None,
+        cpus: float | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        import docker.errors
+
+        self.work_dir = work_dir.resolve()
+        self.image = image
+        self.runtime = runtime or None
+        self.cpus = cpus
+        self.client = connect(base_url)
+        try:
+            attrs = self.client.api.inspect_image(image)
+        except docker.errors.ImageNotFound as e:
+            raise SandboxError(f"runner image {image!r} is not in the engine; build it with `make build`") from e
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        # Host and runner speak one line protocol: an image of another runner.py would fail obscurely.
+        if labels.get(LABEL_RUNNER_DIGEST) != runner_digest():
+            raise SandboxError(
+                f"runner image {image!r} was built from another runner.py than this server's; rebuild it with "
+                "`make build`"
+            )
+        if self.runtime is not None:
+            runtimes = self.client.info().get("Runtimes") or {}
+            if self.runtime not in runtimes:
+                raise SandboxError(f"the Docker engine has no runtime {self.runtime!r} (it has {sorted(runtimes)})")
+
+    def start(self, limits: Limits) -> ChildProcessSandbox:
+        sandbox_id = new_sandbox_id()
+        dirs = SandboxDirs.create(self.work_dir, sandbox_id)
+        # The container's uid 65534 writes the result; the 0700 sandbox root keeps other host users out.
+        dirs.out.chmod(0o777)
+        resources = ContainerResources(limits)
+        config = self.container_config(sandbox_id, dirs, limits)
+
+        def spawn(control: ControlMessages, log: BoundedLog) -> ContainerTree:
+            return ContainerTree(self.client, config, resources, control, log)
+
+        return ChildProcessSandbox(
+            sandbox_id=sandbox_id,
+            limits=limits,
+            dirs=dirs,
+            resources=resources,
+            spawn=spawn,
+            signal_via_exit_code=True,  # docker-init ends with 128 + N when the runner died of signal N
+        )
+
+    def container_config(self, sandbox_id: str, dirs: SandboxDirs, limits: Limits) -> dict[str, Any]:
+        """Arguments of the engine's create-container call (APIClient.create_container)."""
+        from docker.types import Mount
+
+        host_config = self.client.api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            # tmpfs pages count against the container's memory limit; the size caps /tmp on its own too.
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.memory_bytes},mode=1777"},
+            mounts=[
+                Mount(CONTAINER_JOB, str(dirs.job), type="bind", read_only=True),
+                Mount(CONTAINER_OUT, str(dirs.out), type="bind"),
+            ],
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=limits.max_processes,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,  # equal: no swap beyond the memory limit
+            nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
+            ulimits=container_ulimits(limits),
+            init=True,  # docker-init reaps orphans and turns the runner's death by signal into 128 + N
+            ipc_mode="private",
+            runtime=self.runtime,
+        )
+        return {
+            "image": self.image,
+            "command": [RUNNER_PYTHON, "-I", "-B", CONTAINER_RUNNER, "--job-dir", CONTAINER_JOB,
+                        "--out-dir", CONTAINER_OUT, "--sandbox-id", sandbox_id],
+            "user": SANDBOX_USER,
+            "stdin_open": True,
+            "environment": runner_env("/tmp", sandbox_id),
+            "working_dir": "/tmp",
+            "hostname": "sandbox",
+            "network_disabled": True,
+            "labels": {LABEL_SANDBOX: sandbox_id, LABEL_WORK_DIR: str(self.work_dir)},
+            "host_config": host_config,
+        }
+
+    def remove_leftovers(self) -> list[str]:
+        """Containers of this work directory (a crashed predecessor's), then its sandbox directories."""
+        removed = remove_leftover_containers(self.client, self.work_dir)
+        return removed + remove_stale_sandboxes(self.work_dir)
+
+
+def container_ulimits(limits: Limits) -> list[Any]:
+    """The rlimits every backend sets (see set_common_rlimits): no core dumps, file size, CPU time."""
+    from docker.types import Ulimit
+
+    ulimits = [
+        Ulimit(name="core", soft=0, hard=0),
+        Ulimit(name="fsize", soft=limits.max_output_bytes, hard=limits.max_output_bytes),
+    ]
+    if limits.cpu_seconds is not None:
+        ulimits.append(Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 1))
+    return ulimits
+
+
+def remove_leftover_containers(client: docker.DockerClient, work_dir: Path) -> list[str]:
+    import docker.errors
+
+    found = client.api.containers(all=True, filters={"label": f"{LABEL_WORK_DIR}={work_dir}"})
+    removed = []
+    for container in found:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(container["Id"], force=True, v=True)
+        removed.append((container.get("Labels") or {}).get(LABEL_SANDBOX, container["Id"][:12]))
+    if removed:
+        logger.warning("removed %d sandbox container(s) left by a previous process: %s",
+                       len(removed), ", ".join(removed))
+    return removed
+
+
+class ContainerResources(ResourceControl):
+    """The container's own cgroup, read (never written) where this process can see it.
+
+    The engine enforces the limits; we only measure. The cgroup disappears with the container,
+    so the last reading taken while it lived stands for the whole run.
+    """
+
+    kind = "docker"
+    detects_oom = True
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self.dirs: list[Path] = []
+        self._view: CgroupControl | None = None
+        self._last = Usage(None, None)
+        self._oom_killed = False
+        self._kill: Callable[[], None] | None = None
+
+    def bind(self, container_pid: int, kill: Callable[[], None]) -> None:
+        """Find the container's cgroup through its init process; absent when we run in another namespace."""
+        self._kill = kill
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+            groups = parse_proc_cgroup(Path(f"/proc/{container_pid}/cgroup").read_text())
+            if "" in mounts and "" in groups and "memory" not in mounts:
+                path = mounts[""] / groups[""].lstrip("/")
+                if path.is_dir():
+                    self.dirs = [path]
+                    self._view = CgroupV2Control(self.limits, self.dirs)
+            else:
+                dirs = [mounts[c] / groups[c].lstrip("/") for c in ("memory", "pids", "cpuacct") if c in mounts]
+                if dirs and all(d.is_dir() for d in dirs):
+                    self.dirs = dirs
+                    self._view = CgroupV1Control(self.limits, dirs)
+
+    def pids(self) -> set[int]:
+        return self._view.pids() if self._view is not None else set()
+
+    def kill_all(self) -> None:
+        if self._kill is not None:
+            self._kill()
+
+    def sample(self) -> Usage:
+        if self._view is not None:
+            usage = self._view.usage()
+            if usage.cpu_time_s is not None or usage.peak_memory_bytes is not None:
+                self._last = usage
+        return self._last
+
+    def usage(self) -> Usage:
+        return self.sample()
+
+    def record_oom(self, oom_killed: bool) -> None:
+        self._oom_killed = self._oom_killed or oom_killed
+
+    def oom_killed(self) -> bool:
+        if self._oom_killed:
+            return True
+        return self._view is not None and _live(self._view.oom_killed)
+
+    def close(self) -> None:
+        self.kill_all()
+
+
+def _live(read: Callable[[], bool]) -> bool:
+    try:
+        return read()
+    except OSError:
+        return False
+
+
+class ContainerTree:
+    """One container: created, attached (stdin, stdout, stderr) before it starts, waited for, removed."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        config: dict[str, Any],
+        resources: ContainerResources,
+        control: ControlMessages,
+        log: BoundedLog,
+    ) -> None:
+        import docker.errors
+
+        self._api = client.api
+        self.resources = resources
+        self.exit: Exit | None = None
+        self._lock = threading.Lock()
+        self._exited = threading.Event()
+        self._status_code: int | None = None
+        self._removed = False
+        self._sinks = {_STDOUT: control.feed, _STDERR: log.feed}
+        self._stopping = threading.Event()
+        try:
+            self.id: str = self._api.create_container(**config)["Id"]
+        except docker.errors.DockerException as e:
+            raise SandboxError(f"cannot create the sandbox container: {e}") from e
+        try:
+            # Attached before start, so not a byte of the runner's output is missed.
+            self._io = self._api.attach_socket(self.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            self._sock: socket.socket = self._io._sock
+            self._api.start(self.id)
+            self.pid: int = int(self._api.inspect_container(self.id)["State"]["Pid"])
+        except Exception as e:
+            self._remove()
+            raise SandboxError(f"cannot start the sandbox container: {e}") from e
+        resources.bind(self.pid, self.kill)
+        self._pump = threading.Thread(target=self._read_output, name=f"sandbox-pump-{self.id[:12]}", daemon=True)
+        self._pump.start()
+        self._waiter = threading.Thread(target=self._wait, name=f"sandbox-wait-{self.id[:12]}", daemon=True)
+        self._waiter.start()
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.sendall(GO)
+
+    def wait_exited(self, deadline: float) -> bool:
+        if self._exited.is_set():
+            return True
+        self.resources.sample()  # the cgroup vanishes with the container: keep the latest figures
+        return self._exited.wait(max(deadline - time.monotonic(), 0.0))
+
+    def kill(self) -> None:
+        import docker.errors
+
+        with self._lock:
+            if self._exited.is_set() or self._removed:
+                return
+            # 409: not running any more; 404: gone. Either way nothing is left to kill.
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                self._api.kill(self.id)
+
+    def finish(self, drain_timeout: float) -> Exit:
+        self.resources.sample()
+        self.kill()
+        exit_ = self._collect()
+        self._pump.join(drain_timeout)
+        self._stopping.set()
+        self._pump.join()
+        return exit_
+
+    def dispose(self) -> None:
+        self.finish(0)
+        self._remove()
+        with contextlib.suppress(OSError):
+            self._io.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def _collect(self) -> Exit:
+        import docker.errors
+
+        with self._lock:
+            if self.exit is not None:
+                return self.exit
+        if not self._exited.wait(_EXIT_TIMEOUT_S):
+            logger.error("sandbox container %s did not stop after kill", self.id[:12])
+            return Exit(None, None, None)
+        status = None
+        try:
+            state = self._api.inspect_container(self.id)["State"]
+            self.resources.record_oom(bool(state.get("OOMKilled")))
+            code = state.get("ExitCode", self._status_code)
+        except docker.errors.NotFound:
+            code = self._status_code
+        if code is not None:
+            status = (int(code) & 0xFF) << 8  # a wait status of a normal exit with that code
+        with self._lock:
+            if self.exit is None:
+                self.exit = Exit(status, None, None)
+            return self.exit
+
+    def _wait(self) -> None:
+        """Blocks on the engine's wait endpoint until the container stops (or the engine goes away)."""
+        try:
+            result = self._api.wait(self.id, timeout=None)
+            self._status_code = result.get("StatusCode")
+        except Exception:
+            logger.warning("lost the wait on sandbox container %s", self.id[:12], exc_info=True)
+        finally:
+            self._exited.set()
+
+    def _read_output(self) -> None:
+        """Demultiplex the attach stream into control messages (stdout) and log (stderr)."""
+        buffer = bytearray()
+        while not self._stopping.is_set():
+            try:
+                readable, _, _ = select.select([self._sock], [], [], _POLL_S)
+                if not readable:
+                    continue
+                data = self._sock.recv(_READ_CHUNK)
+            except (OSError, ValueError):
+                return
+            if not data:
+                return
+            buffer += data
+            while len(buffer) >= _FRAME_HEADER:
+                size = int.from_bytes(buffer[4:8], "big")
+                if len(buffer) < _FRAME_HEADER + size:
+                    break
+                sink = self._sinks.get(buffer[0])
+                if sink is not None:
+                    sink(bytes(buffer[_FRAME_HEADER : _FRAME_HEADER + size]))
+                del buffer[: _FRAME_HEADER + size]
+
+    def _remove(self) -> None:
+        import docker.errors
+
+        with self._lock:
+            if self._removed:
+                return
+            self._removed = True
+        for attempt in range(3):
+            try:
+                self._api.remove_container(self.id, force=True, v=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError:  # e.g. "removal already in progress"
+                if attempt == 2:
+                    logger.exception("cannot remove sandbox container %s", self.id[:12])
+                time.sleep(0.2)
+
+
+def docker_available(base_url: str | None = None) -> str | None:
+    """None when an engine answers, else why not (for tests and diagnostics)."""
+    if base_url is None and not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return "no Docker engine socket (/var/run/docker.sock) and DOCKER_HOST is unset"
+    try:
+        connect(base_url).close()
+    except SandboxError as e:
+        return str(e)
+    return None
