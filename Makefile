@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: help install bwrap run worker sample test lint contract bench clean
+.PHONY: help install bwrap run worker sample test lint contract bench build clean
 
 help:
 	@echo "make run       install, migrate, create the dev user, serve on $(HOST):$(PORT)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint      ruff + mypy"
 	@echo "make contract  regenerate shared-specs/api_contract.yaml from the app"
 	@echo "make bench     gateway vs raw FMPy on the same FMU"
+	@echo "make build     the runner, API/worker and SDK images, offline (IMAGES=\"runner api sdk\")"
 
 $(STAMP): private-api/pyproject.toml private-api/requirements.txt private-api/requirements-dev.txt open-sdk/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,11 @@ worker: install
 
 test: install
 	$(PY) -m pytest -c private-api/pyproject.toml --rootdir . private-api/tests $(wildcard open-sdk/tests) $(PYTEST_ARGS)
+
+# Images for the docker sandbox and deployments; needs a Docker engine (see docs/deployment.md).
+IMAGES ?= runner api sdk
+build: $(STAMP)
+	PYTHON=$(PY) bash deploy/images/build.sh $(IMAGES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check private-api open-sdk bench

@@ -23,12 +23,17 @@ fi
 
 # Pinned runtime requirements plus our two packages; pip's own cache makes repeat builds quick.
 wheels=.build/wheelhouse
+log=.build/wheelhouse.log
 mkdir -p "$wheels"
 rm -f "$wheels"/fmu_gateway_*.whl
-"$python" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheels" -r private-api/requirements.txt
-"$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$wheels" ./private-api ./open-sdk
-"$python" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheels" \
-  -c private-api/requirements.txt ./open-sdk
+wheel() { "$python" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheels" "$@" >>"$log" 2>&1 \
+  || { cat "$log" >&2; echo "pip wheel $* failed" >&2; exit 1; }; }
+: >"$log"
+wheel -r private-api/requirements.txt
+wheel --no-deps ./private-api ./open-sdk
+wheel -c private-api/requirements.txt './open-sdk[arrow]'
+# Wanted only below Python 3.11.3 (redis), e.g. by Debian bookworm's 3.11.2, so the host may not resolve it.
+wheel 'async-timeout>=4.0.3'
 
 # The runner image carries the runner script; the docker sandbox refuses an image built from another one.
 runner_digest=$(sha256sum private-api/app/sandbox/runner.py | cut -d' ' -f1)
@@ -46,3 +51,5 @@ for target in "${targets[@]}"; do
     *) echo "unknown image '$target' (runner, api, sdk)" >&2; exit 2 ;;
   esac
 done
+# Old dangling stages (the build cache of earlier requirements) would pile up in the engine.
+docker image prune -f --filter until=72h >/dev/null

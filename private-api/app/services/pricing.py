@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel
 from app.config import REPO_ROOT
 from app.errors import ProblemError
 
-PRICING_FILE = REPO_ROOT / "shared-specs" / "pricing_tiers.json"
+# An installed package (an image) has no repository beside it: the image points here instead.
+PRICING_FILE = Path(os.environ.get("FMU_GATEWAY_PRICING_FILE") or REPO_ROOT / "shared-specs" / "pricing_tiers.json")
 
 
 class CostModel(BaseModel):
