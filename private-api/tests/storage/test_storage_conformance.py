@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
-from s3_server import CREDENTIALS, REGION, S3Server, running_s3_server
+from s3_server import CREDENTIALS, REGION, S3Server
 
 from app.config import Settings
 from app.storage import LocalStorage, Storage, create_storage
@@ -21,12 +21,6 @@ from app.storage.s3 import S3Storage, StorageUnavailable
 MIB = 1 << 20
 # S3's smallest part is 5 MiB; a threshold that low makes a 11 MiB file a 3-part upload.
 SMALL_PARTS = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    with running_s3_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="session")
