@@ -5,6 +5,7 @@ result is a 307 to the bucket, which plain HTTP, httpx with our API key and the 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-from fmu_gateway_sdk import FMUGatewayClient
-from fmu_gateway_sdk.auth import ApiKeyAuth
+from fmu_gateway_sdk import AsyncFMUGatewayClient, FMUGatewayClient
+from fmu_gateway_sdk.auth import ApiKeyAuth, TokenAuth
 from gateway_process import Gateway, running_gateway
 from problems import assert_problem
 from redis_keys import REDIS_URL
@@ -149,20 +150,24 @@ class TestPresignedResults:
         run = finished_run(owner, upload(owner, fmus["VanDerPol"])["id"])
         assert_problem(other.get(f"/v1/runs/{run['id']}/result"), 404, "not_found")
 
-    def test_following_the_redirect_leaves_the_api_key_behind(self, presigning: S3Gateway,
-                                                              fmus: dict[str, Path]) -> None:
+    @pytest.mark.parametrize("auth_mode", ["api_key", "token"])
+    def test_following_the_redirect_leaves_the_credentials_behind(self, presigning: S3Gateway,
+                                                                  fmus: dict[str, Path], auth_mode: str) -> None:
         api_key = presigning.gateway.create_user()
         client = presigning.gateway.client(api_key)
         run = finished_run(client, upload(client, fmus["VanDerPol"])["id"])
         sent: list[httpx.Request] = []
-        # The SDK's own credential, on an httpx client that follows redirects as the SDK does.
-        with httpx.Client(base_url=presigning.gateway.base_url, auth=ApiKeyAuth(api_key), follow_redirects=True,
+        # The SDK's own credentials, on an httpx client that follows redirects as the SDK does.
+        auth = ApiKeyAuth(api_key) if auth_mode == "api_key" else TokenAuth(api_key)
+        with httpx.Client(base_url=presigning.gateway.base_url, auth=auth, follow_redirects=True,
                           event_hooks={"request": [sent.append]}) as follower:
             response = follower.get(f"/v1/runs/{run['id']}/result")
         assert response.status_code == 200 and arrow_table(response.content).num_rows > 1
-        assert [str(r.url).startswith(presigning.s3.endpoint_url) for r in sent] == [False, True]
-        assert sent[0].headers["authorization"] == f"Bearer {api_key}"
-        assert "authorization" not in sent[1].headers
+        to_s3 = [r for r in sent if str(r.url).startswith(presigning.s3.endpoint_url)]
+        to_gateway = [r for r in sent if r not in to_s3]
+        assert len(to_s3) == 1 and sent[-1] is to_s3[0]
+        assert "authorization" not in to_s3[0].headers
+        assert to_gateway and all(r.headers["authorization"].startswith("Bearer ") for r in to_gateway)
 
     def test_the_sdk_reads_a_presigned_result(self, presigning: S3Gateway, fmus: dict[str, Path]) -> None:
         api_key = presigning.gateway.create_user()
@@ -172,6 +177,18 @@ class TestPresignedResults:
             result = sdk.runs.result(run)
             assert result.to_arrow().num_rows > 1 and "time" in result.to_arrow().column_names
             assert sdk.runs.download_result(run, format="csv").startswith(b'"time"')
+
+    def test_the_async_sdk_reads_a_presigned_result(self, presigning: S3Gateway, fmus: dict[str, Path]) -> None:
+        api_key = presigning.gateway.create_user()
+
+        async def fetch() -> pa.Table:
+            async with AsyncFMUGatewayClient(api_key, presigning.gateway.base_url) as sdk:
+                fmu = await sdk.fmus.upload(fmus["VanDerPol"])
+                run = await sdk.runs.create(fmu, stop_time=1.0, wait=60)
+                return (await sdk.runs.result(run)).to_arrow()
+
+        table = asyncio.run(fetch())
+        assert table.num_rows > 1 and "time" in table.column_names
 
 
 class TestWorkersOnS3:
