@@ -106,8 +106,11 @@ class SyncRequester(_Requester):
 
     def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
                 content: SyncContent | None = None, headers: Mapping[str, str] | None = None,
-                timeout: TimeoutArg = None) -> httpx.Response:
-        """Send with retries; return the 2xx response or raise the typed error."""
+                timeout: TimeoutArg = None, follow_redirects: bool = False) -> httpx.Response:
+        """Send with retries; return the 2xx response or raise the typed error.
+
+        ``follow_redirects``: for downloads the server may hand to storage (a presigned URL); httpx
+        drops the ``Authorization`` header when a redirect leaves the gateway's origin."""
         attempt = 0
         while True:
             try:
@@ -115,6 +118,7 @@ class SyncRequester(_Requester):
                     method, path, params=self._clean_params(params), json=json,
                     content=content() if callable(content) else content, headers=headers,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    follow_redirects=follow_redirects,
                 )
             except httpx.TransportError as exc:
                 step = self._next_step(method, path, attempt, exc)
@@ -150,8 +154,9 @@ class AsyncRequester(_Requester):
 
     async def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
                       content: AsyncContent | None = None, headers: Mapping[str, str] | None = None,
-                      timeout: TimeoutArg = None) -> httpx.Response:
-        """Send with retries; return the 2xx response or raise the typed error."""
+                      timeout: TimeoutArg = None, follow_redirects: bool = False) -> httpx.Response:
+        """Send with retries; return the 2xx response or raise the typed error (``follow_redirects``:
+        see :meth:`SyncRequester.request`)."""
         attempt = 0
         while True:
             try:
@@ -159,6 +164,7 @@ class AsyncRequester(_Requester):
                     method, path, params=self._clean_params(params), json=json,
                     content=content() if callable(content) else content, headers=headers,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    follow_redirects=follow_redirects,
                 )
             except httpx.TransportError as exc:
                 step = self._next_step(method, path, attempt, exc)

@@ -32,7 +32,20 @@ class Settings(BaseSettings):
     # Everything the embedded defaults write (database, blobs, cache, sandboxes) lives here.
     var_dir: Path = REPO_ROOT / "var"
     database_url: str = ""
+    # Blob storage (FMU archives, results, logs): a local directory, or an S3 bucket shared by every
+    # API and worker process. The bucket is the operator's to create; start-up fails without it.
+    storage: Literal["local", "s3"] = "local"
     storage_dir: Path | None = None
+    s3_bucket: str = ""
+    # Keys are stored under this prefix, so one bucket can hold several deployments.
+    s3_prefix: str = ""
+    # Empty: AWS S3 itself; set for an S3-compatible server (MinIO, Ceph, ...).
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    # GET /v1/runs/{id}/result?format=arrow answers 307 to a presigned URL of the bucket, so result
+    # bytes skip the API process (clients must follow redirects; the SDK does).
+    s3_presign_results: bool = False
+    s3_presign_ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)  # S3's own limit is 7 days
     # Keyed hash of API keys; change it and every issued key stops working.
     secret_key: SecretStr = SecretStr("dev-insecure-change-me")
     # Signs the access tokens of POST /v1/auth/token (HS256). Empty: derived from secret_key, which
@@ -129,6 +142,12 @@ class Settings(BaseSettings):
         # A production token signed with a guessable key would let anyone mint one.
         if self.production and len(self.jwt_secret.get_secret_value()) < MIN_JWT_SECRET_LENGTH:
             raise ValueError(f"production needs FMU_GATEWAY_JWT_SECRET (at least {MIN_JWT_SECRET_LENGTH} characters)")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_bucket_named(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("FMU_GATEWAY_STORAGE=s3 needs FMU_GATEWAY_S3_BUCKET")
         return self
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,17 @@ TESTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS_DIR))
 
 from fmus.build import build_all  # noqa: E402
+from s3_server import S3Server, running_s3_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of the compiled test FMUs by name (VanDerPol, Feedthrough, Hostile, BouncingBall3)."""
     return build_all(tmp_path_factory.mktemp("fmus"))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1, started once; tests make buckets of their own on it."""
+    with running_s3_server() as server:
+        yield server

@@ -54,3 +54,26 @@ def test_production_refuses_to_start_without_a_jwt_secret(monkeypatch: pytest.Mo
         Settings()
     monkeypatch.setenv("FMU_GATEWAY_JWT_SECRET", "s" * 32)
     assert Settings().production
+
+
+def test_s3_storage_is_configured_by_its_documented_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"STORAGE": "s3", "S3_BUCKET": "blobs", "S3_PREFIX": "prod/",
+                        "S3_ENDPOINT_URL": "http://127.0.0.1:9000", "S3_REGION": "eu-central-1",
+                        "S3_PRESIGN_RESULTS": "true", "S3_PRESIGN_TTL_S": "120"}.items():
+        monkeypatch.setenv(f"FMU_GATEWAY_{name}", value)
+    settings = Settings()
+    assert (settings.storage, settings.s3_bucket, settings.s3_prefix) == ("s3", "blobs", "prod/")
+    assert (settings.s3_endpoint_url, settings.s3_region) == ("http://127.0.0.1:9000", "eu-central-1")
+    assert settings.s3_presign_results and settings.s3_presign_ttl_s == 120
+
+
+def test_s3_storage_without_a_bucket_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FMU_GATEWAY_STORAGE", "s3")
+    monkeypatch.delenv("FMU_GATEWAY_S3_BUCKET", raising=False)
+    with pytest.raises(ValueError, match="FMU_GATEWAY_S3_BUCKET"):
+        Settings()
+
+
+def test_local_storage_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FMU_GATEWAY_STORAGE", raising=False)
+    assert Settings().storage == "local" and not Settings().s3_presign_results

@@ -127,7 +127,9 @@ class Runs:
 
     def download_result(self, run: RunRef, format: ResultFormat = "arrow") -> bytes:
         """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``."""
-        return self._api.request("GET", run_path(run, "/result"), params={"format": format}).content
+        # The gateway may answer 307 to a presigned URL of its storage.
+        return self._api.request("GET", run_path(run, "/result"), params={"format": format},
+                                 follow_redirects=True).content
 
     def log(self, run: RunRef) -> str:
         """The FMU's log messages and the runner's output."""
@@ -205,7 +207,8 @@ class AsyncRuns:
 
     async def download_result(self, run: RunRef, format: ResultFormat = "arrow") -> bytes:
         """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``."""
-        return (await self._api.request("GET", run_path(run, "/result"), params={"format": format})).content
+        return (await self._api.request("GET", run_path(run, "/result"), params={"format": format},
+                                        follow_redirects=True)).content
 
     async def log(self, run: RunRef) -> str:
         """The FMU's log messages and the runner's output."""

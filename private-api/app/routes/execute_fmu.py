@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from app.context import AppContext
@@ -19,7 +19,7 @@ from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
 from app.schemas.common import Page
 from app.schemas.run import RunCreate, RunOut, RunStatus
-from app.services import limits, result_formats, run_service
+from app.services import limits, result_delivery, result_formats, run_service
 from app.services.auth_service import Principal
 
 router = APIRouter(tags=["runs"])
@@ -121,7 +121,9 @@ def cancel_run(run_id: str, ctx: Ctx, principal: RunsWrite) -> RunOut:
 
 @router.get("/v1/runs/{run_id}/result", response_class=Response,
             responses={200: {"content": {fmt.media_type: {} for fmt in result_formats.FORMATS.values()},
-                             "description": "The result table."}})
+                             "description": "The result table."},
+                       307: {"description": "With presigned results on (S3 storage), `arrow` is fetched from "
+                                            "the short-lived URL in `Location`; send no credentials there."}})
 def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead,
                format: Literal["arrow", "parquet", "csv", "json"] = "arrow") -> Response:
     run = run_service.get_run(session, principal, run_id)
@@ -130,6 +132,11 @@ def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead,
     if run.status != "succeeded":
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
+    url = result_delivery.presigned_result_url(ctx.storage, ctx.settings, run_id, format)
+    if url is not None:
+        # A presigned URL is a bearer credential of its own: no cache may keep it.
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+                                headers={"Cache-Control": "no-store"})
     key = run_service.result_key(run_id)
     fmt = result_formats.FORMATS[format]
     headers = {"Content-Disposition": f'attachment; filename="{run_id}.{fmt.extension}"'}

@@ -1,4 +1,7 @@
-"""Blob storage interface: FMU archives and run results live behind it."""
+"""Blob storage interface: FMU archives and run results live behind it.
+
+Every backend raises ``FileNotFoundError`` for a missing key (``size``, ``iter_chunks``, ``download``).
+"""
 
 from __future__ import annotations
 
@@ -25,11 +28,22 @@ class Storage(ABC):
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
 
     @abstractmethod
-    def download(self, key: str, dest: Path) -> None: ...
+    def download(self, key: str, dest: Path) -> None:
+        """Copy ``key`` to ``dest`` atomically: on failure ``dest`` is left as it was."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""
 
+    @abstractmethod
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """The keys that start with ``prefix``, in lexicographic order."""
+
     def read_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
+
+    def presigned_url(self, key: str, expires_s: int, *, filename: str | None = None,
+                      content_type: str | None = None) -> str | None:
+        """A URL anyone holding it may GET ``key`` from for ``expires_s`` seconds, without our
+        credentials; None when the backend has no such thing (the local directory)."""
+        return None

@@ -53,7 +53,19 @@ class LocalStorage(Storage):
                 yield chunk
 
     def download(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self._path(key), dest)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(self._path(key), tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        found = (path.relative_to(self.root).as_posix() for path in self.root.rglob("*")
+                 if path.is_file() and not path.name.startswith(".tmp-"))
+        yield from sorted(key for key in found if key.startswith(prefix))
 
     def local_path(self, key: str) -> Path:
         """Direct path for zero-copy reads; only the local backend has one."""
