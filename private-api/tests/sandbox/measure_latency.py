@@ -79,7 +79,7 @@ def main() -> None:
         fmpy.simulate_fmu(str(fmu_dir), **SPEC)  # load the shared library once, like a warm worker
         raw = time_ms(lambda: fmpy.simulate_fmu(str(fmu_dir), **SPEC), args.repeat)
         report("raw fmpy.simulate_fmu (in-process)", raw)
-        for name in ("process", "bwrap"):
+        for name in ("process", "bwrap", "docker"):
             backend = create_backend(name, work_dir=Path(tmp) / "sandboxes")
             cold_run(backend, fmu_dir)  # page cache, cgroup hierarchy
             cold = time_ms(functools.partial(cold_run, backend, fmu_dir), args.repeat)
