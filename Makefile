@@ -92,7 +92,7 @@ ifeq ($(TARGET),)
 	@echo "  aws ecs update-service ... fmu-gateway-api, fmu-gateway-worker    to the new revisions"
 	@echo ""
 	@echo "Documentation site on Vercel                    [TARGET=vercel]"
-	@echo "  npm install --prefix deploy                    the pinned Vercel CLI"
+	@echo "  npm ci --prefix deploy                         the pinned Vercel CLI"
 	@echo "  deploy/node_modules/.bin/vercel deploy --prod --local-config deploy/vercel_config.json"
 else ifeq ($(TARGET),compose)
 	@test -n "$(COMPOSE)" || { echo "no 'docker compose' or 'docker-compose' here"; exit 1; }
@@ -111,7 +111,7 @@ else ifeq ($(TARGET),ecs)
 	    --query 'taskDefinition.taskDefinitionArn' --output text || exit 1; \
 	done
 else ifeq ($(TARGET),vercel)
-	@test -x deploy/node_modules/.bin/vercel || { echo "the Vercel CLI: npm install --prefix deploy"; exit 1; }
+	@test -x deploy/node_modules/.bin/vercel || { echo "the Vercel CLI: npm ci --prefix deploy"; exit 1; }
 	deploy/node_modules/.bin/vercel deploy --prod --local-config deploy/vercel_config.json
 else
 	@echo "unknown TARGET=$(TARGET) (compose, ecs or vercel)"; exit 1

@@ -1,5 +1,5 @@
 // Checks a vercel.json with the Vercel CLI's own validator (the one `vercel build` and `vercel dev`
-// apply before anything else). The CLI comes from `npm install --prefix deploy`, or VERCEL_CLI_DIR.
+// apply before anything else). The CLI comes from `npm ci --prefix deploy`, or VERCEL_CLI_DIR.
 //   node deploy/check_vercel_config.mjs deploy/vercel_config.json
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
