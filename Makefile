@@ -84,7 +84,7 @@ ifeq ($(TARGET),)
 	@echo "  docker compose -f deploy/docker-compose.yml up -d"
 	@echo "  docker compose -f deploy/docker-compose.yml ps  every service healthy, migrate and s3-bucket exited 0"
 	@echo ""
-	@echo "AWS ECS (AWS_ACCOUNT_ID, AWS_REGION, IMAGE_REGISTRY, IMAGE_TAG set; docker logged in to the registry)"
+	@echo "AWS ECS (AWS_ACCOUNT_ID, AWS_REGION, IMAGE_REGISTRY, IMAGE_TAG, DOCKER_GID set; docker logged in to the registry)"
 	@echo "  docker tag + docker push fmu-gateway-api and fmu-gateway-runner to IMAGE_REGISTRY   [TARGET=ecs]"
 	@echo "  python3 deploy/render_ecs.py $(ECS_OUT)                                              [TARGET=ecs]"
 	@echo "  aws ecs register-task-definition --cli-input-json file://$(ECS_OUT)/<family>.json   [TARGET=ecs]"
@@ -101,7 +101,7 @@ else ifeq ($(TARGET),compose)
 	$(COMPOSE) -f deploy/docker-compose.yml ps
 else ifeq ($(TARGET),ecs)
 	@command -v aws >/dev/null || { echo "the aws CLI is not installed"; exit 1; }
-	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY (and AWS_ACCOUNT_ID, AWS_REGION, IMAGE_TAG)"; exit 1; }
+	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY (and AWS_ACCOUNT_ID, AWS_REGION, IMAGE_TAG, DOCKER_GID)"; exit 1; }
 	for image in fmu-gateway-api fmu-gateway-runner; do \
 	  docker tag $$image:latest $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG) && \
 	  docker push $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG) || exit 1; \

@@ -1,5 +1,5 @@
 """Fills the placeholders of deploy/aws_ecs_config.json (${AWS_ACCOUNT_ID}, ${AWS_REGION},
-${IMAGE_REGISTRY}, ${IMAGE_TAG}) from the environment and writes one
+${IMAGE_REGISTRY}, ${IMAGE_TAG}, ${DOCKER_GID}) from the environment and writes one
 `aws ecs register-task-definition --cli-input-json` file per task definition.
 
     python3 deploy/render_ecs.py build/ecs     # prints the file of each family

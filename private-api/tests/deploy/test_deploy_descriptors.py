@@ -48,10 +48,10 @@ IMAGE_DOCKERFILES = {"private-api/Dockerfile", "private-api/runner.Dockerfile", 
 COMPOSE_SCHEMA = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
 REQUIRED_COMPOSE_ENV = {
     "POSTGRES_PASSWORD": "p", "FMU_GATEWAY_SECRET_KEY": "k", "FMU_GATEWAY_JWT_SECRET": "j" * 32,
-    "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s",
+    "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s", "DOCKER_GID": "999",
 }
 ECS_PLACEHOLDERS = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
-                    "IMAGE_REGISTRY": "registry.invalid/fmu", "IMAGE_TAG": "v1"}
+                    "IMAGE_REGISTRY": "registry.invalid/fmu", "IMAGE_TAG": "v1", "DOCKER_GID": "994"}
 # What the secrets' ARNs would hold, for loading Settings from a task's environment.
 ECS_SECRET_VALUES = {"FMU_GATEWAY_DATABASE_URL": "postgresql+psycopg://gateway@db.internal/fmu_gateway",
                      "FMU_GATEWAY_BROKER_URL": "redis://redis.internal:6379/0",
@@ -346,6 +346,7 @@ class TestEcsTaskDefinitions:
         assert env["FMU_GATEWAY_SANDBOX"] == "docker"
         assert env["FMU_GATEWAY_VAR_DIR"] in host_paths.values()
         assert container["command"] == ["worker"]
+        assert container["user"].endswith(f":{ECS_PLACEHOLDERS['DOCKER_GID']}"), "in the socket's group"
 
     def test_the_api_fits_fargate(self) -> None:
         api = TASK_DEFINITIONS["fmu-gateway-api"]
@@ -428,3 +429,20 @@ class TestVercelConfig:
         assert result.returncode == 0, result.stderr
         for page in ("index.html", "deployment/index.html", "sdk_usage/index.html"):
             assert (site / page).exists(), page
+
+
+# --- make deploy -------------------------------------------------------------------------------
+
+
+class TestMakeDeploy:
+    def test_without_a_target_it_only_prints_the_steps(self) -> None:
+        result = subprocess.run(["make", "-s", "deploy"], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        for step in ("make build", "docker compose -f deploy/docker-compose.yml up -d",
+                     "aws ecs register-task-definition", "--local-config deploy/vercel_config.json"):
+            assert step in result.stdout
+
+    def test_an_unknown_target_fails(self) -> None:
+        result = subprocess.run(["make", "-s", "deploy", "TARGET=kubernetes"], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode != 0
+        assert "unknown TARGET=kubernetes" in result.stdout
