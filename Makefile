@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: help install bwrap run worker sample test lint contract bench build clean
+.PHONY: help install bwrap run worker sample test lint contract bench build deploy clean
 
 help:
 	@echo "make run       install, migrate, create the dev user, serve on $(HOST):$(PORT)"
@@ -18,6 +18,7 @@ help:
 	@echo "make contract  regenerate shared-specs/api_contract.yaml from the app"
 	@echo "make bench     gateway vs raw FMPy on the same FMU"
 	@echo "make build     the runner, API/worker and SDK images, offline (IMAGES=\"runner api sdk\")"
+	@echo "make deploy    print the deployment steps; TARGET=compose|ecs|vercel performs one (docs/deployment.md)"
 
 $(STAMP): private-api/pyproject.toml private-api/requirements.txt private-api/requirements-dev.txt open-sdk/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,8 +61,8 @@ build: $(STAMP)
 	PYTHON=$(PY) bash deploy/images/build.sh $(IMAGES)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check private-api open-sdk bench
-	cd private-api && ../$(VENV)/bin/mypy app
+	$(VENV)/bin/ruff check private-api open-sdk bench deploy
+	cd private-api && ../$(VENV)/bin/mypy app ../deploy/render_ecs.py
 	cd open-sdk && ../$(VENV)/bin/mypy fmu_gateway_sdk
 
 contract: $(STAMP)
@@ -70,6 +71,57 @@ contract: $(STAMP)
 bench: install sample
 	$(PY) bench/bench_runs.py
 	$(PY) bench/bench_sweeps.py
+
+# Safe by default: without TARGET it only prints the steps of docs/deployment.md.
+TARGET ?=
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || (command -v docker-compose >/dev/null && echo docker-compose))
+IMAGE_TAG ?= latest
+ECS_OUT := build/ecs
+
+deploy:
+ifeq ($(TARGET),)
+	@echo "Deployment steps (docs/deployment.md); 'make deploy TARGET=...' performs the marked ones."
+	@echo ""
+	@echo "Images (offline, from a wheelhouse):"
+	@echo "  make build                                    fmu-gateway-api, fmu-gateway-runner, fmu-gateway-sdk"
+	@echo ""
+	@echo "One host, Docker Compose                        [TARGET=compose]"
+	@echo "  cp deploy/.env.example deploy/.env             then fill in the secrets"
+	@echo "  docker compose -f deploy/docker-compose.yml up -d"
+	@echo "  docker compose -f deploy/docker-compose.yml ps  every service healthy, migrate and s3-bucket exited 0"
+	@echo ""
+	@echo "AWS ECS (AWS_ACCOUNT_ID, AWS_REGION, IMAGE_REGISTRY, IMAGE_TAG, DOCKER_GID set; docker logged in to the registry)"
+	@echo "  docker tag + docker push fmu-gateway-api and fmu-gateway-runner to IMAGE_REGISTRY   [TARGET=ecs]"
+	@echo "  python3 deploy/render_ecs.py $(ECS_OUT)                                              [TARGET=ecs]"
+	@echo "  aws ecs register-task-definition --cli-input-json file://$(ECS_OUT)/<family>.json   [TARGET=ecs]"
+	@echo "  aws ecs run-task ... fmu-gateway-api with command [\"migrate\"]   once per release"
+	@echo "  aws ecs update-service ... fmu-gateway-api, fmu-gateway-worker    to the new revisions"
+	@echo ""
+	@echo "Documentation site on Vercel                    [TARGET=vercel]"
+	@echo "  npm ci --prefix deploy                         the pinned Vercel CLI"
+	@echo "  deploy/node_modules/.bin/vercel deploy --prod --local-config deploy/vercel_config.json"
+else ifeq ($(TARGET),compose)
+	@test -n "$(COMPOSE)" || { echo "no 'docker compose' or 'docker-compose' here"; exit 1; }
+	@test -f deploy/.env || { echo "deploy/.env is missing: cp deploy/.env.example deploy/.env and fill it in"; exit 1; }
+	$(COMPOSE) -f deploy/docker-compose.yml up -d
+	$(COMPOSE) -f deploy/docker-compose.yml ps
+else ifeq ($(TARGET),ecs)
+	@command -v aws >/dev/null || { echo "the aws CLI is not installed"; exit 1; }
+	@test -n "$(IMAGE_REGISTRY)" || { echo "set IMAGE_REGISTRY (and AWS_ACCOUNT_ID, AWS_REGION, IMAGE_TAG, DOCKER_GID)"; exit 1; }
+	for image in fmu-gateway-api fmu-gateway-runner; do \
+	  docker tag $$image:latest $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG) && \
+	  docker push $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG) || exit 1; \
+	done
+	set -o pipefail; IMAGE_TAG=$(IMAGE_TAG) $(PYTHON) deploy/render_ecs.py $(ECS_OUT) | while read -r file; do \
+	  aws ecs register-task-definition --cli-input-json "file://$$file" \
+	    --query 'taskDefinition.taskDefinitionArn' --output text || exit 1; \
+	done
+else ifeq ($(TARGET),vercel)
+	@test -x deploy/node_modules/.bin/vercel || { echo "the Vercel CLI: npm ci --prefix deploy"; exit 1; }
+	deploy/node_modules/.bin/vercel deploy --prod --local-config deploy/vercel_config.json
+else
+	@echo "unknown TARGET=$(TARGET) (compose, ecs or vercel)"; exit 1
+endif
 
 clean:
 	rm -rf var $(VENV)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the images offline: `build.sh [runner] [api] [sdk]` (all three by default).
+# Build the images offline: `build.sh [runner] [api] [sdk] [s3]` (the first three by default).
 #
 # Python packages come from a wheelhouse made on this host (.build/wheelhouse), so every
 # `docker build` runs with --network none. BASE_IMAGE defaults to python:3.11-slim when the
@@ -9,6 +9,8 @@ cd "$(dirname "$0")/../.."
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(runner api sdk)
+want_s3=false
+for target in "${targets[@]}"; do [ "$target" = s3 ] && want_s3=true; done
 python=${PYTHON:-.venv/bin/python}
 tag=${IMAGE_TAG:-latest}
 
@@ -34,6 +36,8 @@ wheel --no-deps ./private-api ./open-sdk
 wheel -c private-api/requirements.txt './open-sdk[arrow]'
 # Wanted only below Python 3.11.3 (redis), e.g. by Debian bookworm's 3.11.2, so the host may not resolve it.
 wheel 'async-timeout>=4.0.3'
+# The bundled S3 server of deploy/docker-compose.yml (moto, in memory), only when asked for.
+if $want_s3; then wheel 'moto[server]'; fi
 
 # The runner image carries the runner script; the docker sandbox refuses an image built from another one.
 runner_digest=$(sha256sum private-api/app/sandbox/runner.py | cut -d' ' -f1)
@@ -48,7 +52,8 @@ for target in "${targets[@]}"; do
     runner) build runner private-api/runner.Dockerfile ;;
     api) build api private-api/Dockerfile ;;
     sdk) build sdk open-sdk/Dockerfile ;;
-    *) echo "unknown image '$target' (runner, api, sdk)" >&2; exit 2 ;;
+    s3) build s3 deploy/s3.Dockerfile ;;
+    *) echo "unknown image '$target' (runner, api, sdk, s3)" >&2; exit 2 ;;
   esac
 done
 # Old dangling stages (the build cache of earlier requirements) would pile up in the engine.

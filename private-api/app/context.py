@@ -16,6 +16,7 @@ from app.dispatch.relay import Housekeeper
 from app.dispatch.worker import QueueConsumer
 from app.fmi.archive import ArchiveLimits
 from app.sandbox import create_backend
+from app.sandbox.base import NoSandboxes
 from app.sandbox.pool import SandboxPool
 from app.services.auth_service import UsageMarks
 from app.services.fmu_cache import FmuCache
@@ -78,8 +79,9 @@ class AppContext:
                                max_ratio=settings.max_compression_ratio)
         cache = FmuCache(settings.cache_dir / "fmus", storage, limits)
         notifier = RunNotifier()
-        backend = create_backend(settings.sandbox, work_dir=settings.sandbox_dir,
-                                 production=settings.production, docker=settings.docker_sandbox)
+        backend = (create_backend(settings.sandbox, work_dir=settings.sandbox_dir, production=settings.production,
+                                  docker=settings.docker_sandbox)
+                   if executes else NoSandboxes(settings.sandbox_dir))
         pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes if executes else 0)
         runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
         dispatcher: Dispatcher

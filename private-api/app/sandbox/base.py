@@ -116,6 +116,21 @@ class SandboxBackend(ABC):
         return remove_stale_sandboxes(self.work_dir)
 
 
+class NoSandboxes(SandboxBackend):
+    """For a process that only enqueues runs: it needs no engine, socket or bwrap to start."""
+
+    name = "none"
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+
+    def start(self, limits: Limits) -> Sandbox:
+        raise SandboxError("this process does not execute runs (workers do)")
+
+    def remove_leftovers(self) -> list[str]:
+        return []
+
+
 @dataclass(frozen=True)
 class DockerSettings:
     image: str = "fmu-gateway-runner:latest"

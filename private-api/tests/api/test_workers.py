@@ -31,6 +31,7 @@ from gateway_process import (
     Gateway,
     WorkerProcess,
     free_port,
+    running_gateway,
     start_gateway,
     start_worker,
     stop_gateway,
@@ -394,3 +395,13 @@ def test_redis_restarted_mid_sweep_the_sweep_completes(fmus: dict[str, Path]) ->
         sweep = wait_sweep(client, sweep_id)
         assert sweep["counts"]["succeeded"] == 30, sweep["counts"]
         assert_every_child_settled_once(client, sweep)
+
+
+def test_api_that_only_enqueues_needs_no_sandbox_engine(tmp_path: Path) -> None:
+    """An API in front of workers starts and accepts runs without the Docker engine its workers use."""
+    with temporary_redis_prefix("api-only") as prefix, running_gateway(
+        "api-only", FMU_GATEWAY_BROKER_URL=REDIS_URL, FMU_GATEWAY_REDIS_KEY_PREFIX=prefix,
+        FMU_GATEWAY_SANDBOX="docker", FMU_GATEWAY_DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock",
+    ) as gateway:
+        health = httpx.get(f"{gateway.base_url}/healthz", timeout=10).json()
+        assert (health["status"], health["sandbox"]) == ("ok", "docker")
