@@ -13,13 +13,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import fmpy
 import httpx
 import numpy as np
 import pytest
+from databases import temporary_database
 from docker_engine import ensure_image, require_docker, sandbox_containers
 from fmu_gateway_sdk import FMUGatewayClient
+from redis_keys import REDIS_URL, temporary_redis_prefix
+from s3_server import S3Server
 
 from app.sandbox.docker import LABEL_WORK_DIR, connect
 
@@ -146,3 +150,68 @@ def test_sdk_image_cli_talks_to_the_api_image(api: ApiContainer, fmus: dict[str,
         client.close()
     text = output.decode()
     assert fmu.id in text and "real_in" in text, text
+
+
+def test_api_and_worker_images_run_an_fmu_as_deployed(
+    fmus: dict[str, Path], s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The Compose stack's shape on this host's services: a migrate job, an API that only enqueues
+    (no Docker socket), a worker with the docker sandbox, PostgreSQL, Redis and S3 (moto)."""
+    need_image("api")
+    client = connect()
+    api_dir, worker_dir = tmp_path_factory.mktemp("stack-api"), tmp_path_factory.mktemp("stack-worker")
+    for directory in (api_dir, worker_dir):
+        os.chown(directory, API_UID, API_UID)
+    bucket = s3_server.create_bucket()
+    port = free_port()
+    started: list[Any] = []
+    with temporary_database("postgresql", tmp_path_factory.mktemp("stack-db")) as database_url, \
+            temporary_redis_prefix("stack") as prefix:
+        shared = {
+            **s3_server.gateway_env(bucket),
+            "FMU_GATEWAY_DATABASE_URL": database_url,
+            "FMU_GATEWAY_BROKER_URL": REDIS_URL,
+            "FMU_GATEWAY_REDIS_URL": REDIS_URL,
+            "FMU_GATEWAY_REDIS_KEY_PREFIX": prefix,
+            "FMU_GATEWAY_SECRET_KEY": "stack-test-" + uuid.uuid4().hex,
+            "FMU_GATEWAY_DOCKER_IMAGE": "fmu-gateway-runner:latest",
+            "FMU_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        labels = {TEST_LABEL: "stack"}
+        try:
+            client.containers.run(API_IMAGE, ["migrate"], environment=shared, network_mode="host", remove=True,
+                                  labels=labels)
+            api_env = {**shared, "FMU_GATEWAY_VAR_DIR": str(api_dir), "HOST": "127.0.0.1", "PORT": str(port)}
+            api = client.containers.run(API_IMAGE, ["serve"], detach=True, environment=api_env, network_mode="host",
+                                        volumes={str(api_dir): {"bind": str(api_dir), "mode": "rw"}}, labels=labels)
+            started.append(api)
+            worker = client.containers.run(
+                API_IMAGE, ["worker"], detach=True, network_mode="host", labels=labels,
+                environment={**shared, "FMU_GATEWAY_VAR_DIR": str(worker_dir), "FMU_GATEWAY_WORKERS": "2"},
+                volumes={str(worker_dir): {"bind": str(worker_dir), "mode": "rw"},
+                         DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}},
+                group_add=[str(os.stat(DOCKER_SOCKET).st_gid)],
+            )
+            started.append(worker)
+            base_url = f"http://127.0.0.1:{port}"
+            wait_healthy(base_url, api)
+            created = client.containers.run(API_IMAGE, ["create-user", "--email", "stack@example.com",
+                                                        "--credits", "100"],
+                                            environment=shared, network_mode="host", remove=True, labels=labels)
+            api_key = created.decode().strip().splitlines()[-1]
+
+            with FMUGatewayClient(api_key, base_url) as sdk:
+                result = sdk.simulate(fmus["VanDerPol"], stop_time=3.0, output_interval=0.05, timeout=60)
+            expected = fmpy.simulate_fmu(str(fmus["VanDerPol"]), stop_time=3.0, output_interval=0.05)
+            got = result.to_numpy()
+            for name in expected.dtype.names or ():
+                np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, err_msg=name)
+            keys = s3_server.keys(bucket)
+            assert any(k.startswith("fmus/") for k in keys) and f"runs/{result.run.id}/result.arrow" in keys, keys
+            worker.stop(timeout=30)
+            assert worker.wait(timeout=60)["StatusCode"] == 0, worker.logs()[-3000:].decode()
+            assert sandbox_containers(**{LABEL_WORK_DIR: str(worker_dir / "sandboxes")}) == []
+        finally:
+            for container in started:
+                container.remove(force=True)
+            client.close()
