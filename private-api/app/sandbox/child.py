@@ -329,14 +329,21 @@ class ChildProcessSandbox(Sandbox):
         if not supervised:
             rss_figures.append(usage.peak_memory_bytes)  # the whole tree was killed: only the cgroup saw the peak
         cpu_figures = [exit_.cpu_time_s, float(cpu) if isinstance(cpu, (int, float)) else None]
+        # The supervisor's figure minus the warm-up the runner reported before any model code ran.
+        reported = (self._control.get(READY) or {}).get("cpu_time_s")
+        warm_up = float(reported) if isinstance(reported, (int, float)) else None
+        job_cpu = None
+        if isinstance(cpu, (int, float)) and warm_up is not None:
+            job_cpu = max(float(cpu) - warm_up, 0.0)
         if usage.cpu_time_s is not None:
-            best_cpu = usage.cpu_time_s - (self._cpu_at_go or 0.0)
-            # A cgroup read by sampling (docker) may miss the end of a short job; the supervisor's figure
-            # minus the warm-up the runner reported before any model code ran does not. The larger wins:
-            # a model forging a low supervisor figure cannot lower the cgroup's.
-            warm_up = (self._control.get(READY) or {}).get("cpu_time_s")
-            if isinstance(cpu, (int, float)) and isinstance(warm_up, (int, float)):
-                best_cpu = max(best_cpu, float(cpu) - float(warm_up))
+            # A cgroup read by sampling (docker) may miss the end of a short job; the supervisor does not.
+            # The larger wins: a model forging a low supervisor figure cannot lower the cgroup's.
+            best_cpu = max(usage.cpu_time_s - (self._cpu_at_go or 0.0), job_cpu or 0.0)
+        elif job_cpu is not None:
+            # No cgroup to read (rlimits, or a worker in a container): not the warm-up either. wait4's
+            # figure cannot be forged by the model, the supervisor's could be: never below wait4's.
+            waited = exit_.cpu_time_s - warm_up if exit_.cpu_time_s is not None and warm_up is not None else None
+            best_cpu = max(job_cpu, waited or 0.0)
         else:
             best_cpu = max_or_none(cpu_figures)
         return Exit(exit_.status, max_or_none(rss_figures), best_cpu)

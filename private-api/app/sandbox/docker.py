@@ -136,7 +136,7 @@ class DockerBackend(SandboxBackend):
 
     def container_config(self, sandbox_id: str, dirs: SandboxDirs, limits: Limits) -> dict[str, Any]:
         """Arguments of the engine's create-container call (APIClient.create_container)."""
-        from docker.types import Mount
+        from docker.types import LogConfig, Mount
 
         host_config = self.client.api.create_host_config(
             network_mode="none",
@@ -155,6 +155,10 @@ class DockerBackend(SandboxBackend):
             nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
             ulimits=container_ulimits(limits),
             init=True,  # docker-init reaps orphans and turns the runner's death by signal into 128 + N
+            # We read the output from the attach stream; a logging driver would also copy all of it to the
+            # engine's disk, where a model printing without end could fill it before its deadline.
+            log_config=LogConfig(type=LogConfig.types.NONE),
+            oom_score_adj=1000,  # under host memory pressure, a sandbox goes before anything else
             ipc_mode="private",
             runtime=self.runtime,
         )

@@ -39,6 +39,8 @@ def test_container_is_hardened_as_the_engine_reports(docker_backend: DockerBacke
     assert host["Memory"] == host["MemorySwap"] == LIMITS.memory_bytes
     assert host["NanoCpus"] == 500_000_000
     assert host["Init"] is True
+    assert host["LogConfig"]["Type"] == "none"  # output only through the attach stream, nothing on disk
+    assert host["OomScoreAdj"] == 1000
     assert host["Tmpfs"] == {"/tmp": f"rw,nosuid,nodev,size={LIMITS.memory_bytes},mode=1777"}
     ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
     assert ulimits == {"core": (0, 0), "fsize": (8 << 20, 8 << 20), "cpu": (30, 31)}
