@@ -1,6 +1,6 @@
 """Gateway vs raw FMPy on the same FMU, in the same process run; prints ratios.
 
-    .venv/bin/python bench/bench_runs.py [--runs 30] [--concurrent 40] [--workers 2]
+    .venv/bin/python bench/bench_runs.py [--runs 30] [--concurrent 40] [--workers 2] [--sandbox bwrap]
 
 Latency: one run at a time, end to end through HTTP (submit with ?wait=, then download the
 Arrow result) against ``fmpy.simulate_fmu`` in this process. Throughput: ``--concurrent``
@@ -59,12 +59,14 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between spaced runs")
+    parser.add_argument("--sandbox", choices=["bwrap", "docker", "process"], default="bwrap",
+                        help="the gateway's sandbox backend (docker: needs an engine and `make build`)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fmu-bench-"))
     fmu = build_fmu("VanDerPol", work)
     var_dir = REPO_ROOT / "var" / f"bench-{uuid.uuid4().hex[:8]}"
-    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(args.workers))
+    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(args.workers), FMU_GATEWAY_SANDBOX=args.sandbox)
     try:
         client = gateway.client(gateway.create_user(credits=10_000_000))
         fmu_id = client.post("/v1/fmus", files={"file": (fmu.name, fmu.read_bytes())}).json()["id"]
@@ -91,7 +93,8 @@ def main() -> None:
         shutil.rmtree(var_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"FMU: VanDerPol (CoSimulation, {SPEC}); {args.workers} workers; fmpy {fmpy.__version__}")
+    print(f"FMU: VanDerPol (CoSimulation, {SPEC}); {args.workers} workers; {args.sandbox} sandbox; "
+          f"fmpy {fmpy.__version__}")
     print(f"{'':34}{'raw FMPy':>12}{'gateway':>12}{'ratio':>9}")
     print(f"{'latency, median of ' + str(args.runs) + ' runs (ms)':34}{raw_ms:12.1f}{gw_ms:12.1f}"
           f"{gw_ms / raw_ms:8.1f}x")
