@@ -117,7 +117,10 @@ def near_memory_limit(obs: Observation, limits: Limits) -> bool:
     vm, rss = ready.get("vm_bytes"), ready.get("rss_bytes")
     if obs.max_rss_bytes is None or not isinstance(vm, int) or not isinstance(rss, int):
         return False
-    if obs.peak_vm_bytes is not None and obs.peak_vm_bytes >= _PEAK_VM_SHARE * limits.memory_bytes:
+    # The supervisor samples VmPeak, and may not have sampled since the warm-up if the job crashed at once;
+    # the address space the runner reported when ready is a floor of the peak.
+    peak_vm = max(obs.peak_vm_bytes or 0, vm)
+    if peak_vm >= _PEAK_VM_SHARE * limits.memory_bytes:
         return True
     headroom = limits.memory_bytes - vm
     return headroom > 0 and obs.max_rss_bytes - rss >= _HEADROOM_SHARE * headroom

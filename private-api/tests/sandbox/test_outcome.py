@@ -88,6 +88,15 @@ class TestClassify:
         small = observe(report=None, wait_status=killed_by(signal.SIGSEGV), detects_oom=False)
         assert classify(small, LIMITS, 10).error_message == "model crashed with SIGSEGV"
 
+    def test_rlimit_crash_near_the_address_space_limit_is_memory_limit_even_unsampled(self) -> None:
+        # The runner was ready at 450 of 512 MiB; its supervisor last sampled VmPeak mid-warm-up.
+        ready = {**READY, "vm_bytes": 450 << 20}
+        hog = observe(report=None, wait_status=killed_by(signal.SIGSEGV), detects_oom=False, ready=ready,
+                      peak_vm_bytes=300 << 20)
+        assert classify(hog, LIMITS, 10).error_code == "memory_limit"
+        roomy = observe(report=None, wait_status=killed_by(signal.SIGSEGV), detects_oom=False, peak_vm_bytes=300 << 20)
+        assert classify(roomy, LIMITS, 10).error_code == "model_crashed"
+
     def test_unusable_output_fails_a_reported_success(self) -> None:
         verdict = classify(observe(output_problem=("output_too_large", "too big")), LIMITS, 10)
         assert (verdict.status, verdict.error_code) == ("failed", "output_too_large")
