@@ -41,11 +41,13 @@ if $want_s3; then wheel 'moto[server]'; fi
 
 # The runner image carries the runner script; the docker sandbox refuses an image built from another one.
 runner_digest=$(sha256sum private-api/app/sandbox/runner.py | cut -d' ' -f1)
+# The API and SDK images carry the digest of their sources, so a stale image is told from a current one.
+source_digest=$("$python" deploy/images/source_digest.py)
 
 build() {  # name dockerfile
   echo "building fmu-gateway-$1:$tag from $BASE_IMAGE"
   DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --build-arg "RUNNER_DIGEST=$runner_digest" -f "$2" -t "fmu-gateway-$1:$tag" . >/dev/null
+    --build-arg "RUNNER_DIGEST=$runner_digest" --build-arg "SOURCE_DIGEST=$source_digest" -f "$2" -t "fmu-gateway-$1:$tag" . >/dev/null
 }
 for target in "${targets[@]}"; do
   case $target in

@@ -7,10 +7,10 @@ cannot pass with the Docker half of the suite skipped.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +20,17 @@ from app.sandbox.docker import LABEL_RUNNER_DIGEST, connect, docker_available, r
 
 RUNNER_IMAGE = os.environ.get("FMU_GATEWAY_DOCKER_IMAGE", "fmu-gateway-runner:latest")
 BUILD_SCRIPT = REPO_ROOT / "deploy" / "images" / "build.sh"
+LABEL_SOURCE_DIGEST = "org.fmu-gateway.source-digest"
+
+
+def source_digest() -> str:
+    """What deploy/images/source_digest.py prints for the working tree (loaded by path: not a package)."""
+    spec = importlib.util.spec_from_file_location("source_digest", REPO_ROOT / "deploy" / "images" / "source_digest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    digest: str = module.source_digest()
+    return digest
 
 
 def require_docker() -> None:
@@ -36,10 +47,10 @@ def require_docker() -> None:
 
 @functools.cache
 def ensure_image(name: str) -> str | None:
-    """Build fmu-gateway-<name>:latest once per session when missing or, for the runner, stale; the error or None."""
-    if name == "runner" and image_digest(RUNNER_IMAGE) == runner_digest():
+    """Build fmu-gateway-<name>:latest once per session when missing or stale; the error or None."""
+    if name == "runner" and image_label(RUNNER_IMAGE, LABEL_RUNNER_DIGEST) == runner_digest():
         return None
-    if name != "runner" and image_present(f"fmu-gateway-{name}:latest"):
+    if name != "runner" and image_label(f"fmu-gateway-{name}:latest", LABEL_SOURCE_DIGEST) == source_digest():
         return None
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(["bash", str(BUILD_SCRIPT), name], capture_output=True, text=True, env=env, check=False)
@@ -48,7 +59,7 @@ def ensure_image(name: str) -> str | None:
     return None
 
 
-def image_digest(image: str) -> str | None:
+def image_label(image: str, label: str) -> str | None:
     try:
         client = connect()
     except SandboxError:
@@ -60,21 +71,7 @@ def image_digest(image: str) -> str | None:
     finally:
         client.close()
     labels: dict[str, str] = (attrs.get("Config") or {}).get("Labels") or {}
-    return labels.get(LABEL_RUNNER_DIGEST)
-
-
-def image_present(image: str) -> bool:
-    try:
-        client = connect()
-    except SandboxError:
-        return False
-    try:
-        client.api.inspect_image(image)
-        return True
-    except Exception:
-        return False
-    finally:
-        client.close()
+    return labels.get(label)
 
 
 def sandbox_containers(**labels: str) -> list[dict[str, object]]:
@@ -86,7 +83,3 @@ def sandbox_containers(**labels: str) -> list[dict[str, object]]:
         return found
     finally:
         client.close()
-
-
-def repo_path(*parts: str) -> Path:
-    return REPO_ROOT.joinpath(*parts)

@@ -15,11 +15,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import select
 import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +56,8 @@ CONTAINER_OUT = "/out"
 SANDBOX_USER = "65534:65534"  # nobody, as in the bwrap backend
 
 _API_TIMEOUT_S = 30.0
+# A stopped sandbox container this old is nobody's: its owner would have removed it at once.
+ABANDONED_AFTER = timedelta(minutes=10)
 _EXIT_TIMEOUT_S = 10.0
 _READ_CHUNK = 64 << 10
 _POLL_S = 0.1
@@ -135,7 +139,7 @@ class DockerBackend(SandboxBackend):
         )
 
     def container_config(self, sandbox_id: str, dirs: SandboxDirs, limits: Limits) -> dict[str, Any]:
-        """Arguments of the engine's create-container call (APIClient.create_container)."""
+        """The body of the engine's create-container request."""
         from docker.types import LogConfig, Mount
 
         host_config = self.client.api.create_host_config(
@@ -162,19 +166,23 @@ class DockerBackend(SandboxBackend):
             ipc_mode="private",
             runtime=self.runtime,
         )
-        return {
-            "image": self.image,
-            "command": [RUNNER_PYTHON, "-I", "-B", CONTAINER_RUNNER, "--job-dir", CONTAINER_JOB,
-                        "--out-dir", CONTAINER_OUT, "--sandbox-id", sandbox_id],
-            "user": SANDBOX_USER,
-            "stdin_open": True,
-            "environment": runner_env("/tmp", sandbox_id),
-            "working_dir": "/tmp",
-            "hostname": "sandbox",
-            "network_disabled": True,
-            "labels": {LABEL_SANDBOX: sandbox_id, LABEL_WORK_DIR: str(self.work_dir)},
-            "host_config": host_config,
-        }
+        config: dict[str, Any] = self.client.api.create_container_config(
+            image=self.image,
+            command=[RUNNER_PYTHON, "-I", "-B", CONTAINER_RUNNER, "--job-dir", CONTAINER_JOB,
+                     "--out-dir", CONTAINER_OUT, "--sandbox-id", sandbox_id],
+            user=SANDBOX_USER,
+            stdin_open=True,
+            environment=runner_env("/tmp", sandbox_id),
+            working_dir="/tmp",
+            hostname="sandbox",
+            network_disabled=True,
+            labels={LABEL_SANDBOX: sandbox_id, LABEL_WORK_DIR: str(self.work_dir)},
+            host_config=host_config,
+        )
+        # The engine closes the runner's stdin when our attach connection goes (this process died): the
+        # runner's supervisor then ends the job instead of running it past a deadline nobody keeps.
+        config["StdinOnce"] = True
+        return config
 
     def remove_leftovers(self) -> list[str]:
         """Containers of this work directory (a crashed predecessor's), then its sandbox directories."""
@@ -195,19 +203,44 @@ def container_ulimits(limits: Limits) -> list[Any]:
     return ulimits
 
 
-def remove_leftover_containers(client: docker.DockerClient, work_dir: Path) -> list[str]:
+def remove_leftover_containers(
+    client: docker.DockerClient, work_dir: Path, abandoned_after: timedelta = ABANDONED_AFTER
+) -> list[str]:
+    """Every sandbox container of this work dir, and any other sandbox container stopped long ago.
+
+    A live process removes its stopped containers within seconds, so one stopped for minutes belongs
+    to a process that died (its runner ended the job when the process's attach connection closed).
+    """
     import docker.errors
 
-    found = client.api.containers(all=True, filters={"label": f"{LABEL_WORK_DIR}={work_dir}"})
+    ours = client.api.containers(all=True, filters={"label": f"{LABEL_WORK_DIR}={work_dir}"})
+    stopped = client.api.containers(all=True, filters={"label": LABEL_SANDBOX, "status": ["exited", "dead"]})
+    now = datetime.now(UTC)
     removed = []
-    for container in found:
-        with contextlib.suppress(docker.errors.NotFound):
+    our_ids = {c["Id"] for c in ours}
+    for container in [*ours, *(c for c in stopped if c["Id"] not in our_ids)]:
+        try:
+            if container["Id"] not in our_ids:
+                finished = client.api.inspect_container(container["Id"])["State"].get("FinishedAt", "")
+                if now - parse_engine_time(finished) < abandoned_after:
+                    continue
             client.api.remove_container(container["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            continue
         removed.append((container.get("Labels") or {}).get(LABEL_SANDBOX, container["Id"][:12]))
     if removed:
         logger.warning("removed %d sandbox container(s) left by a previous process: %s",
                        len(removed), ", ".join(removed))
     return removed
+
+
+def parse_engine_time(text: str) -> datetime:
+    """The engine's RFC 3339 times carry nanoseconds; fromisoformat takes at most microseconds."""
+    try:
+        parsed = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text))
+    except ValueError:
+        return datetime.now(UTC)  # unreadable: treat as just stopped, never remove by mistake
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class ContainerResources(ResourceControl):
@@ -304,7 +337,7 @@ class ContainerTree:
         self._sinks = {_STDOUT: control.feed, _STDERR: log.feed}
         self._stopping = threading.Event()
         try:
-            self.id: str = self._api.create_container(**config)["Id"]
+            self.id: str = self._api.create_container_from_config(config)["Id"]
         except docker.errors.DockerException as e:
             raise SandboxError(f"cannot create the sandbox container: {e}") from e
         try:

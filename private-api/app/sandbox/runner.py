@@ -14,7 +14,8 @@ Protocol, with the host on the other end of the pipes:
   4. runner: writes ``{"event": "running"}``, simulates, writes ``O/result.arrow``,
      writes ``{"event": "done", "ok": ..., "error_code": ..., "message": ...}``, exits 0
   5. supervisor: reaps the runner, writes ``{"event": "exit", "status": ..., "max_rss_bytes":
-     ..., "cpu_time_s": ...}`` and ends the same way the runner did (same code or signal)
+     ..., "cpu_time_s": ...}`` and ends the same way the runner did (same code or signal);
+     if the host closes stdin while the runner still runs (the host died), it kills the runner
 
 RunSpec keys (passed through to ``fmpy.simulate_fmu``): fmi_type, start_time, stop_time,
 output_interval, solver, relative_tolerance, step_size, start_values, input (column dict
@@ -33,6 +34,7 @@ import errno
 import faulthandler
 import json
 import os
+import select
 import signal
 import sys
 import time
@@ -283,15 +285,26 @@ def vm_peak(pid: int) -> int:
     return 0
 
 
+def host_gone(stdin: select.poll) -> bool:
+    """The host's end of stdin closed with nothing left to read ("go" still unread is not gone)."""
+    return any(ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLIN for _, ev in stdin.poll(0))
+
+
 def supervise(runner: int, control: IO[str]) -> None:
     """Reap the runner and pass on how it ended: bwrap's init would swallow its peak RSS and CPU time."""
     peak_vm = 0
+    host = select.poll()
+    host.register(sys.stdin.fileno(), select.POLLIN)
     while True:
         pid, status, usage = os.wait4(runner, os.WNOHANG)
         if pid:
             break
         # Under RLIMIT_AS alone a failed allocation looks like any crash; the peak tells them apart.
         peak_vm = max(peak_vm, vm_peak(runner))
+        if host_gone(host):
+            # Whoever enforces the deadline died (a killed worker): end the job rather than run unwatched.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runner, signal.SIGKILL)
         time.sleep(_SUPERVISE_POLL_S)
     cpu = usage.ru_utime + usage.ru_stime
     send(control, EXIT, status=status, max_rss_bytes=usage.ru_maxrss * 1024, cpu_time_s=cpu, peak_vm_bytes=peak_vm)

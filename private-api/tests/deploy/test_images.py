@@ -201,7 +201,11 @@ def test_api_and_worker_images_run_an_fmu_as_deployed(
             api_key = created.decode().strip().splitlines()[-1]
 
             with FMUGatewayClient(api_key, base_url) as sdk:
-                result = sdk.simulate(fmus["VanDerPol"], stop_time=3.0, output_interval=0.05, timeout=60)
+                fmu = sdk.fmus.upload(fmus["VanDerPol"])
+                run = sdk.runs.create(fmu.id, stop_time=3.0, output_interval=0.05, wait=120)
+                worker.reload()
+                assert run.status == "succeeded", (run, worker.status, worker.logs()[-3000:].decode())
+                result = sdk.runs.result(run.id)
             expected = fmpy.simulate_fmu(str(fmus["VanDerPol"]), stop_time=3.0, output_interval=0.05)
             got = result.to_numpy()
             for name in expected.dtype.names or ():

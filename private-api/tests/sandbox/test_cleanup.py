@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
-from docker_engine import require_docker, sandbox_containers
+from docker_engine import RUNNER_IMAGE, require_docker, sandbox_containers
 
 from app.sandbox import Limits, create_backend
 from app.sandbox.cleanup import remove_stale_sandboxes
-from app.sandbox.docker import LABEL_SANDBOX, LABEL_WORK_DIR
+from app.sandbox.docker import LABEL_SANDBOX, LABEL_WORK_DIR, connect, remove_leftover_containers
 from app.sandbox.resources import SANDBOX_ID_ENV
 
 
@@ -77,3 +79,25 @@ def test_containers_of_a_crashed_worker_are_removed_at_start_up(tmp_path: Path) 
         crashed.kill()
         survivor.close()
     assert sandbox_containers(**{LABEL_SANDBOX: survivor.id}) == []
+
+
+def test_long_stopped_containers_of_any_work_dir_are_removed(tmp_path: Path) -> None:
+    require_docker()
+    client = connect()
+    # Another process's: one stopped (its owner died), one still running (its owner is alive).
+    labels = {LABEL_SANDBOX: "sbx-elsewhere", LABEL_WORK_DIR: str(tmp_path / "elsewhere")}
+    stopped = client.containers.run(RUNNER_IMAGE, ["/opt/venv/bin/python", "-c", "pass"], detach=True,
+                                    labels=labels, network_mode="none")
+    running = client.containers.run(RUNNER_IMAGE, ["/opt/venv/bin/python", "-c", "import time; time.sleep(60)"],
+                                    detach=True, labels=labels, network_mode="none")
+    try:
+        stopped.wait(timeout=30)
+        # (Other stopped sandboxes on this engine may go too: the assertions look at ours only.)
+        assert "sbx-elsewhere" not in remove_leftover_containers(client, tmp_path / "mine")  # stopped just now
+        assert "sbx-elsewhere" in remove_leftover_containers(client, tmp_path / "mine", abandoned_after=timedelta(0))
+        assert {c["Id"] for c in sandbox_containers(**labels)} == {running.id}
+    finally:
+        for container in (stopped, running):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        client.close()

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -433,3 +434,47 @@ def last_probe(finished: Finished) -> float:
 
 def test_limits_defaults_match_the_interface() -> None:
     assert Limits() == Limits(1 << 30, 60.0, 32, 256 << 20, 1 << 20, None)
+
+
+# A worker that starts a run of a model that never returns, then is killed with it in flight.
+_DYING_HOST = """
+import sys, threading
+from pathlib import Path
+from app.sandbox import Job, Limits, create_backend
+limits = Limits(memory_bytes=512 << 20, deadline_s=600.0)
+sandbox = create_backend(sys.argv[1], work_dir=Path(sys.argv[2])).start(limits)
+assert sandbox.wait_ready(60)
+spec = {"fmi_type": "CoSimulation", "start_values": {"mode": 3}}
+threading.Thread(target=sandbox.run, args=(Job("run-1", Path(sys.argv[3]), spec, limits),), daemon=True).start()
+print(sandbox.id, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_job_does_not_outlive_its_killed_host(
+    backend: SandboxBackend, fmu_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Nobody keeps the deadline once the host is SIGKILLed: the sandbox ends its job by itself."""
+    host = subprocess.Popen([sys.executable, "-c", _DYING_HOST, backend.name, str(backend.work_dir),
+                             str(fmu_dirs["Hostile"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    sandbox_id = ""
+    try:
+        assert host.stdout is not None and host.stderr is not None
+        sandbox_id = host.stdout.readline().strip()
+        assert sandbox_id.startswith("sbx-"), f"the host did not start its sandbox: {host.stderr.read()[-2000:]}"
+        time.sleep(1.0)  # the busy loop is running
+        assert processes_mentioning(sandbox_id), "the job is not running"
+        host.kill()
+        host.wait()
+        deadline = time.monotonic() + 15
+        while processes_mentioning(sandbox_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(sandbox_id) == []
+    finally:
+        host.kill()
+        host.wait()
+        if sandbox_id.startswith("sbx-"):  # never match every process
+            for pid in processes_mentioning(sandbox_id):
+                os.kill(pid, signal.SIGKILL)
+        backend.remove_leftovers()  # the dead host's stopped container and dirs, as its next start-up would
