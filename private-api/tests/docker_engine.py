@@ -11,12 +11,13 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from app.config import REPO_ROOT
 from app.sandbox import SandboxError
-from app.sandbox.docker import LABEL_RUNNER_DIGEST, connect, docker_available, runner_digest
+from app.sandbox.docker import LABEL_RUNNER_DIGEST, connect, image_labels, runner_digest
 
 RUNNER_IMAGE = os.environ.get("FMU_GATEWAY_DOCKER_IMAGE", "fmu-gateway-runner:latest")
 BUILD_SCRIPT = REPO_ROOT / "deploy" / "images" / "build.sh"
@@ -60,18 +61,28 @@ def ensure_image(name: str) -> str | None:
 
 
 def image_label(image: str, label: str) -> str | None:
+    """The label's value; None when the image (or the engine) is missing."""
     try:
         client = connect()
     except SandboxError:
         return None
     try:
-        attrs = client.api.inspect_image(image)
+        return image_labels(client, image).get(label)
     except Exception:
         return None
     finally:
         client.close()
-    labels: dict[str, str] = (attrs.get("Config") or {}).get("Labels") or {}
-    return labels.get(label)
+
+
+def docker_available() -> str | None:
+    """None when an engine answers, else why not."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return "no Docker engine socket (/var/run/docker.sock) and DOCKER_HOST is unset"
+    try:
+        connect().close()
+    except SandboxError as e:
+        return str(e)
+    return None
 
 
 def sandbox_containers(**labels: str) -> list[dict[str, object]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
 import select
 import socket
@@ -29,15 +28,7 @@ from app.sandbox.base import Limits, SandboxBackend, SandboxError
 from app.sandbox.capture import BoundedLog, ControlMessages
 from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
 from app.sandbox.cleanup import remove_stale_sandboxes
-from app.sandbox.resources import (
-    CgroupControl,
-    CgroupV1Control,
-    CgroupV2Control,
-    ResourceControl,
-    Usage,
-    parse_mountinfo,
-    parse_proc_cgroup,
-)
+from app.sandbox.resources import CgroupControl, ResourceControl, Usage, cgroup_of
 from app.sandbox.runner import GO
 from app.sandbox.staging import SandboxDirs
 
@@ -69,14 +60,22 @@ def runner_digest(path: Path = RUNNER_PATH) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def image_labels(client: docker.DockerClient, image: str) -> dict[str, str]:
+    """The image's labels; raises docker.errors.ImageNotFound."""
+    attrs = client.api.inspect_image(image)
+    labels: dict[str, str] = (attrs.get("Config") or {}).get("Labels") or {}
+    return labels
+
+
 def connect(base_url: str | None = None) -> docker.DockerClient:
     """A client for the engine at base_url, else DOCKER_HOST, else the local socket."""
     import docker
 
     try:
-        client = docker.DockerClient(base_url=base_url, timeout=_API_TIMEOUT_S) if base_url else docker.from_env(
-            timeout=_API_TIMEOUT_S
-        )
+        if base_url:
+            client = docker.DockerClient(base_url=base_url, timeout=_API_TIMEOUT_S)
+        else:
+            client = docker.from_env(timeout=_API_TIMEOUT_S)
         client.ping()
     except Exception as e:
         raise SandboxError(f"cannot reach the Docker engine: {e}") from e
@@ -103,10 +102,9 @@ class DockerBackend(SandboxBackend):
         self.cpus = cpus
         self.client = connect(base_url)
         try:
-            attrs = self.client.api.inspect_image(image)
+            labels = image_labels(self.client, image)
         except docker.errors.ImageNotFound as e:
             raise SandboxError(f"runner image {image!r} is not in the engine; build it with `make build`") from e
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
         # Host and runner speak one line protocol: an image of another runner.py would fail obscurely.
         if labels.get(LABEL_RUNNER_DIGEST) != runner_digest():
             raise SandboxError(
@@ -265,18 +263,8 @@ class ContainerResources(ResourceControl):
         """Find the container's cgroup through its init process; absent when we run in another namespace."""
         self._kill = kill
         with contextlib.suppress(OSError, ValueError, KeyError):
-            mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
-            groups = parse_proc_cgroup(Path(f"/proc/{container_pid}/cgroup").read_text())
-            if "" in mounts and "" in groups and "memory" not in mounts:
-                path = mounts[""] / groups[""].lstrip("/")
-                if path.is_dir():
-                    self.dirs = [path]
-                    self._view = CgroupV2Control(self.limits, self.dirs)
-            else:
-                dirs = [mounts[c] / groups[c].lstrip("/") for c in ("memory", "pids", "cpuacct") if c in mounts]
-                if dirs and all(d.is_dir() for d in dirs):
-                    self.dirs = dirs
-                    self._view = CgroupV1Control(self.limits, dirs)
+            self._view = cgroup_of(self.limits, container_pid)
+        self.dirs = self._view.dirs if self._view is not None else []
 
     def pids(self) -> set[int]:
         return self._view.pids() if self._view is not None else set()
@@ -285,15 +273,13 @@ class ContainerResources(ResourceControl):
         if self._kill is not None:
             self._kill()
 
-    def sample(self) -> Usage:
+    def usage(self) -> Usage:
+        """The cgroup's figures while it exists, else the last ones read (the tree reads it while it waits)."""
         if self._view is not None:
             usage = self._view.usage()
             if usage.cpu_time_s is not None or usage.peak_memory_bytes is not None:
                 self._last = usage
         return self._last
-
-    def usage(self) -> Usage:
-        return self.sample()
 
     def record_oom(self, oom_killed: bool) -> None:
         self._oom_killed = self._oom_killed or oom_killed
@@ -301,17 +287,10 @@ class ContainerResources(ResourceControl):
     def oom_killed(self) -> bool:
         if self._oom_killed:
             return True
-        return self._view is not None and _live(self._view.oom_killed)
+        return self._view is not None and self._view.oom_killed()  # reads fail as "no kill"
 
     def close(self) -> None:
         self.kill_all()
-
-
-def _live(read: Callable[[], bool]) -> bool:
-    try:
-        return read()
-    except OSError:
-        return False
 
 
 class ContainerTree:
@@ -362,7 +341,7 @@ class ContainerTree:
     def wait_exited(self, deadline: float) -> bool:
         if self._exited.is_set():
             return True
-        self.resources.sample()  # the cgroup vanishes with the container: keep the latest figures
+        self.resources.usage()  # the cgroup vanishes with the container: keep the latest figures
         return self._exited.wait(max(deadline - time.monotonic(), 0.0))
 
     def kill(self) -> None:
@@ -376,7 +355,7 @@ class ContainerTree:
                 self._api.kill(self.id)
 
     def finish(self, drain_timeout: float) -> Exit:
-        self.resources.sample()
+        self.resources.usage()
         self.kill()
         exit_ = self._collect()
         self._pump.join(drain_timeout)
@@ -465,14 +444,3 @@ class ContainerTree:
                 if attempt == 2:
                     logger.exception("cannot remove sandbox container %s", self.id[:12])
                 time.sleep(0.2)
-
-
-def docker_available(base_url: str | None = None) -> str | None:
-    """None when an engine answers, else why not (for tests and diagnostics)."""
-    if base_url is None and not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
-        return "no Docker engine socket (/var/run/docker.sock) and DOCKER_HOST is unset"
-    try:
-        connect(base_url).close()
-    except SandboxError as e:
-        return str(e)
-    return None

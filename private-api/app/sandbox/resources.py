@@ -219,10 +219,30 @@ def cgroup_version(mounts: dict[str, Path], own: dict[str, str]) -> int | None:
     return None
 
 
+def v1_dirs(mounts: dict[str, Path], groups: dict[str, str]) -> list[Path]:
+    """The memory, pids and (when mounted) cpuacct directories of a v1 cgroup; memory first."""
+    wanted = [c for c in ("memory", "pids", "cpuacct") if c in mounts and c in groups]
+    # Co-mounted controllers (e.g. "cpu,cpuacct") share one directory.
+    return list(dict.fromkeys(mounts[c] / groups[c].lstrip("/") for c in wanted))
+
+
+def cgroup_of(limits: Limits, pid: int) -> CgroupControl | None:
+    """A control over the cgroup that `pid` is in, to measure it (its owner made it and removes it);
+    None when this process cannot see it (e.g. `pid` lives in another cgroup namespace)."""
+    mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    groups = parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+    version = cgroup_version(mounts, groups)
+    if version == 1:
+        dirs = v1_dirs(mounts, groups)
+        return CgroupV1Control(limits, dirs) if all(d.is_dir() for d in dirs) else None
+    if version == 2:
+        path = mounts[""] / groups[""].lstrip("/")
+        return CgroupV2Control(limits, [path]) if path.is_dir() else None
+    return None
+
+
 def create_v1(limits: Limits, name: str, mounts: dict[str, Path], own: dict[str, str]) -> CgroupV1Control:
-    wanted = [c for c in ("memory", "pids", "cpuacct") if c in mounts and c in own]
-    # Co-mounted controllers (e.g. "cpu,cpuacct") share one directory; memory stays first.
-    dirs = list(dict.fromkeys(mounts[c] / own[c].lstrip("/") / name for c in wanted))
+    dirs = [d / name for d in v1_dirs(mounts, own)]
     memory, pids = dirs[0], mounts["pids"] / own["pids"].lstrip("/") / name
     created: list[Path] = []
     try:

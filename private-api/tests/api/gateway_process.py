@@ -89,19 +89,23 @@ def running_gateway(name: str, **overrides: str) -> Iterator[Gateway]:
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
-def start_gateway(var_dir: Path, *, port: int | None = None, **overrides: str) -> Gateway:
-    """``port`` pins the address, e.g. to restart a gateway where clients expect it."""
-    port = port or free_port()
-    env = {
+def process_env(var_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a gateway or worker process: one secret and one JWT key for all of them."""
+    return {
         **os.environ,
         "FMU_GATEWAY_VAR_DIR": str(var_dir),
         "FMU_GATEWAY_SECRET_KEY": SECRET_KEY,
         "FMU_GATEWAY_JWT_SECRET": JWT_SECRET,
         "FMU_GATEWAY_ENVIRONMENT": "test",
         "FMU_GATEWAY_WORKERS": "2",
-        "FMU_GATEWAY_MAX_UPLOAD_BYTES": str(8 << 20),
         **overrides,
     }
+
+
+def start_gateway(var_dir: Path, *, port: int | None = None, **overrides: str) -> Gateway:
+    """``port`` pins the address, e.g. to restart a gateway where clients expect it."""
+    port = port or free_port()
+    env = process_env(var_dir, FMU_GATEWAY_MAX_UPLOAD_BYTES=str(8 << 20), **overrides)
     var_dir.mkdir(parents=True, exist_ok=True)
     log_path = var_dir / "server.log"
     with log_path.open("wb") as log:
@@ -140,15 +144,7 @@ class WorkerProcess:
 def start_worker(var_dir: Path, **overrides: str) -> WorkerProcess:
     """A worker on a var dir of its own (sandboxes, FMU cache); the database, storage and broker
     come from ``overrides`` (the same as its gateway's). Returns once it consumes the queue."""
-    env = {
-        **os.environ,
-        "FMU_GATEWAY_VAR_DIR": str(var_dir),
-        "FMU_GATEWAY_SECRET_KEY": SECRET_KEY,
-        "FMU_GATEWAY_JWT_SECRET": JWT_SECRET,
-        "FMU_GATEWAY_ENVIRONMENT": "test",
-        "FMU_GATEWAY_WORKERS": "2",
-        **overrides,
-    }
+    env = process_env(var_dir, **overrides)
     var_dir.mkdir(parents=True, exist_ok=True)
     log_path = var_dir / "worker.log"
     with log_path.open("ab") as log:

@@ -363,15 +363,20 @@ def assert_every_child_settled_once(client: httpx.Client, sweep: dict[str, Any])
     assert total == balance["credits"]
 
 
+def wait_until_succeeded(client: httpx.Client, sweep_id: str, at_least: int, timeout: float = 120) -> None:
+    """Until `at_least` children succeeded: the sweep is well under way on the workers."""
+    deadline = time.monotonic() + timeout
+    while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["succeeded"] < at_least:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_a_worker_killed_during_a_sweep_leaves_no_child_stuck_or_charged_twice(fmus: dict[str, Path]) -> None:
     with cluster("workers-sweep-kill", REDIS_URL) as c:
         client = c.gateway.client(c.gateway.create_user(credits=5000, tier="pro"))
         fmu = upload(client, fmus["VanDerPol"])
         sweep_id = start_sweep(client, fmu, 30, stop_time=5)
-        deadline = time.monotonic() + 120
-        while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["succeeded"] < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_succeeded(client, sweep_id, 4)
         victim = c.workers[0]
         os.kill(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
@@ -385,10 +390,7 @@ def test_redis_restarted_mid_sweep_the_sweep_completes(fmus: dict[str, Path]) ->
         client = c.gateway.client(c.gateway.create_user(credits=5000, tier="pro"))
         fmu = upload(client, fmus["VanDerPol"])
         sweep_id = start_sweep(client, fmu, 30, stop_time=5)
-        deadline = time.monotonic() + 120
-        while client.get(f"/v1/sweeps/{sweep_id}").json()["counts"]["succeeded"] < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_succeeded(client, sweep_id, 4)
         control.down()  # without persistence: every message still in Redis is gone
         time.sleep(1)
         control.up()
