@@ -26,6 +26,10 @@ def test_container_is_hardened_as_the_engine_reports(docker_backend: DockerBacke
         tree = sandbox._tree
         assert isinstance(tree, ContainerTree)
         attrs = connect().api.inspect_container(tree.id)
+        # Same host, same namespaces: the container's cgroup is found and read for CPU and memory.
+        cgroups = sandbox.resources.dirs
+        assert cgroups and all(tree.id in str(d) and d.is_dir() for d in cgroups), cgroups
+        assert sandbox.resources.usage().peak_memory_bytes
     host, config = attrs["HostConfig"], attrs["Config"]
     assert config["User"] == "65534:65534"
     assert config["Labels"][LABEL_SANDBOX] == sandbox.id
