@@ -105,7 +105,7 @@ def process_env(var_dir: Path, **overrides: str) -> dict[str, str]:
 def start_gateway(var_dir: Path, *, port: int | None = None, **overrides: str) -> Gateway:
     """``port`` pins the address, e.g. to restart a gateway where clients expect it."""
     port = port or free_port()
-    env = process_env(var_dir, FMU_GATEWAY_MAX_UPLOAD_BYTES=str(8 << 20), **overrides)
+    env = process_env(var_dir, **{"FMU_GATEWAY_MAX_UPLOAD_BYTES": str(8 << 20), **overrides})
     var_dir.mkdir(parents=True, exist_ok=True)
     log_path = var_dir / "server.log"
     with log_path.open("wb") as log:
