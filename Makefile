@@ -8,12 +8,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: help install bwrap run worker sample test lint contract bench build deploy clean
+.PHONY: help install bwrap run worker sample test fuzz lint contract bench build deploy clean
 
 help:
 	@echo "make run       install, migrate, create the dev user, serve on $(HOST):$(PORT)"
 	@echo "make worker    a worker process executing runs from FMU_GATEWAY_BROKER_URL (Redis)"
 	@echo "make test      the whole test suite (unit + end to end through a real server)"
+	@echo "make fuzz      contract fuzzing (schemathesis) of a real gateway, longer than in make test"
 	@echo "make lint      ruff + mypy"
 	@echo "make contract  regenerate shared-specs/api_contract.yaml from the app"
 	@echo "make bench     gateway vs raw FMPy on the same FMU"
@@ -54,6 +55,13 @@ worker: install
 
 test: install
 	$(PY) -m pytest -c private-api/pyproject.toml --rootdir . private-api/tests $(wildcard open-sdk/tests) $(PYTEST_ARGS)
+
+# The contract fuzzing of `make test`, with many more examples per operation (FUZZ_EXAMPLES, FUZZ_SEED).
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: install
+	FMU_GATEWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FMU_GATEWAY_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(PY) -m pytest -c private-api/pyproject.toml --rootdir . private-api/tests/api/test_contract_fuzz.py $(PYTEST_ARGS)
 
 # Images for the docker sandbox and deployments; needs a Docker engine (see docs/deployment.md).
 IMAGES ?= runner api sdk

@@ -94,6 +94,13 @@ def _why(response: httpx.Response) -> str:
     return f"{response.status_code}{code}"
 
 
+def _event_headers(last_event_id: str | None) -> dict[str, str]:
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    return headers
+
+
 class SyncRequester(_Requester):
     def __init__(self, *, base_url: str, auth: httpx.Auth, timeout: float | httpx.Timeout,
                  retry: RetryPolicy) -> None:
@@ -130,12 +137,14 @@ class SyncRequester(_Requester):
             attempt += 1
 
 
-    def stream_lines(self, path: str, *, read_timeout: float | None) -> Iterator[str]:
+    def stream_lines(self, path: str, *, read_timeout: float | None,
+                     last_event_id: str | None = None) -> Iterator[str]:
         """The lines of a streamed response (Server-Sent Events), without retries: a broken stream
-        is the caller's cue to fall back to polling. Raises the typed error for a non-2xx answer."""
+        is the caller's cue to fall back to polling. Raises the typed error for a non-2xx answer.
+        ``last_event_id`` resumes a stream the server ended (``Last-Event-ID``)."""
         timeout = httpx.Timeout(self.timeout.connect, read=read_timeout, write=self.timeout.write,
                                 pool=self.timeout.pool)
-        with self._http.stream("GET", path, timeout=timeout, headers={"Accept": "text/event-stream"}) as response:
+        with self._http.stream("GET", path, timeout=timeout, headers=_event_headers(last_event_id)) as response:
             if not response.is_success:
                 response.read()
                 raise error_from_response(response)
@@ -175,13 +184,13 @@ class AsyncRequester(_Requester):
             await anyio.sleep(step)
             attempt += 1
 
-    async def stream_lines(self, path: str, *, read_timeout: float | None) -> AsyncIterator[str]:
-        """The lines of a streamed response (Server-Sent Events), without retries: a broken stream
-        is the caller's cue to fall back to polling. Raises the typed error for a non-2xx answer."""
+    async def stream_lines(self, path: str, *, read_timeout: float | None,
+                           last_event_id: str | None = None) -> AsyncIterator[str]:
+        """See :meth:`SyncRequester.stream_lines`."""
         timeout = httpx.Timeout(self.timeout.connect, read=read_timeout, write=self.timeout.write,
                                 pool=self.timeout.pool)
         async with self._http.stream("GET", path, timeout=timeout,
-                                     headers={"Accept": "text/event-stream"}) as response:
+                                     headers=_event_headers(last_event_id)) as response:
             if not response.is_success:
                 await response.aread()
                 raise error_from_response(response)

@@ -291,7 +291,9 @@ def info(ctx: typer.Context,
             if value:
                 out.print(f"  {key}: {escape(str(value))}")
         table = _table("name", "causality", "variability", "type", "start", "unit", "description", no_wrap=("name",))
-        for v in detail.variables:
+        # A large model's own response holds its first variables only; page through the rest.
+        variables = detail.variables if detail.variables_complete else client.fmus.variables(detail)
+        for v in variables:
             table.add_row(escape(v.name), v.causality, v.variability, v.type, escape(_cell(v.start)),
                           escape(v.unit or ""), escape(v.description or ""))
         out.print(table)

@@ -109,19 +109,30 @@ class FmuSummary(APIModel):
     supports_co_simulation: bool
     default_experiment: DefaultExperiment | None = None
     platforms: list[str] = Field(default_factory=list)
+    #: How many variables the model declares (None from a server that does not say).
+    variable_count: int | None = None
     created_at: datetime
 
 
 class Fmu(FmuSummary):
-    """An uploaded FMU with its model variables."""
+    """An uploaded FMU with its model variables: all of them, or the first 1,000 of a larger model
+    (see :attr:`variables_complete`; ``client.fmus.variables(fmu)`` pages through every one)."""
 
     variables: list[Variable] = Field(default_factory=list)
 
+    @property
+    def variables_complete(self) -> bool:
+        """Whether :attr:`variables` holds every variable of the model."""
+        return self.variable_count is None or len(self.variables) >= self.variable_count
+
     def variable(self, name: str) -> Variable:
-        """The variable called ``name`` (``KeyError`` if the model has none)."""
+        """The variable called ``name`` (``KeyError`` if :attr:`variables` has none of that name)."""
         for variable in self.variables:
             if variable.name == name:
                 return variable
+        if not self.variables_complete:
+            raise KeyError(f"{name!r} is not among the first {len(self.variables)} of {self.variable_count} "
+                           "variables; find it with client.fmus.variables(fmu, q=...)")
         raise KeyError(name)
 
     @property

@@ -1,15 +1,17 @@
-"""``client.fmus``: upload (hash first, never send known bytes twice), list, get, delete."""
+"""``client.fmus``: upload (hash first, never send known bytes twice), list, get, variables, delete."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import zipfile
 from pathlib import Path
 
 import pytest
 from gateway_process import Gateway
 from sdk_support import count_requests, has_parameter, require_server_feature
 
-from fmu_gateway_sdk import Fmu, FMUGatewayClient, FmuSummary, NotFoundError
+from fmu_gateway_sdk import AsyncFMUGatewayClient, Fmu, FMUGatewayClient, FmuSummary, NotFoundError
 
 UPLOAD_PATH = "/v1/fmus"
 
@@ -120,3 +122,61 @@ class TestGetAndDelete:
                 client.fmus.get(fmu.id)
             assert caught.value.code == "not_found"
             assert fmu.id not in {f.id for f in client.fmus.list()}
+
+
+def with_variables(fmu: Path, count: int, dest: Path) -> Path:
+    """``fmu`` (FMI 2) declaring ``count`` more variables after its own: extra0 ("Extra 0"), ..."""
+    with zipfile.ZipFile(fmu) as source, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "modelDescription.xml":
+                extra = "".join(f'<ScalarVariable name="extra{i}" valueReference="{1000 + i}" '
+                                f'description="Extra {i}"><Real/></ScalarVariable>' for i in range(count))
+                data = data.replace(b"</ModelVariables>", extra.encode() + b"</ModelVariables>")
+            target.writestr(info, data)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def large(model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VanDerPol with 1,200 more variables: more than an FMU's own response carries."""
+    return with_variables(model_files["VanDerPol"], 1200, tmp_path_factory.mktemp("large") / "Large.fmu")
+
+
+class TestVariables:
+    def test_a_large_model_comes_with_its_first_variables_and_pages_the_rest(
+            self, gateway: Gateway, fresh_key: str, large: Path) -> None:
+        require_server_feature(has_parameter(gateway, "GET", "/v1/fmus/{fmu_id}/variables", "q"),
+                               "GET /v1/fmus/{id}/variables")
+        with FMUGatewayClient(fresh_key, gateway.base_url) as client:
+            fmu = client.fmus.upload(large)
+            everything = list(client.fmus.variables(fmu, page_size=500))
+
+            assert fmu.variable_count == len(everything) > 1200
+            assert len(fmu.variables) == 1000 and not fmu.variables_complete
+            assert [v.name for v in everything[:1000]] == [v.name for v in fmu.variables]
+            assert everything[-1].name == "extra1199" and everything[-1].description == "Extra 1199"
+            with pytest.raises(KeyError, match=r"client\.fmus\.variables"):
+                fmu.variable("extra1199")
+            assert [v.name for v in client.fmus.variables(fmu.id, q="EXTRA 119")] == [
+                "extra119", *(f"extra{i}" for i in range(1190, 1200))]
+            assert next(iter(client.fmus.list())).variable_count == fmu.variable_count
+
+    def test_a_small_model_has_all_its_variables(self, client: FMUGatewayClient, model_files: dict[str, Path]) -> None:
+        fmu = client.fmus.upload(model_files["VanDerPol"])
+        assert fmu.variables_complete
+        assert [v.name for v in client.fmus.variables(fmu)] == [v.name for v in fmu.variables]
+
+    def test_the_async_client_pages_the_same_variables(self, gateway: Gateway, fresh_key: str, large: Path) -> None:
+        require_server_feature(has_parameter(gateway, "GET", "/v1/fmus/{fmu_id}/variables", "q"),
+                               "GET /v1/fmus/{id}/variables")
+
+        async def scenario() -> tuple[list[str], list[str]]:
+            async with AsyncFMUGatewayClient(fresh_key, gateway.base_url) as client:
+                fmu = await client.fmus.upload(large)
+                return ([v.name async for v in client.fmus.variables(fmu, page_size=700)],
+                        [v.name async for v in client.fmus.variables(fmu, q="extra 5")])
+
+        names, matched = asyncio.run(scenario())
+        assert names[-1] == "extra1199" and len(names) > 1200
+        assert matched == ["extra5", *(f"extra{i}" for i in range(50, 60)), *(f"extra{i}" for i in range(500, 600))]

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 200 << 20
     max_extracted_bytes: int = 1 << 30
     max_compression_ratio: float = 200.0
+    # modelDescription.xml: most variables an FMU may declare (counted before any is parsed), and
+    # most bytes of the parsed model information stored per FMU (413 either way).
+    max_model_variables: int = Field(default=100_000, ge=1)
+    max_model_info_bytes: int = Field(default=32 << 20, ge=1 << 10)
 
     run_default_timeout_s: float = 60.0
     run_max_timeout_s: float = 3600.0
@@ -100,8 +104,10 @@ class Settings(BaseSettings):
     # With Redis, every API process spends from one request budget per key; without, per process.
     redis_url: str = ""
     redis_key_prefix: str = "fmu-gateway:"
-    # Input tables and start values travel in the request body; keep them bounded.
-    max_request_bytes: int = 16 << 20
+    # Every request body but an upload's is capped here, before authentication reads it (input
+    # tables and start values travel in JSON bodies); Stripe's webhooks have a cap of their own.
+    max_request_bytes: int = Field(default=1 << 20, ge=1024)
+    max_webhook_bytes: int = Field(default=256 << 10, ge=1024)
 
     # Stripe: an empty API key turns Stripe billing off (checkout answers 503 billing_unavailable).
     stripe_api_key: SecretStr = SecretStr("")
@@ -123,10 +129,21 @@ class Settings(BaseSettings):
 
     # Sweeps: most child runs one sweep may create (each is a row, a hold share and a result).
     sweep_max_children: int = Field(default=10_000, ge=1)
+    # Most swept values one sweep may set (children x parameters): its design, checked from the
+    # request before anything is sampled.
+    sweep_max_values: int = Field(default=200_000, ge=1)
     # Server-Sent Events: how often a stream re-reads the database (other processes' changes) and
     # how long it may stay silent before a heartbeat comment keeps proxies from closing it.
     events_poll_s: float = Field(default=0.5, gt=0)
     events_heartbeat_s: float = Field(default=15.0, gt=0)
+    # A stream that sees no change re-reads ever less often, doubling up to this: idle streams
+    # cost little, and this process's own changes still wake them at once.
+    events_poll_max_s: float = Field(default=5.0, gt=0)
+    # Open streams per user, across all of its keys (and, with Redis, all API processes); more is
+    # 429 too_many_streams. A stream ends after events_max_stream_s; clients resume it with
+    # Last-Event-ID, and a slot a crashed process never released lapses after that lifetime.
+    events_max_streams_per_user: int = Field(default=20, ge=1)
+    events_max_stream_s: float = Field(default=300.0, gt=0)
 
     dev_user_email: str = "dev@localhost"
     dev_user_credits: int = 1000

@@ -23,6 +23,7 @@ from app.services.fmu_cache import FmuCache
 from app.services.fmu_runner import FmuRunner, default_limits
 from app.services.idempotency import IdempotencyStore
 from app.services.rate_limit import RateLimiter, create_rate_limiter
+from app.services.stream_slots import StreamSlots, create_stream_slots
 from app.services.stripe_service import StripeService
 from app.services.token_service import TokenService
 from app.services.usage_reporter import UsageReporter
@@ -46,6 +47,8 @@ class AppContext:
     # Signs and verifies access tokens; built here so every request shares one.
     tokens: TokenService = field(init=False)
     usage_marks: UsageMarks = field(init=False, default_factory=UsageMarks)
+    # Counts each user's open event streams (in Redis when configured, shared by every API process).
+    stream_slots: StreamSlots = field(init=False)
     stripe: StripeService = field(init=False)
     # Reports the usage outbox to Stripe; None when Stripe is not configured.
     usage_reporter: UsageReporter | None = field(init=False)
@@ -58,6 +61,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.tokens = TokenService.from_settings(self.settings)
+        self.stream_slots = create_stream_slots(self.settings)
         self.stripe = StripeService(self.settings, self.db)
         self.usage_reporter = (UsageReporter(self.settings, self.db, self.stripe.client)
                                if self.stripe.client is not None else None)
@@ -76,7 +80,9 @@ class AppContext:
         db = Database(settings)
         storage = create_storage(settings)
         limits = ArchiveLimits(max_uncompressed_bytes=settings.max_extracted_bytes,
-                               max_ratio=settings.max_compression_ratio)
+                               max_ratio=settings.max_compression_ratio,
+                               max_variables=settings.max_model_variables,
+                               max_model_info_bytes=settings.max_model_info_bytes)
         cache = FmuCache(settings.cache_dir / "fmus", storage, limits)
         notifier = RunNotifier()
         backend = (create_backend(settings.sandbox, work_dir=settings.sandbox_dir, production=settings.production,
@@ -116,4 +122,5 @@ class AppContext:
         self.dispatcher.shutdown()
         if self.rate_limiter is not None:
             self.rate_limiter.close()
+        self.stream_slots.close()
         self.db.dispose()

@@ -119,3 +119,27 @@ class IdempotencyKeyReused(ProblemError):
     status = 422
     code = "idempotency_key_reused"
     title = "Idempotency-Key reused with another request"
+
+
+class TooManyVariables(InvalidFMU):
+    status = 413
+    code = "too_many_variables"
+    title = "Model declares too many variables"
+
+
+class ModelInfoTooLarge(InvalidFMU):
+    status = 413
+    code = "model_info_too_large"
+    title = "Model information too large to store"
+
+
+class InvalidCursor(ProblemError):
+    status = 422
+    code = "invalid_cursor"
+    title = "Invalid pagination cursor"
+
+
+class InvalidFilename(ProblemError):
+    status = 422
+    code = "invalid_filename"
+    title = "Invalid filename"

@@ -12,13 +12,20 @@ import hashlib
 import logging
 import re
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.body_limits import body_cap, refuse
 from app.errors import IdempotencyKeyReused, ProblemError, problem_response
-from app.routes.deps import identify
+from app.routes.deps import authorize_like_route, identify, spend_request
+from app.services import limits
 from app.services.idempotency import LOCK_S, IdempotencyStore, request_hash
 
 log = logging.getLogger(__name__)
@@ -45,8 +52,11 @@ class InvalidIdempotencyKey(ProblemError):
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """``routes``: the app's API routes, to find the one a replayed request names."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[APIRoute]) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_bytes = dict(scope.get("headers", ())).get(HEADER) if scope["type"] == "http" else None
@@ -56,10 +66,15 @@ class IdempotencyMiddleware:
 
         key = key_bytes.decode("latin-1")
         if not _KEY.match(key):
-            error: ProblemError = InvalidIdempotencyKey("Idempotency-Key must be 1-255 visible ASCII characters.")
-            await problem_response(error.status, error.code, error.title, error.detail)(scope, receive, send)
+            await _answer(InvalidIdempotencyKey("Idempotency-Key must be 1-255 visible ASCII characters."),
+                          scope, receive, send)
             return
         ctx = scope["app"].state.ctx
+        route = _route_of(self.routes, scope)
+        if route is None:
+            await self.app(scope, receive, send)  # the router answers 404 or 405 itself
+            return
+        dependant, path_params = route
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         try:
@@ -67,22 +82,43 @@ class IdempotencyMiddleware:
         except ProblemError:
             await self.app(scope, receive, send)  # the route answers 401 itself
             return
+        try:
+            # Spent here, so replays count against the tenant's budget like any request.
+            await run_in_threadpool(spend_request, ctx, principal, scope.setdefault("state", {}))
+        except ProblemError as error:
+            await _answer(error, scope, receive, send)
+            return
 
+        # Never more than this caller may send: the upload cap of its own tier, else the route's.
+        cap = body_cap(ctx.settings, "POST", scope["path"], limits.for_caller(principal, ctx.settings).max_fmu_bytes)
         with tempfile.SpooledTemporaryFile(max_size=1 << 20, dir=ctx.settings.upload_tmp_dir) as spool:
-            body_digest = await _spool_body(receive, spool, headers.get(b"content-type", b""))
+            try:
+                body_digest = await _spool_body(receive, spool, headers.get(b"content-type", b""), cap.bytes)
+            except ClientDisconnect:
+                return  # nobody is left to answer
+            if body_digest is None:
+                await refuse(cap.error(), scope, receive, send)
+                return
             store: IdempotencyStore = ctx.idempotency
-            digest = request_hash("POST", scope["path"], body_digest)
+            # Bound to the credential that sent it: another key of the same user cannot replay it.
+            digest = request_hash("POST", scope["path"], body_digest, principal.api_key_id)
             claim = await run_in_threadpool(store.claim, principal.user_id, key, digest)
             if claim.state == "mismatch":
-                error = IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
-            elif claim.state == "in_use":
-                error = IdempotencyKeyInUse(f"A request with Idempotency-Key {key!r} is still being handled; "
-                                            "retry shortly.", headers={"Retry-After": str(claim.retry_after_s)})
-            if claim.state in ("mismatch", "in_use"):
-                response = problem_response(error.status, error.code, error.title, error.detail, error.headers)
-                await response(scope, receive, send)
+                await _answer(IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request."),
+                              scope, receive, send)
+                return
+            if claim.state == "in_use":
+                await _answer(IdempotencyKeyInUse(f"A request with Idempotency-Key {key!r} is still being handled; "
+                                                  "retry shortly.", headers={"Retry-After": str(claim.retry_after_s)}),
+                              scope, receive, send)
                 return
             if claim.state == "replay":
+                # A replay is authorised like the original: the route's scopes, its resources still the caller's.
+                try:
+                    await run_in_threadpool(authorize_like_route, ctx, principal, dependant, path_params)
+                except ProblemError as error:
+                    await _answer(error, scope, receive, send)
+                    return
                 await _replay(send, claim.status_code, claim.headers, claim.body)
                 return
             assert claim.record_id is not None
@@ -95,10 +131,19 @@ class IdempotencyMiddleware:
         stored_headers: dict[str, str] = {}
         chunks: list[bytes] = []
         size = 0
+        settled = False
 
         async def replay_body() -> Message:
             chunk = spool.read(64 << 10)
             return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+
+        async def settle() -> None:
+            nonlocal settled
+            settled = True
+            if status and status < 500 and status not in NOT_STORED and size <= _MAX_STORED_BODY:
+                await run_in_threadpool(store.complete, record_id, status, stored_headers, b"".join(chunks))
+            else:
+                await run_in_threadpool(store.release, record_id)
 
         async def capture(message: Message) -> None:
             nonlocal status, size
@@ -111,6 +156,10 @@ class IdempotencyMiddleware:
                 size += len(message.get("body", b""))
                 if size <= _MAX_STORED_BODY:
                     chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Stored before the client has its last byte: a retry right after the answer
+                    # is a replay, never a 409 for a request that has finished.
+                    await settle()
             await send(message)
 
         async def keep_locked() -> None:
@@ -125,23 +174,42 @@ class IdempotencyMiddleware:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            if status and status < 500 and status not in NOT_STORED and size <= _MAX_STORED_BODY:
-                await run_in_threadpool(store.complete, record_id, status, stored_headers, b"".join(chunks))
-            else:
+            if not settled:
                 await run_in_threadpool(store.release, record_id)
 
 
-async def _spool_body(receive: Receive, spool: Any, content_type: bytes) -> str:
-    """Read the whole body into ``spool``; returns its sha256. Many clients draw a new multipart
-    boundary for each attempt, so the boundary is left out of the hash."""
+def _route_of(routes: Sequence[APIRoute], scope: Scope) -> tuple[Dependant, dict[str, str]] | None:
+    """The API route that will handle ``scope`` and its path parameters."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return route.dependant, child.get("path_params", {})
+    return None
+
+
+async def _answer(error: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
+    await problem_response(error.status, error.code, error.title, error.detail, error.headers,
+                           **error.extra)(scope, receive, send)
+
+
+async def _spool_body(receive: Receive, spool: Any, content_type: bytes, cap: int) -> str | None:
+    """Read the whole body into ``spool``; returns its sha256, or None once it passes ``cap`` bytes
+    (nothing more is read). Many clients draw a new multipart boundary for each attempt, so the
+    boundary is left out of the hash."""
     found = re.search(rb"boundary=\"?([^\";]+)", content_type)
     boundary = found.group(1) if found else b""
     digest = hashlib.sha256()
     pending = b""
+    size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
         chunk = message.get("body", b"")
         more = bool(message.get("more_body"))
+        size += len(chunk)
+        if size > cap:
+            return None
         spool.write(chunk)
         if not boundary:
             digest.update(chunk)

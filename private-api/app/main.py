@@ -13,12 +13,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
+from app.body_limits import BodyLimitMiddleware
 from app.config import Settings, get_settings
 from app.context import AppContext
+from app.contract import with_problem_responses
 from app.errors import ProblemError, problem_response, request_id_var
 from app.idempotency import IdempotencyMiddleware
 from app.routes import auth, billing, events, execute_fmu, health, keys, registry, sweeps
@@ -114,14 +117,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload FMI 2.0/3.0 models (FMUs) once and run them in per-run sandboxes.",
         lifespan=lifespan,
     )
-    # Added last runs first: request ids wrap everything, idempotency sees authenticated POSTs.
-    app.add_middleware(IdempotencyMiddleware)
+    # Added last runs first: request ids wrap everything, bodies are capped before anything reads
+    # them, idempotency sees authenticated POSTs.
+    routers = [module.router for module in (health, registry, execute_fmu, sweeps, events, billing, keys, auth)]
+    app.add_middleware(IdempotencyMiddleware,
+                       routes=[route for router in routers for route in router.routes if isinstance(route, APIRoute)])
+    app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(ProblemError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    for module in (health, registry, execute_fmu, sweeps, events, billing, keys, auth):
-        app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
+    # /openapi.json is the published contract: every error documented as problem+json.
+    fastapi_openapi = app.openapi
+    app.openapi = lambda: with_problem_responses(fastapi_openapi())  # type: ignore[method-assign]
     return app
 
 

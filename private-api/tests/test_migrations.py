@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from alembic import command
 from databases import BACKENDS, temporary_database
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from app.migrate import alembic_config, upgrade
 from app.models import Base
@@ -27,3 +28,34 @@ def test_migrations_build_the_models_schema_and_go_down_again(backend: str, tmp_
             upgrade(url)
         finally:
             engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_0005_copies_each_fmus_summary_out_of_its_model_info(backend: str, tmp_path: Path) -> None:
+    info = {"variables": [{"name": "x"}, {"name": "y"}], "platforms": ["linux64"],
+            "default_experiment": {"stop_time": 2.0}}
+    with temporary_database(backend, tmp_path) as url:
+        upgrade(url, "0004")
+        engine = create_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("INSERT INTO users (id, email, credits, created_at) "
+                                        "VALUES ('usr_1', 'a@example.com', 0, CURRENT_TIMESTAMP)"))
+                connection.execute(text(
+                    "INSERT INTO fmus (id, user_id, sha256, size, fmi_version, model_name, guid, "
+                    "supports_model_exchange, supports_co_simulation, model_info, created_at) VALUES "
+                    "('fmu_1', 'usr_1', :sha, 10, '2.0', 'm', 'g', false, true, :info, CURRENT_TIMESTAMP)"),
+                    {"sha": "0" * 64, "info": json.dumps(info)})
+            upgrade(url)
+            with engine.connect() as connection:
+                row = connection.execute(text("SELECT variable_count, default_experiment, platforms, "
+                                              "extracted_bytes FROM fmus")).one()
+        finally:
+            engine.dispose()
+    count, experiment, platforms, extracted = row
+    assert (count, as_json(experiment), as_json(platforms), extracted) == (2, {"stop_time": 2.0}, ["linux64"], None)
+
+
+def as_json(value: object) -> object:
+    # Raw SQL: SQLite returns JSON as text, PostgreSQL's driver parses it.
+    return json.loads(value) if isinstance(value, str) else value

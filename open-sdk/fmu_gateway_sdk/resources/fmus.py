@@ -1,4 +1,4 @@
-"""``client.fmus``: upload (hash first, send only unknown bytes), list, get, delete."""
+"""``client.fmus``: upload (hash first, send only unknown bytes), list, get, page variables, delete."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
-from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
+from fmu_gateway_sdk._base_client import AsyncRequester, Params, SyncRequester
 from fmu_gateway_sdk._fmu_file import FmuFile, FmuPath, TransferProgress
-from fmu_gateway_sdk.models import Fmu, FmuSummary, page_from_response
+from fmu_gateway_sdk.models import Fmu, FmuSummary, Variable, page_from_response
 
 log = logging.getLogger("fmu_gateway_sdk")
 
@@ -16,6 +16,7 @@ log = logging.getLogger("fmu_gateway_sdk")
 FmuRef = str | FmuSummary
 
 PAGE_SIZE = 100
+VARIABLES_PAGE_SIZE = 1000
 
 
 def fmu_id(fmu: FmuRef) -> str:
@@ -29,6 +30,10 @@ def fmu_path(fmu: FmuRef) -> str:
 def _matching(found: list[FmuSummary], sha256: str) -> FmuSummary | None:
     # Checked here too, so a server without the ?sha256= filter never makes us skip an upload wrongly.
     return next((f for f in found if f.sha256 == sha256), None)
+
+
+def _variables_params(page_size: int, cursor: str | None, q: str | None) -> Params:
+    return {"limit": page_size, "cursor": cursor, "q": q or None}
 
 
 class Fmus:
@@ -75,8 +80,20 @@ class Fmus:
                 return
 
     def get(self, fmu: FmuRef) -> Fmu:
-        """The FMU with its model variables."""
+        """The FMU with its model variables (the first 1,000 of a larger model: see :meth:`variables`)."""
         return Fmu.from_response(self._api.request("GET", fmu_path(fmu)))
+
+    def variables(self, fmu: FmuRef, *, q: str | None = None,
+                  page_size: int = VARIABLES_PAGE_SIZE) -> Iterator[Variable]:
+        """Every variable of the model in model order, or those whose name or description contains
+        ``q`` (any case); pages are fetched as you iterate."""
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(Variable, self._api.request(
+                "GET", f"{fmu_path(fmu)}/variables", params=_variables_params(page_size, cursor, q)))
+            yield from items
+            if cursor is None:
+                return
 
     def delete(self, fmu: FmuRef) -> None:
         self._api.request("DELETE", fmu_path(fmu))
@@ -127,8 +144,21 @@ class AsyncFmus:
                 return
 
     async def get(self, fmu: FmuRef) -> Fmu:
-        """The FMU with its model variables."""
+        """The FMU with its model variables (the first 1,000 of a larger model: see :meth:`variables`)."""
         return Fmu.from_response(await self._api.request("GET", fmu_path(fmu)))
+
+    async def variables(self, fmu: FmuRef, *, q: str | None = None,
+                        page_size: int = VARIABLES_PAGE_SIZE) -> AsyncIterator[Variable]:
+        """Every variable of the model in model order, or those whose name or description contains
+        ``q`` (any case); pages are fetched as you iterate (``async for``)."""
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(Variable, await self._api.request(
+                "GET", f"{fmu_path(fmu)}/variables", params=_variables_params(page_size, cursor, q)))
+            for item in items:
+                yield item
+            if cursor is None:
+                return
 
     async def delete(self, fmu: FmuRef) -> None:
         await self._api.request("DELETE", fmu_path(fmu))

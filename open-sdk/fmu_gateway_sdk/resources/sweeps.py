@@ -3,12 +3,15 @@ summary, cancel.
 
 ``wait`` follows the sweep's Server-Sent Events (``/v1/sweeps/{id}/events``); if the stream
 cannot be opened or breaks, it polls ``GET /v1/sweeps/{id}`` instead, so it works through proxies
-that buffer streams.
+that buffer streams. The server ends a stream after a maximum lifetime; ``events`` then reconnects
+with ``Last-Event-ID`` and carries on until ``end``. With too many streams open (429
+``too_many_streams``) ``wait`` polls until the server's ``Retry-After`` has passed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
@@ -21,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
 from fmu_gateway_sdk._run_request import run_body
-from fmu_gateway_sdk.errors import APIConnectionError, NotFoundError, WaitTimeoutError
+from fmu_gateway_sdk.errors import APIConnectionError, NotFoundError, RateLimitError, WaitTimeoutError
 from fmu_gateway_sdk.models import (
     FmiType,
     Solver,
@@ -43,6 +46,9 @@ RUNS_PAGE_SIZE = 1000
 # The server sends a heartbeat at least every 15 s; silence for longer means the stream is dead.
 STREAM_READ_TIMEOUT_S = 45.0
 POLL_INTERVAL_S = 1.0
+# Waits between a stream the server ended and the next: its ``retry`` hint, within these bounds.
+DEFAULT_RECONNECT_S = 1.0
+MAX_RECONNECT_S = 30.0
 
 def sweep_id(sweep: SweepRef) -> str:
     return sweep.id if isinstance(sweep, Sweep) else str(sweep)
@@ -96,11 +102,19 @@ def _run_spec(*, start_values: Mapping[str, Any] | None, start_time: float | Non
 
 
 class _EventParser:
-    """Server-Sent Events from lines: ``(event, data)`` once a blank line ends an event."""
+    """Server-Sent Events from lines: ``(event, data)`` once a blank line ends an event. Keeps the
+    last event id and the server's ``retry`` hint across connections, to resume with them."""
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.data: list[str] = []
+        self.last_id: str | None = None
+        self.retry_s = DEFAULT_RECONNECT_S
+
+    def reconnecting(self) -> float:
+        """Forget a half-received event (as EventSource does); the seconds to wait first."""
+        self.name, self.data = None, []
+        return self.retry_s
 
     def feed(self, line: str) -> tuple[str, Any] | None:
         if line == "":
@@ -118,6 +132,10 @@ class _EventParser:
             self.name = value
         elif field == "data":
             self.data.append(value)
+        elif field == "id" and "\0" not in value:
+            self.last_id = value
+        elif field == "retry" and value.isdigit():
+            self.retry_s = min(int(value) / 1000, MAX_RECONNECT_S)
         return None
 
 
@@ -163,6 +181,11 @@ class _Deadline:
 
     def expired(self) -> bool:
         return self.at is not None and time.monotonic() >= self.at
+
+
+def _stream_again_at(exc: RateLimitError) -> float:
+    """After 429 (``too_many_streams``: the user's other streams hold every slot): poll until then."""
+    return time.monotonic() + min(exc.retry_after or POLL_INTERVAL_S, MAX_RECONNECT_S)
 
 
 class Sweeps:
@@ -214,12 +237,18 @@ class Sweeps:
 
     def events(self, sweep: SweepRef, *, read_timeout: float | None = STREAM_READ_TIMEOUT_S
                ) -> Iterator[tuple[str, Sweep]]:
-        """The sweep's Server-Sent Events as ``(event, sweep)``: ``status``, ``progress``, then ``end``."""
+        """The sweep's Server-Sent Events as ``(event, sweep)``: ``status``, ``progress``, then ``end``.
+        A stream the server ends before ``end`` is resumed with ``Last-Event-ID``."""
         parser = _EventParser()
-        for line in self._api.stream_lines(sweep_path(sweep, "/events"), read_timeout=read_timeout):
-            event = parser.feed(line)
-            if event is not None:
-                yield event[0], Sweep.model_validate(event[1])
+        while True:
+            for line in self._api.stream_lines(sweep_path(sweep, "/events"), read_timeout=read_timeout,
+                                               last_event_id=parser.last_id):
+                event = parser.feed(line)
+                if event is not None:
+                    yield event[0], Sweep.model_validate(event[1])
+                    if event[0] == "end":
+                        return
+            time.sleep(parser.reconnecting())
 
     def wait(self, sweep: SweepRef, *, timeout: float | None = None, progress: bool = False) -> Sweep:
         """Block until every child is final (or the sweep was cancelled) and return the sweep; with
@@ -228,11 +257,11 @@ class Sweeps:
         with _ProgressBar(progress) as bar:
             current = sweep if isinstance(sweep, Sweep) else self.get(sweep)
             bar.update(current)
-            stream = True
+            stream_after = 0.0  # when to try the event stream (again)
             while not current.finished:
                 if deadline.expired():
                     raise WaitTimeoutError(current, timeout or 0.0)
-                if stream:
+                if time.monotonic() >= stream_after:
                     try:
                         for _, seen in self.events(current.id, read_timeout=deadline.read_timeout()):
                             current = seen
@@ -241,7 +270,9 @@ class Sweeps:
                                 break
                         continue
                     except NotFoundError:
-                        stream = False  # no event stream here (an older server); GET says if the sweep is gone
+                        stream_after = math.inf  # no event stream here (an older server); GET says if it is gone
+                    except RateLimitError as exc:
+                        stream_after = _stream_again_at(exc)
                     except (httpx.TransportError, APIConnectionError):
                         pass  # the stream broke or went quiet: one poll, then a new stream
                 else:
@@ -320,12 +351,17 @@ class AsyncSweeps:
 
     async def events(self, sweep: SweepRef, *, read_timeout: float | None = STREAM_READ_TIMEOUT_S
                      ) -> AsyncIterator[tuple[str, Sweep]]:
-        """The sweep's Server-Sent Events as ``(event, sweep)``: ``status``, ``progress``, then ``end``."""
+        """The sweep's Server-Sent Events (see :meth:`Sweeps.events`)."""
         parser = _EventParser()
-        async for line in self._api.stream_lines(sweep_path(sweep, "/events"), read_timeout=read_timeout):
-            event = parser.feed(line)
-            if event is not None:
-                yield event[0], Sweep.model_validate(event[1])
+        while True:
+            async for line in self._api.stream_lines(sweep_path(sweep, "/events"), read_timeout=read_timeout,
+                                                     last_event_id=parser.last_id):
+                event = parser.feed(line)
+                if event is not None:
+                    yield event[0], Sweep.model_validate(event[1])
+                    if event[0] == "end":
+                        return
+            await anyio.sleep(parser.reconnecting())
 
     async def wait(self, sweep: SweepRef, *, timeout: float | None = None, progress: bool = False) -> Sweep:
         """Wait until every child is final (or the sweep was cancelled); see :meth:`Sweeps.wait`."""
@@ -333,11 +369,11 @@ class AsyncSweeps:
         with _ProgressBar(progress) as bar:
             current = sweep if isinstance(sweep, Sweep) else await self.get(sweep)
             bar.update(current)
-            stream = True
+            stream_after = 0.0
             while not current.finished:
                 if deadline.expired():
                     raise WaitTimeoutError(current, timeout or 0.0)
-                if stream:
+                if time.monotonic() >= stream_after:
                     try:
                         async for _, seen in self.events(current.id, read_timeout=deadline.read_timeout()):
                             current = seen
@@ -346,7 +382,9 @@ class AsyncSweeps:
                                 break
                         continue
                     except NotFoundError:
-                        stream = False
+                        stream_after = math.inf
+                    except RateLimitError as exc:
+                        stream_after = _stream_again_at(exc)
                     except (httpx.TransportError, APIConnectionError):
                         pass
                 else:

@@ -3,6 +3,7 @@
 from app.fmi.archive import (
     ArchiveLimits,
     ArchiveSummary,
+    InspectedFmu,
     extract_fmu,
     inspect_archive,
     inspect_fmu,
@@ -15,6 +16,7 @@ __all__ = [
     "ArchiveLimits",
     "ArchiveSummary",
     "DefaultExperiment",
+    "InspectedFmu",
     "ModelInfo",
     "Variable",
     "extract_fmu",

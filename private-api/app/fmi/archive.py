@@ -54,6 +54,9 @@ class ArchiveLimits:
     max_members: int = 10_000
     max_ratio: float = 200.0
     max_xml_bytes: int = 16 << 20
+    max_variables: int = 100_000
+    # Bytes of the parsed model information as stored (JSON); checked by the registry.
+    max_model_info_bytes: int = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,23 @@ class ArchiveSummary:
         return [info.filename for info in self.members]
 
 
-def inspect_fmu(path: Path, limits: ArchiveLimits) -> ModelInfo:
+@dataclass(frozen=True)
+class InspectedFmu:
+    info: ModelInfo
+    # What extraction will write, from the archive's declared sizes (extract_fmu holds it to them).
+    extracted_bytes: int
+
+
+def inspect_fmu(path: Path, limits: ArchiveLimits) -> InspectedFmu:
     """The upload check: a safe archive, a valid model description, a binary for this host.
 
     Extraction is separate (``extract_fmu``) because the caller caches it by sha256.
     """
     summary = inspect_archive(path, limits)
-    info = parse_model_description(read_model_description_bytes(path, limits))
+    info = parse_model_description(read_model_description_bytes(path, limits), max_variables=limits.max_variables)
     binaries = shared_libraries_in_archive(summary.names)
-    return require_host_platform(info.model_copy(update={"platforms": list(binaries), "binaries": binaries}))
+    info = require_host_platform(info.model_copy(update={"platforms": list(binaries), "binaries": binaries}))
+    return InspectedFmu(info, summary.uncompressed_bytes)
 
 
 def inspect_archive(path: Path, limits: ArchiveLimits) -> ArchiveSummary:
@@ -86,19 +97,21 @@ def inspect_archive(path: Path, limits: ArchiveLimits) -> ArchiveSummary:
         return _checked_members(zf, limits)
 
 
-def extract_fmu(path: Path, dest: Path, limits: ArchiveLimits) -> None:
-    """Extract a validated archive to ``dest``, atomically.
+def extract_fmu(path: Path, dest: Path, limits: ArchiveLimits) -> bool:
+    """Extract a validated archive to ``dest``, atomically; True if this call's tree is the one published.
 
     Members are written into a staging directory beside ``dest`` that is renamed into place
     at the end, so readers never see a partial tree. If another extraction (of the same
-    sha256) got there first, ours is discarded and theirs is kept.
+    sha256) got there first, ours is discarded and theirs is kept. The archive may write no
+    more than its headers declare (the size quotas were charged), however its data decompresses.
     """
     with _open_zip(path, limits) as zf:
         summary = _checked_members(zf, limits)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
         try:
-            _extract_members(zf, summary.members, staging, limits.max_uncompressed_bytes)
-            _publish(staging, dest)
+            budget = min(summary.uncompressed_bytes, limits.max_uncompressed_bytes)
+            _extract_members(zf, summary.members, staging, budget)
+            return _publish(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -329,14 +342,15 @@ def _make_tree_readable(root: Path) -> None:
         os.chmod(dirpath, 0o755)
 
 
-def _publish(staging: Path, dest: Path) -> None:
+def _publish(staging: Path, dest: Path) -> bool:
     try:
         os.rename(staging, dest)
     except OSError as exc:
         if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and dest.is_dir():
-            shutil.rmtree(staging)  # a concurrent extraction of the same FMU won the race
-            return
+            shutil.rmtree(staging)  # an earlier or concurrent extraction of the same FMU is in place
+            return False
         raise
+    return True
 
 
 def _unsafe(member: str, reason: str) -> UnsafeArchive:

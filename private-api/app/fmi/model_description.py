@@ -1,14 +1,16 @@
 """Parse an FMU's modelDescription.xml (FMI 2.0 or 3.0) into JSON-able pydantic models.
 
 The XML comes from an untrusted upload, so it is parsed with defusedxml and any DTD,
-entity declaration or external reference is refused outright.
+entity declaration or external reference is refused outright, and its variables are counted
+(keeping nothing in memory) before the tree is built.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Literal, cast, get_args
 from xml.etree.ElementTree import Element, ParseError
@@ -17,7 +19,7 @@ import defusedxml
 import defusedxml.ElementTree
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.errors import InvalidModelDescription, UnsupportedFMIVersion
+from app.errors import InvalidModelDescription, TooManyVariables, UnsupportedFMIVersion
 
 FMIVersion = Literal["2.0", "3.0"]
 Causality = Literal[
@@ -131,12 +133,16 @@ class ModelInfo(BaseModel):
         return v.initial in ("exact", "approx")
 
 
-def parse_model_description(xml: bytes) -> ModelInfo:
+def parse_model_description(xml: bytes, *, max_variables: int | None = None) -> ModelInfo:
+    """``max_variables``: refuse a model declaring more (``TooManyVariables``) before building it."""
+    if max_variables is not None:
+        _count_variables(xml, max_variables)
     root = _parse_xml(xml)
     version = _fmi_version(root)
     variables = _fmi2_variables(root) if version == "2.0" else _fmi3_variables(root)
     _check_unique_names(variables)
     identifiers = _model_identifiers(root)
+    _check_column_widths(root)
     try:
         return ModelInfo(
             fmi_version=version,
@@ -155,15 +161,59 @@ def parse_model_description(xml: bytes) -> ModelInfo:
         raise InvalidModelDescription(f"modelDescription.xml is not valid: {exc}") from exc
 
 
-def _parse_xml(xml: bytes) -> Element:
+class _VariableCounter:
+    """An XML parser target that counts the children of <ModelVariables> and keeps no element."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._depth = 0
+        self._in_variables = False
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self._depth += 1
+        if self._depth == 2:
+            self._in_variables = tag == "ModelVariables"
+        elif self._depth == 3 and self._in_variables:
+            self.count += 1
+            if self.count > self.limit:
+                # Raised inside the parser, so nothing past the limit is even read.
+                raise TooManyVariables(
+                    f"modelDescription.xml declares more than {self.limit} variables; "
+                    f"at most {self.limit} are allowed.", limit=self.limit)
+
+    def end(self, tag: str) -> None:
+        self._depth -= 1
+
+    def close(self) -> int:
+        return self.count
+
+
+def _count_variables(xml: bytes, limit: int) -> int:
+    counter = _VariableCounter(limit)
+    with _xml_errors():
+        parser = defusedxml.ElementTree.DefusedXMLParser(
+            target=counter, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        parser.feed(xml)
+        parser.close()
+    return counter.count
+
+
+@contextmanager
+def _xml_errors() -> Iterator[None]:
     try:
-        root = defusedxml.ElementTree.fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        yield
     except defusedxml.DefusedXmlException as exc:
         raise InvalidModelDescription(
             f"modelDescription.xml must not contain a DTD, entities or external references ({exc})."
         ) from exc
     except ParseError as exc:
         raise InvalidModelDescription(f"modelDescription.xml is not well-formed XML: {exc}.") from exc
+
+
+def _parse_xml(xml: bytes) -> Element:
+    with _xml_errors():
+        root = defusedxml.ElementTree.fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     root = cast(Element, root)
     if root.tag != "fmiModelDescription":
         raise InvalidModelDescription(f"The root element is <{root.tag}>, not <fmiModelDescription>.")
@@ -402,6 +452,18 @@ def _json_safe(start: Scalar | list[Scalar] | None) -> Scalar | list[Scalar] | N
     """Drop inf/nan: JSON (and PostgreSQL's json columns) cannot store them; the FMU keeps its own."""
     values = start if isinstance(start, list) else [start]
     return None if any(isinstance(v, float) and not math.isfinite(v) for v in values) else start
+
+
+# Attributes the fmus table keeps in String(255) columns: longer is refused, not cut, at upload.
+_COLUMN_ATTRIBUTES = ("modelName", "generationTool", "guid", "instantiationToken")
+_MAX_COLUMN_CHARS = 255
+
+
+def _check_column_widths(root: Element) -> None:
+    for attribute in _COLUMN_ATTRIBUTES:
+        if len(root.get(attribute) or "") > _MAX_COLUMN_CHARS:
+            raise InvalidModelDescription(
+                f"The {attribute} attribute exceeds {_MAX_COLUMN_CHARS} characters.", attribute=attribute)
 
 
 def _required(element: Element, attribute: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -21,6 +21,9 @@ class Fmu(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
+    # Bytes the extracted archive takes (its declared sizes, which extraction enforces); with
+    # ``size`` what the FMU costs against the storage quota. None: uploaded before it was recorded.
+    extracted_bytes: Mapped[int | None] = mapped_column(BigInteger)
     filename: Mapped[str | None] = mapped_column(String(255))
     fmi_version: Mapped[str] = mapped_column(String(8))
     model_name: Mapped[str] = mapped_column(String(255))
@@ -29,7 +32,12 @@ class Fmu(Base):
     guid: Mapped[str] = mapped_column(String(255))
     supports_model_exchange: Mapped[bool] = mapped_column(Boolean)
     supports_co_simulation: Mapped[bool] = mapped_column(Boolean)
-    # The whole parsed modelDescription (app.fmi.model_description.ModelInfo) as JSON.
-    model_info: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # Listings read these summary columns, never model_info (up to max_model_info_bytes).
+    variable_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    default_experiment: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    platforms: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default=text("'[]'"))
+    # The whole parsed modelDescription (app.fmi.model_description.ModelInfo) as JSON. Deferred:
+    # loaded only when read, so no query of FMUs carries it by accident.
+    model_info: Mapped[dict[str, Any]] = mapped_column(JSONType, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -4,9 +4,9 @@ route charges through."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Literal, get_args
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from app.models import LedgerEntry, Run, User
 from app.models.billing import LEDGER_KINDS
 from app.routes.deps import BillingRead, BillingWrite, Ctx, DbSession
-from app.schemas.common import Page
+from app.routes.params import Cursor, IdFilter, Limit
+from app.schemas.common import Name, Page
 from app.services import credits, stripe_webhooks
 from app.services.pagination import paginate
 
@@ -47,8 +48,8 @@ class LedgerEntryOut(BaseModel):
 class CheckoutCreate(BaseModel):
     """Exactly one of ``pack`` (a one-off credit pack) or ``tier`` (a monthly subscription)."""
 
-    pack: str | None = Field(default=None, examples=["pack_1k"])
-    tier: str | None = Field(default=None, examples=["pro"])
+    pack: Name | None = Field(default=None, examples=["pack_1k"])
+    tier: Name | None = Field(default=None, examples=["pro"])
 
     @model_validator(mode="after")
     def _one(self) -> CheckoutCreate:
@@ -86,8 +87,8 @@ def get_balance(session: DbSession, principal: BillingRead) -> Balance:
 
 @router.get("/ledger", response_model=Page[LedgerEntryOut])
 def list_ledger(session: DbSession, principal: BillingRead,
-                limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None,
-                run_id: str | None = None, kind: LedgerKind | None = None) -> Page[LedgerEntryOut]:
+                limit: Limit = 20, cursor: Cursor = None,
+                run_id: IdFilter = None, kind: LedgerKind | None = None) -> Page[LedgerEntryOut]:
     """The caller's ledger, newest first: every change of the balance with what caused it."""
     query = select(LedgerEntry).where(LedgerEntry.user_id == principal.user_id)
     if run_id is not None:

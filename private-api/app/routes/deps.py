@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.context import AppContext
-from app.services import limits
+from app.services import auth_service, limits, registry_service, run_service, sweep_service
 from app.services.auth_service import Principal, authenticate, mark_used
 
 log = logging.getLogger(__name__)
@@ -54,23 +55,73 @@ def identify(ctx: AppContext, authorization: str | None) -> Principal:
     return principal
 
 
+def spend_request(ctx: AppContext, principal: Principal, state: dict[str, Any]) -> None:
+    """One request from the caller's tenant budget: every key of a user spends from one bucket, so
+    minting keys buys no requests (429 when it is empty)."""
+    per_minute = limits.for_caller(principal, ctx.settings).requests_per_minute
+    if ctx.rate_limiter is not None and per_minute:
+        # Read by RequestIdMiddleware, so every response carries the tenant's state.
+        state["rate_limit"] = ctx.rate_limiter.hit(principal.user_id, per_minute)
+
+
 def get_principal(ctx: Ctx, request: Request,
                   _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     # The raw header, so a malformed scheme gets our problem+json, not HTTPBearer's error.
     principal = identify(ctx, request.headers.get("authorization"))
-    per_minute = limits.for_caller(principal, ctx.settings).requests_per_minute
-    if ctx.rate_limiter is not None and per_minute:
-        # Read by RequestIdMiddleware, so every response of this key carries its state.
-        request.state.rate_limit = ctx.rate_limiter.hit(principal.api_key_id, per_minute)
+    # An idempotent replay authorised in the middleware has spent its request there already.
+    if "rate_limit" not in request.scope.setdefault("state", {}):
+        spend_request(ctx, principal, request.scope["state"])
     return principal
 
 
-def requires(scope: str) -> Callable[[Principal], Principal]:
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        principal.require(scope)
+class RequiresScope:
+    """The dependency of a route that needs ``scope``; an idempotent replay finds it on the route
+    (``required_scopes``) and checks it again before answering."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        principal.require(self.scope)
         return principal
 
-    return check
+
+def requires(scope: str) -> RequiresScope:
+    return RequiresScope(scope)
+
+
+def required_scopes(dependant: Dependant) -> set[str]:
+    """Every scope a route's dependencies require."""
+    found: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        if isinstance(current.call, RequiresScope):
+            found.add(current.call.scope)
+        pending.extend(current.dependencies)
+    return found
+
+
+# The resources a POST route's path names, looked up as its route does (404 if not the caller's).
+_OWNED_BY_PATH: dict[str, Callable[[Session, Principal, str], object]] = {
+    "fmu_id": registry_service.get_fmu,
+    "run_id": run_service.get_run,
+    "sweep_id": sweep_service.get_sweep,
+    "key_id": auth_service.get_api_key,
+}
+
+
+def authorize_like_route(ctx: AppContext, principal: Principal, dependant: Dependant,
+                         path_params: dict[str, str]) -> None:
+    """What the route checks before it acts: the caller's scopes, then that every resource in the
+    path is still the caller's. Raises the route's 403 or 404 problem."""
+    for scope in sorted(required_scopes(dependant)):
+        principal.require(scope)
+    owned = {name: value for name, value in path_params.items() if name in _OWNED_BY_PATH}
+    if owned:
+        with ctx.db.session() as session:
+            for name, value in owned.items():
+                _OWNED_BY_PATH[name](session, principal, value)
 
 
 FmusRead = Annotated[Principal, Depends(requires("fmus:read"))]

@@ -17,6 +17,7 @@ from app.errors import ResultUnavailable, RunNotFinished
 from app.models.run import FINAL_STATUSES
 from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
+from app.routes.params import Cursor, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
 from app.schemas.run import RunCreate, RunOut, RunStatus
 from app.services import limits, result_delivery, result_formats, run_service
@@ -27,7 +28,8 @@ router = APIRouter(tags=["runs"])
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=255,
     description="Retries with the same key return the run the first request created, never a second run.")]
-WaitSeconds = Annotated[float, Query(ge=0, description="Seconds to wait for the run to finish (long-poll).")]
+WaitSeconds = Annotated[float, Query(ge=0, allow_inf_nan=False,
+                                     description="Seconds to wait for the run to finish (long-poll).")]
 
 
 def _load(ctx: AppContext, principal: Principal, run_id: str) -> RunOut:
@@ -57,7 +59,7 @@ def _respond(run: RunOut) -> JSONResponse:
 
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
-async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: RunsWrite,
+async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: RunsWrite,
                      wait: WaitSeconds = 0, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
     finished run if it ends in time."""
@@ -93,8 +95,8 @@ async def create_run(fmu_id: str, body: RunCreate, ctx: Ctx, principal: RunsWrit
 
 @router.get("/v1/runs", response_model=Page[RunOut])
 def list_runs(session: DbSession, principal: RunsRead,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None,
-              status: RunStatus | None = None, fmu_id: str | None = None) -> Page[RunOut]:
+              limit: Limit = 20, cursor: Cursor = None,
+              status: RunStatus | None = None, fmu_id: IdFilter = None) -> Page[RunOut]:
     runs, next_cursor = run_service.list_runs(session, principal, limit, cursor, status=status, fmu_id=fmu_id)
     return Page(data=[run_service.to_out(r) for r in runs], has_more=next_cursor is not None,
                 next_cursor=next_cursor)
@@ -102,13 +104,13 @@ def list_runs(session: DbSession, principal: RunsRead,
 
 @router.get("/v1/runs/{run_id}", response_model=RunOut,
             responses={202: {"model": RunOut, "description": "Not finished (within `wait`)."}})
-async def get_run(run_id: str, ctx: Ctx, principal: RunsRead, wait: WaitSeconds = 0) -> JSONResponse:
+async def get_run(run_id: ResourceId, ctx: Ctx, principal: RunsRead, wait: WaitSeconds = 0) -> JSONResponse:
     run = await _wait_for_final(ctx, principal, run_id, wait)
     return _respond(run)
 
 
 @router.post("/v1/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: str, ctx: Ctx, principal: RunsWrite) -> RunOut:
+def cancel_run(run_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> RunOut:
     """Cancel a queued or running run; a running sandbox is killed. 409 ``run_finished`` if it ended."""
     with ctx.db.session(write=True) as session:
         run, previous = run_service.cancel_run(session, principal, run_id)
@@ -124,7 +126,7 @@ def cancel_run(run_id: str, ctx: Ctx, principal: RunsWrite) -> RunOut:
                              "description": "The result table."},
                        307: {"description": "With presigned results on (S3 storage), `arrow` is fetched from "
                                             "the short-lived URL in `Location`; send no credentials there."}})
-def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead,
+def get_result(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead,
                format: Literal["arrow", "parquet", "csv", "json"] = "arrow") -> Response:
     run = run_service.get_run(session, principal, run_id)
     if not run_service.is_final(run):
@@ -140,16 +142,21 @@ def get_result(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead,
     key = run_service.result_key(run_id)
     fmt = result_formats.FORMATS[format]
     headers = {"Content-Disposition": f'attachment; filename="{run_id}.{fmt.extension}"'}
-    if format == "arrow":
-        return StreamingResponse(ctx.storage.iter_chunks(key), media_type=fmt.media_type,
-                                 headers={**headers, "Content-Length": str(ctx.storage.size(key))})
-    body = result_formats.convert(ctx.storage.read_bytes(key), format)
-    return Response(body, media_type=fmt.media_type, headers=headers)
+    try:
+        if format == "arrow":
+            return StreamingResponse(ctx.storage.iter_chunks(key), media_type=fmt.media_type,
+                                     headers={**headers, "Content-Length": str(ctx.storage.size(key))})
+        # Converted while it is sent, chunk by chunk: memory does not grow with the result.
+        stored = result_delivery.open_result(ctx.storage, ctx.settings, run_id)
+    except FileNotFoundError:
+        raise ResultUnavailable(f"Run {run_id!r} succeeded, but its result is no longer stored.",
+                                run_status=run.status) from None
+    return StreamingResponse(stored.converted(format), media_type=fmt.media_type, headers=headers)
 
 
 @router.get("/v1/runs/{run_id}/log", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "FMU log and runner output."}})
-def get_log(run_id: str, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
+def get_log(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
     run = run_service.get_run(session, principal, run_id)
     key = run_service.log_key(run.id)
     text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from app.routes.deps import Ctx, DbSession, KeysRead, KeysWrite
+from app.routes.params import Cursor, Limit, ResourceId
 from app.schemas.api_key import ApiKeyCreated, ApiKeyOut, CreateApiKey
 from app.schemas.common import Page
 from app.services import auth_service
@@ -27,19 +26,19 @@ def create_api_key(body: CreateApiKey, ctx: Ctx, principal: KeysWrite) -> ApiKey
 
 @router.get("", response_model=Page[ApiKeyOut])
 def list_api_keys(session: DbSession, principal: KeysRead,
-                  limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None) -> Page[ApiKeyOut]:
+                  limit: Limit = 20, cursor: Cursor = None) -> Page[ApiKeyOut]:
     """The user's keys, newest first, revoked and expired ones included."""
     keys, next_cursor = auth_service.list_api_keys(session, principal, limit, cursor)
     return Page(data=[ApiKeyOut.of(k) for k in keys], has_more=next_cursor is not None, next_cursor=next_cursor)
 
 
 @router.get("/{key_id}", response_model=ApiKeyOut)
-def get_api_key(key_id: str, session: DbSession, principal: KeysRead) -> ApiKeyOut:
+def get_api_key(key_id: ResourceId, session: DbSession, principal: KeysRead) -> ApiKeyOut:
     return ApiKeyOut.of(auth_service.get_api_key(session, principal, key_id))
 
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyOut)
-def revoke_api_key(key_id: str, ctx: Ctx, principal: KeysWrite) -> ApiKeyOut:
+def revoke_api_key(key_id: ResourceId, ctx: Ctx, principal: KeysWrite) -> ApiKeyOut:
     """Revoke a key (the calling one too): it and its access tokens stop working at once.
     Revoking a revoked key changes nothing."""
     with ctx.db.session(write=True) as session:

@@ -1,4 +1,4 @@
-"""``/v1/fmus``: upload, list, get, delete. Thin: parsing here, decisions in registry_service."""
+"""``/v1/fmus``: upload, list, get, delete, variables. Thin: parsing here, decisions in registry_service."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from app.fmi.model_description import DefaultExperiment, Variable
 from app.models import Fmu
 from app.routes.deps import Ctx, DbSession, FmusRead, FmusWrite
+from app.routes.params import Cursor, Limit, ResourceId
 from app.routes.upload_stream import receive_upload
 from app.schemas.common import Page
-from app.schemas.fmu import FmuDetail, FmuSummary
+from app.schemas.fmu import DETAIL_MAX_VARIABLES, FmuDetail, FmuSummary
 from app.services import limits, registry_service
 from app.services.auth_service import Principal
 
@@ -31,21 +33,23 @@ UPLOAD_BODY = {
 }
 
 
-def _detail(fmu: Fmu) -> FmuDetail:
-    info = registry_service.model_info(fmu)
-    return FmuDetail(
+def _summary(fmu: Fmu) -> FmuSummary:
+    # From the summary columns only: listing never reads (or loads) model_info.
+    return FmuSummary(
         id=fmu.id, sha256=fmu.sha256, size=fmu.size, filename=fmu.filename,
         fmi_version=fmu.fmi_version, model_name=fmu.model_name, description=fmu.description,
         generation_tool=fmu.generation_tool, guid=fmu.guid,
         supports_model_exchange=fmu.supports_model_exchange,
         supports_co_simulation=fmu.supports_co_simulation,
-        default_experiment=info.default_experiment, platforms=info.platforms,
-        variables=info.variables, created_at=fmu.created_at,
+        default_experiment=(DefaultExperiment.model_validate(fmu.default_experiment)
+                            if fmu.default_experiment is not None else None),
+        platforms=fmu.platforms, variable_count=fmu.variable_count, created_at=fmu.created_at,
     )
 
 
-def _summary(fmu: Fmu) -> FmuSummary:
-    return FmuSummary.model_validate(_detail(fmu).model_dump(exclude={"variables"}))
+def _detail(fmu: Fmu) -> FmuDetail:
+    variables = registry_service.model_info(fmu).variables[:DETAIL_MAX_VARIABLES]
+    return FmuDetail(**_summary(fmu).model_dump(), variables=variables)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FmuDetail,
@@ -61,7 +65,11 @@ async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: 
         with ctx.db.session(write=True) as session:
             fmu, created = registry_service.upload(session, owner, received, storage=ctx.storage,
                                                    cache=ctx.cache, limits=ctx.archive_limits, caller=caller)
-            session.commit()
+            try:
+                session.commit()
+            except BaseException:
+                registry_service.discard_upload(session, received.sha256, storage=ctx.storage, cache=ctx.cache)
+                raise
             return _detail(fmu), created
 
     try:
@@ -76,7 +84,7 @@ async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: 
 
 @router.get("", response_model=Page[FmuSummary])
 def list_fmus(session: DbSession, principal: FmusRead,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: str | None = None,
+              limit: Limit = 20, cursor: Cursor = None,
               sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$",
                                                   description="Only the FMU with these bytes.")] = None,
               ) -> Page[FmuSummary]:
@@ -85,12 +93,25 @@ def list_fmus(session: DbSession, principal: FmusRead,
 
 
 @router.get("/{fmu_id}", response_model=FmuDetail)
-def get_fmu(fmu_id: str, session: DbSession, principal: FmusRead) -> FmuDetail:
+def get_fmu(fmu_id: ResourceId, session: DbSession, principal: FmusRead) -> FmuDetail:
     return _detail(registry_service.get_fmu(session, principal, fmu_id))
 
 
+@router.get("/{fmu_id}/variables", response_model=Page[Variable])
+def list_variables(fmu_id: ResourceId, session: DbSession, principal: FmusRead,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   cursor: Annotated[str | None, Query(pattern="^[0-9]{0,9}$")] = None,
+                   q: Annotated[str | None, Query(max_length=200, description=(
+                       "Only variables whose name or description contains this (any case)."))] = None,
+                   ) -> Page[Variable]:
+    """The model's variables in model order, a page at a time."""
+    fmu = registry_service.get_fmu(session, principal, fmu_id)
+    variables, next_cursor = registry_service.variables_page(fmu, limit, cursor, q)
+    return Page(data=variables, has_more=next_cursor is not None, next_cursor=next_cursor)
+
+
 @router.delete("/{fmu_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_fmu(fmu_id: str, ctx: Ctx, principal: FmusWrite) -> Response:
+def delete_fmu(fmu_id: ResourceId, ctx: Ctx, principal: FmusWrite) -> Response:
     with ctx.db.session(write=True) as session:
         fmu = registry_service.delete_fmu(session, principal, fmu_id)
         session.commit()

@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from app.context import AppContext
 from app.models import Fmu, Sweep
 from app.routes.deps import Ctx, RunsRead, RunsWrite
+from app.routes.params import Cursor, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
 from app.schemas.run import RunStatus
 from app.schemas.sweep import SweepCounts, SweepCreate, SweepOut, SweepRunOut
@@ -55,7 +56,7 @@ def load_sweep(ctx: AppContext, principal: Principal, sweep_id: str) -> SweepOut
 
 
 @router.post("/v1/fmus/{fmu_id}/sweeps", response_model=SweepOut, status_code=status.HTTP_202_ACCEPTED)
-async def create_sweep(fmu_id: str, body: SweepCreate, ctx: Ctx, principal: RunsWrite) -> JSONResponse:
+async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principal: RunsWrite) -> JSONResponse:
     """Submit a parameter sweep: its child runs are created and their credits held in one
     transaction (402 ``insufficient_credits`` if the balance does not cover every child's worst
     case; nothing is created then), then queued. 202 with ``Location``; follow it with
@@ -74,23 +75,23 @@ async def create_sweep(fmu_id: str, body: SweepCreate, ctx: Ctx, principal: Runs
 
 
 @router.get("/v1/sweeps", response_model=Page[SweepOut])
-def list_sweeps(ctx: Ctx, principal: RunsRead, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                cursor: str | None = None, fmu_id: str | None = None) -> Page[SweepOut]:
+def list_sweeps(ctx: Ctx, principal: RunsRead, limit: Limit = 20,
+                cursor: Cursor = None, fmu_id: IdFilter = None) -> Page[SweepOut]:
     with ctx.db.session() as session:
         sweeps, next_cursor = sweep_service.list_sweeps(session, principal, limit, cursor, fmu_id=fmu_id)
         return Page(data=sweep_outs(ctx, session, sweeps), has_more=next_cursor is not None, next_cursor=next_cursor)
 
 
 @router.get("/v1/sweeps/{sweep_id}", response_model=SweepOut)
-def get_sweep(sweep_id: str, ctx: Ctx, principal: RunsRead) -> SweepOut:
+def get_sweep(sweep_id: ResourceId, ctx: Ctx, principal: RunsRead) -> SweepOut:
     """Counts of the children per status, progress and credits; ``finished`` once every child is
     final (a failed child does not fail the sweep)."""
     return load_sweep(ctx, principal, sweep_id)
 
 
 @router.get("/v1/sweeps/{sweep_id}/runs", response_model=Page[SweepRunOut])
-def list_sweep_runs(sweep_id: str, ctx: Ctx, principal: RunsRead,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None,
+def list_sweep_runs(sweep_id: ResourceId, ctx: Ctx, principal: RunsRead,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: Cursor = None,
                     status: RunStatus | None = None) -> Page[SweepRunOut]:
     """The child runs in sweep_index order, each with its parameters."""
     with ctx.db.session() as session:
@@ -101,7 +102,7 @@ def list_sweep_runs(sweep_id: str, ctx: Ctx, principal: RunsRead,
 
 
 @router.post("/v1/sweeps/{sweep_id}/cancel", response_model=SweepOut)
-def cancel_sweep(sweep_id: str, ctx: Ctx, principal: RunsWrite) -> SweepOut:
+def cancel_sweep(sweep_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> SweepOut:
     """Cancel every unfinished child: queued ones give their hold back, running ones are stopped
     and charged for the time they ran. 409 ``sweep_finished`` if every child had ended."""
     with ctx.db.session(write=True) as session:
@@ -125,7 +126,7 @@ def _final_sweep(ctx: AppContext, session: Session, principal: Principal, sweep_
 @router.get("/v1/sweeps/{sweep_id}/result", response_class=Response,
             responses=_table_responses(TABLE_FORMATS, "One long table: sweep_index, the parameters, then the "
                                                       "time series of every succeeded child."))
-def get_sweep_result(sweep_id: str, ctx: Ctx, principal: RunsRead,
+def get_sweep_result(sweep_id: ResourceId, ctx: Ctx, principal: RunsRead,
                      format: Literal["arrow", "parquet", "csv"] = "arrow") -> Response:
     """The children's results stacked (409 ``sweep_not_finished`` until the sweep is final).
     Failed children have no rows; ``/summary`` lists them with their error."""
@@ -151,7 +152,7 @@ def get_sweep_result(sweep_id: str, ctx: Ctx, principal: RunsRead,
             responses=_table_responses(("json", *TABLE_FORMATS), "One row per child: sweep_index, run_id, "
                                                                  "status, error_code, the parameters, then "
                                                                  "final/min/max of each output."))
-def get_sweep_summary(sweep_id: str, ctx: Ctx, principal: RunsRead,
+def get_sweep_summary(sweep_id: ResourceId, ctx: Ctx, principal: RunsRead,
                       format: Literal["json", "arrow", "parquet", "csv"] = "json") -> Response:
     """Available while the sweep runs: unfinished children have no statistics yet."""
     with ctx.db.session() as session:

@@ -16,7 +16,9 @@ from typing import BinaryIO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from app.errors import PayloadTooLarge, ProblemError
+from app.body_limits import MULTIPART_ALLOWANCE
+from app.errors import InvalidFilename, PayloadTooLarge, ProblemError
+from app.schemas.common import reject_unstorable
 from app.services.registry_service import UploadedFile
 
 
@@ -26,6 +28,31 @@ class MalformedUpload(ProblemError):
     title = "Malformed upload"
 
 
+# A part's header line; real ones are a few hundred bytes.
+MAX_PART_HEADER_BYTES = 8 << 10
+
+
+def _bounded_header(data: bytes) -> None:
+    if len(data) > MAX_PART_HEADER_BYTES:
+        raise MalformedUpload(f"A multipart header exceeds {MAX_PART_HEADER_BYTES} bytes.")
+
+
+# The fmus.filename column's width.
+MAX_FILENAME_CHARS = 255
+
+
+def _filename(raw: str | None) -> str | None:
+    """The client's name for the file, refused (not silently cut) if it cannot be stored as given."""
+    if raw is None:
+        return None
+    name = os.path.basename(raw)
+    if len(name) > MAX_FILENAME_CHARS:
+        raise InvalidFilename(f"The filename exceeds {MAX_FILENAME_CHARS} characters.", limit=MAX_FILENAME_CHARS)
+    try:
+        reject_unstorable(name)
+    except ValueError as exc:
+        raise InvalidFilename(f"The filename {exc}.") from None
+    return name or None
 
 
 class _Sink:
@@ -73,9 +100,11 @@ class _MultipartFile:
 
     def _header_field_data(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
+        _bounded_header(self._header_field)
 
     def _header_value_data(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        _bounded_header(self._header_value)
 
     def _header_end(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value
@@ -87,7 +116,7 @@ class _MultipartFile:
             self._in_file = True
             self.found = True
             raw = options.get(b"filename")
-            self.filename = os.path.basename(raw.decode("utf-8", "replace"))[:255] if raw else None
+            self.filename = _filename(raw.decode("utf-8", "replace")) if raw else None
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -99,9 +128,10 @@ class _MultipartFile:
 
 async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> UploadedFile:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes + (64 << 10):
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes + MULTIPART_ALLOWANCE:
         raise PayloadTooLarge(f"The FMU exceeds the upload limit of {max_bytes} bytes.", limit=max_bytes)
     content_type, options = parse_options_header(request.headers.get("content-type"))
+    query_filename = _filename(request.query_params.get("filename"))
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".fmu")
     path = Path(name)
@@ -114,7 +144,14 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
                 if not boundary:
                     raise MalformedUpload("multipart/form-data without a boundary.")
                 multipart = _MultipartFile(sink, boundary)
+                # Every part counts, not only the file: the envelope gets a small allowance.
+                envelope_cap = max_bytes + MULTIPART_ALLOWANCE
+                total = 0
                 async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > envelope_cap:
+                        raise PayloadTooLarge(f"The FMU exceeds the upload limit of {max_bytes} bytes.",
+                                              limit=max_bytes)
                     multipart.parser.write(chunk)
                 multipart.parser.finalize()
                 if not multipart.found:
@@ -123,7 +160,7 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
             elif content_type in (b"application/octet-stream", b"application/zip"):
                 async for chunk in request.stream():
                     sink.write(chunk)
-                filename = request.query_params.get("filename")
+                filename = query_filename
             else:
                 raise MalformedUpload("Send the FMU as multipart/form-data (field 'file') or "
                                       "application/octet-stream.")

@@ -1,14 +1,29 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints, model_validator
 
 from app.models import ApiKey
 from app.models.user import SCOPES
+from app.schemas.common import Name, reject_unstorable
 
 _SCOPES_DOC = f"Known scopes: {', '.join(SCOPES)}."
+# Unknown ones are refused by name (unknown_scope), so they must be printable and short.
+Scope = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(reject_unstorable)]
+Scopes = Annotated[list[Scope], Field(min_length=1, max_length=4 * len(SCOPES))]
+
+
+def _in_utc(value: datetime) -> datetime:
+    # 9999-12-31T23:59:59-14:00 is a valid timestamp whose UTC time is past datetime.max.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie before year 10000 in UTC") from None
+
+
+ExpiryTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class ApiKeyOut(BaseModel):
@@ -39,12 +54,12 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 class CreateApiKey(BaseModel):
-    name: str | None = Field(default=None, max_length=200)
-    scopes: list[str] | None = Field(default=None, min_length=1, description=(
+    name: Name | None = None
+    scopes: Scopes | None = Field(default=None, description=(
         "At most the calling credential's scopes (403 scope_escalation otherwise); default: all of them. "
         + _SCOPES_DOC))
     live: bool | None = Field(default=None, description="An fmu_live_ key; default: the calling key's kind.")
-    expires_at: AwareDatetime | None = Field(default=None, description=(
+    expires_at: ExpiryTime | None = Field(default=None, description=(
         "When the key stops working; default: never, or when the calling key expires if it does."))
     expires_in_s: int | None = Field(default=None, ge=1, le=10 * 366 * 86400,
                                      description="Alternative to expires_at: seconds from now.")
@@ -57,7 +72,7 @@ class CreateApiKey(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    scopes: list[str] | None = Field(default=None, min_length=1, description=(
+    scopes: Scopes | None = Field(default=None, description=(
         "Narrow the token to these of the key's scopes; default: all of the key's scopes. " + _SCOPES_DOC))
 
 

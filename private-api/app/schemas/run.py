@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.schemas.common import FiniteFloat, Int64, TextValue, VariableName, reject_unstorable_keys
 
 ScalarValue = bool | int | float | str
+# A value as a request may give it: ScalarValue, bounded at the edge (responses keep ScalarValue).
+StartValue = bool | Int64 | FiniteFloat | TextValue
+StartValues = Annotated[dict[VariableName, StartValue], BeforeValidator(reject_unstorable_keys)]
+InputTable = Annotated[dict[VariableName, list[StartValue]], BeforeValidator(reject_unstorable_keys)]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
 
 
@@ -14,19 +20,20 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment startTime or 0.")
-    stop_time: float | None = Field(None, description="Defaults to the FMU's DefaultExperiment stopTime or start + 1.")
-    output_interval: float | None = Field(None, gt=0, description="Interval between result rows.")
+    start_time: FiniteFloat | None = Field(None,
+                                           description="Defaults to the FMU's DefaultExperiment startTime or 0.")
+    stop_time: FiniteFloat | None = Field(None,
+                                          description="Defaults to the FMU's DefaultExperiment stopTime or start + 1.")
+    output_interval: FiniteFloat | None = Field(None, gt=0, description="Interval between result rows.")
     fmi_type: Literal["CoSimulation", "ModelExchange"] | None = Field(
         None, description="Defaults to CoSimulation when the FMU supports it.")
     solver: Literal["CVode", "Euler"] | None = Field(None, description="Integrator for ModelExchange.")
-    relative_tolerance: float | None = Field(None, gt=0, lt=1)
-    start_values: dict[str, ScalarValue] = Field(default_factory=dict,
-                                                 description="Start values by variable name.")
-    input: dict[str, list[ScalarValue]] | None = Field(
+    relative_tolerance: FiniteFloat | None = Field(None, gt=0, lt=1)
+    start_values: StartValues = Field(default_factory=dict, description="Start values by variable name.")
+    input: InputTable | None = Field(
         None, description="Input table as columns: 'time' plus one column per input variable.")
-    outputs: list[str] | None = Field(None, description="Variables to record; default: all outputs.")
-    timeout_s: float | None = Field(None, gt=0, description="Hard wall-clock limit of the run.")
+    outputs: list[VariableName] | None = Field(None, description="Variables to record; default: all outputs.")
+    timeout_s: FiniteFloat | None = Field(None, gt=0, description="Hard wall-clock limit of the run.")
 
 
 class RunError(BaseModel):

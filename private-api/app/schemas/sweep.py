@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from app.schemas.run import RunCreate, RunOut, ScalarValue
+from app.schemas.common import FiniteFloat, Int64, VariableName, reject_unstorable_keys
+from app.schemas.run import RunCreate, RunOut, ScalarValue, StartValue, StartValues
 
 SweepMethod = Literal["grid", "list", "lhs", "sobol", "random"]
 SweepStatus = Literal["queued", "running", "finished", "cancelled"]
@@ -17,8 +19,19 @@ class ParameterRange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min: bool | int | float
-    max: bool | int | float
+    min: bool | Int64 | FiniteFloat
+    max: bool | Int64 | FiniteFloat
+
+    @model_validator(mode="after")
+    def _finite_width(self) -> ParameterRange:
+        # Samples are min + u * (max - min): a width that overflows to inf makes inf start values.
+        if not math.isfinite(float(self.max) - float(self.min)):
+            raise ValueError("max - min must be a finite number")
+        return self
+
+
+ParameterSpace = Annotated[dict[VariableName, list[StartValue] | ParameterRange],
+                           BeforeValidator(reject_unstorable_keys)]
 
 
 class SweepCreate(RunCreate):
@@ -30,9 +43,10 @@ class SweepCreate(RunCreate):
     Each child's start values are its sample merged over ``start_values``."""
 
     method: SweepMethod
-    parameters: dict[str, list[ScalarValue] | ParameterRange] | list[dict[str, ScalarValue]] = Field(
+    parameters: ParameterSpace | list[StartValues] = Field(
         examples=[{"mu": [0.5, 1.0, 2.0]}, {"mu": {"min": 0.1, "max": 2.0}}, [{"mu": 1.0, "x0": 2.0}]])
-    samples: int | None = Field(None, ge=1, description="Number of samples (lhs, sobol, random).")
+    # The bound is the samples column's; settings and tiers cap the sweep's size far lower.
+    samples: int | None = Field(None, ge=1, le=2**31 - 1, description="Number of samples (lhs, sobol, random).")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed of the sampler (lhs, sobol, random).")
 
     def base(self) -> RunCreate:

@@ -36,6 +36,11 @@ class FmuCache:
             extract_fmu(archive, dest, self.limits)
         return dest
 
+    def admit(self, sha256: str, archive: Path) -> bool:
+        """Extract an upload even when its tree is cached already (then the new copy is discarded),
+        so admitting known bytes costs what admitting new ones does; True if this call made the tree."""
+        return extract_fmu(archive, self.path(sha256), self.limits)
+
     def ensure(self, sha256: str) -> Path:
         dest = self.path(sha256)
         if dest.is_dir():

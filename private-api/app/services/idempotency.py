@@ -1,7 +1,7 @@
 """Stored first responses of POSTs sent with an ``Idempotency-Key`` (the store behind
 ``app.idempotency.IdempotencyMiddleware``).
 
-A key belongs to one user and one request (method, path, query and body, by hash). The first
+A key belongs to one user and one request (method, path, body and the sending API key, by hash). The first
 request takes a short lock that it renews while it runs; a concurrent duplicate meets the lock
 (409), a later retry gets the stored response, the same key with another request gets 422. A
 request that died without an answer stops holding its lock within ``LOCK_S``; a retry then runs
@@ -45,9 +45,11 @@ class Claim:
     retry_after_s: int = 0
 
 
-def request_hash(method: str, path: str, body_digest: str) -> str:
-    """What a key is bound to. Query options (``?wait=``) only shape the answer, so they are left out."""
-    return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body_digest.encode()])).hexdigest()
+def request_hash(method: str, path: str, body_digest: str, subject: str) -> str:
+    """What a key is bound to: the request and the credential (API key) that sent it. Query options
+    (``?wait=``) only shape the answer, so they are left out."""
+    return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body_digest.encode(),
+                                       subject.encode()])).hexdigest()
 
 
 class IdempotencyStore:

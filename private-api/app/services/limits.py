@@ -45,6 +45,7 @@ class Limits:
     max_run_seconds: float
     max_fmu_bytes: int
     storage_quota_bytes: int
+    max_sweep_children: int
 
 
 def tier_of(principal: Principal) -> Tier:
@@ -68,6 +69,7 @@ def for_caller(principal: Principal, settings: Settings) -> Limits:
         max_run_seconds=min(tier.max_run_seconds, settings.run_max_timeout_s),
         max_fmu_bytes=min(tier.max_fmu_bytes, settings.max_upload_bytes),
         storage_quota_bytes=tier.storage_quota_bytes,
+        max_sweep_children=min(tier.max_sweep_children, settings.sweep_max_children),
     )
 
 
@@ -105,14 +107,17 @@ def check_active_runs(session: Session, principal: Principal, limits: Limits) ->
 def check_storage_quota(session: Session, principal: Principal, limits: Limits, new_bytes: int) -> None:
     """Refuse an FMU that would take the user's live FMUs over the tier's storage quota.
 
+    An FMU takes its archive plus its extracted tree (``new_bytes``: both); the same bytes stored
+    for another user count in full for each, so quotas say nothing about anyone else's uploads.
     Runs under the user's row lock, so concurrent uploads cannot both fit into the same space."""
     _lock_user(session, principal.user_id)
     # int(): PostgreSQL sums a bigint column as numeric (a Decimal here).
-    used = int(session.scalar(select(func.coalesce(func.sum(Fmu.size), 0)).where(
+    used = int(session.scalar(select(func.coalesce(func.sum(
+        Fmu.size + func.coalesce(Fmu.extracted_bytes, 0)), 0)).where(
         Fmu.user_id == principal.user_id, Fmu.deleted_at.is_(None))) or 0)
     quota = limits.storage_quota_bytes
     if used + new_bytes > quota:
         raise StorageQuotaExceeded(
-            f"This FMU ({new_bytes} bytes) would take your FMUs to {used + new_bytes} bytes; the "
-            f"{limits.tier.name} tier stores {quota}. Delete FMUs you no longer need.",
+            f"This FMU (its archive and extracted files: {new_bytes} bytes) would take your FMUs to "
+            f"{used + new_bytes} bytes; the {limits.tier.name} tier stores {quota}. Delete FMUs you no longer need.",
             quota_bytes=quota, used_bytes=used, fmu_bytes=new_bytes)

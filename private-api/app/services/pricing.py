@@ -33,6 +33,7 @@ class Tier(BaseModel):
     storage_quota_bytes: int
     result_retention_days: int
     requests_per_minute: int
+    max_sweep_children: int
 
 
 class CreditPack(BaseModel):

@@ -1,8 +1,9 @@
-"""Per-API-key request rate limits: a token bucket of ``limit`` tokens that refills ``limit`` per minute.
+"""Per-tenant request rate limits: a token bucket of ``limit`` tokens that refills ``limit`` per minute,
+keyed by user, so all of a user's API keys and tokens spend from one bucket.
 
 The limit comes with each call (it is the caller's tier's), so a tier change applies at the next
 request. ``InMemoryRateLimiter`` keeps buckets per process; ``RedisRateLimiter`` keeps them in
-Redis, so every API process spends from one budget per key.
+Redis, so every API process spends from one budget per user.
 """
 
 from __future__ import annotations

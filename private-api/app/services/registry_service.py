@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound, ProblemError
+from app.errors import ModelInfoTooLarge, NotFound, ProblemError
 from app.fmi.archive import ArchiveLimits, inspect_fmu
-from app.fmi.model_description import ModelInfo
+from app.fmi.model_description import ModelInfo, Variable
 from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.models.run import ACTIVE_STATUSES
@@ -20,6 +26,8 @@ from app.services.auth_service import Principal
 from app.services.fmu_cache import FmuCache, fmu_blob_key
 from app.services.pagination import paginate
 from app.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 class FmuInUse(ProblemError):
@@ -51,8 +59,82 @@ def list_fmus(session: Session, principal: Principal, limit: int, cursor: str | 
     return paginate(session, query, Fmu.id, limit, cursor)
 
 
+class ModelInfoCache:
+    """Parsed model information by FMU id, least recently used first out.
+
+    An FMU row never changes, so an entry never goes stale; parsing a 100k-variable model takes
+    seconds, which every run or sweep submission would otherwise pay. Bounded by the variables it
+    holds (the memory it takes), not by entries."""
+
+    def __init__(self, max_variables: int) -> None:
+        self.max_variables = max_variables
+        self._entries: OrderedDict[str, ModelInfo] = OrderedDict()
+        self._variables = 0
+        self._lock = threading.Lock()
+
+    def get(self, fmu_id: str, load: Callable[[], ModelInfo]) -> ModelInfo:
+        with self._lock:
+            if (info := self._entries.get(fmu_id)) is not None:
+                self._entries.move_to_end(fmu_id)
+                return info
+        info = load()  # outside the lock: two threads may both parse, neither waits for the other
+        self.put(fmu_id, info)
+        return info
+
+    def put(self, fmu_id: str, info: ModelInfo) -> None:
+        weight = _weight(info)
+        with self._lock:
+            if fmu_id in self._entries or weight > self.max_variables:
+                return
+            self._entries[fmu_id] = info
+            self._variables += weight
+            while self._variables > self.max_variables:
+                _, evicted = self._entries.popitem(last=False)
+                self._variables -= _weight(evicted)
+
+
+def _weight(info: ModelInfo) -> int:
+    return len(info.variables) + 1
+
+
+# Process-local; a few of the largest models (max_model_variables), many small ones.
+_model_infos = ModelInfoCache(max_variables=250_000)
+
+
 def model_info(fmu: Fmu) -> ModelInfo:
-    return ModelInfo.model_validate(fmu.model_info)
+    """The FMU's parsed model information (its model_info column is read only on a cache miss)."""
+    return _model_infos.get(fmu.id, lambda: ModelInfo.model_validate(fmu.model_info))
+
+
+def variables_page(fmu: Fmu, limit: int, cursor: str | None, q: str | None) -> tuple[list[Variable], str | None]:
+    """Variables in model order, those whose name or description contains ``q`` (any case).
+
+    The cursor is the position after the last variable returned (validated digits, by the route)."""
+    variables = model_info(fmu).variables
+    needle = q.casefold() if q else None
+    page: list[Variable] = []
+    position = int(cursor) if cursor else 0
+    while position < len(variables) and len(page) <= limit:
+        variable = variables[position]
+        if needle is None or needle in variable.name.casefold() or (
+                variable.description is not None and needle in variable.description.casefold()):
+            page.append(variable)
+        position += 1
+    if len(page) > limit:
+        # position is one past the extra match that proved there is more.
+        return page[:limit], str(position - 1)
+    return page, None
+
+
+def _stored_model_info(info: ModelInfo, limits: ArchiveLimits) -> dict[str, Any]:
+    # Fields left at None are left out: they come back as defaults, and they were ~30% of a big row.
+    stored = info.model_dump(mode="json", exclude_none=True)
+    size = len(to_json(stored))
+    if size > limits.max_model_info_bytes:
+        raise ModelInfoTooLarge(
+            f"The model information of this FMU takes {size} bytes; at most {limits.max_model_info_bytes} "
+            "are stored per FMU.", limit=limits.max_model_info_bytes)
+    return stored
 
 
 @dataclass(frozen=True)
@@ -67,23 +149,29 @@ def upload(session: Session, principal: Principal, received: UploadedFile, *, st
            cache: FmuCache, limits: ArchiveLimits, caller: tier_limits.Limits | None = None) -> tuple[Fmu, bool]:
     """Validate, extract and store an uploaded FMU; returns (fmu, created).
 
-    Every check runs before anything is stored, and the row is flushed before the blob is
-    written so a failure leaves the transaction to roll back with nothing half-stored.
-    ``caller``'s storage quota applies to new bytes; the same bytes again cost nothing.
+    Every check runs before anything is stored, and the row is flushed before the extracted tree
+    and the blob are written; a failure removes what this upload created (``discard_upload``).
+    ``caller``'s storage quota applies to the archive plus its extracted size (as declared, checked
+    before extraction, which is held to it); the same bytes again by the same user cost nothing.
     """
     existing = find_by_sha256(session, principal, received.sha256)
     if existing is not None:
         return existing, False
-    info = inspect_fmu(received.path, limits)
+    inspected = inspect_fmu(received.path, limits)
+    info = inspected.info
+    stored_info = _stored_model_info(info, limits)
     if caller is not None:
-        tier_limits.check_storage_quota(session, principal, caller, received.size)
-    cache.extract(received.sha256, received.path)
+        tier_limits.check_storage_quota(session, principal, caller, received.size + inspected.extracted_bytes)
     fmu = Fmu(
         user_id=principal.user_id, sha256=received.sha256, size=received.size,
+        extracted_bytes=inspected.extracted_bytes,
         filename=received.filename, fmi_version=info.fmi_version, model_name=info.model_name,
         description=info.description, generation_tool=info.generation_tool, guid=info.guid,
         supports_model_exchange=info.supports_model_exchange,
-        supports_co_simulation=info.supports_co_simulation, model_info=info.model_dump(mode="json"),
+        supports_co_simulation=info.supports_co_simulation, variable_count=len(info.variables),
+        default_experiment=(info.default_experiment.model_dump(mode="json")
+                            if info.default_experiment is not None else None),
+        platforms=info.platforms, model_info=stored_info,
     )
     session.add(fmu)
     try:
@@ -95,10 +183,26 @@ def upload(session: Session, principal: Principal, received: UploadedFile, *, st
         if winner is None:
             raise
         return winner, False
-    key = fmu_blob_key(received.sha256)
-    if not storage.exists(key):
-        storage.put_file(key, received.path)
+    try:
+        # Both even when another user stored these bytes already: the upload then takes the time a
+        # new one takes, so timing does not tell who has which model (docs/security.md).
+        cache.admit(received.sha256, received.path)
+        storage.put_file(fmu_blob_key(received.sha256), received.path)
+    except BaseException:
+        discard_upload(session, received.sha256, storage=storage, cache=cache)
+        raise
+    _model_infos.put(fmu.id, info)
     return fmu, True
+
+
+def discard_upload(session: Session, sha256: str, *, storage: Storage, cache: FmuCache) -> None:
+    """After an upload failed (or its commit did): roll its row back and drop the blob and the
+    extracted tree unless a live FMU (another user's) uses them."""
+    session.rollback()
+    try:
+        release_blob_if_unreferenced(session, sha256, storage=storage, cache=cache)
+    except Exception:  # the upload's own error is the one to report
+        log.exception("could not remove what a failed upload of %s stored", sha256)
 
 
 def delete_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
@@ -116,6 +220,6 @@ def release_blob_if_unreferenced(session: Session, sha256: str, *, storage: Stor
     still_used = session.scalar(select(Fmu.id).where(Fmu.sha256 == sha256, Fmu.deleted_at.is_(None)).limit(1))
     if still_used is not None:
         return False
+    cache.evict(sha256)  # first: the tree is only a copy of the blob, never the other way round
     storage.delete(fmu_blob_key(sha256))
-    cache.evict(sha256)
     return True

@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import NotFound, ProblemError
+from app.errors import InvalidCursor, NotFound, ProblemError
 from app.models import Run, Sweep
 from app.models.base import new_id, utcnow
 from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
@@ -27,6 +27,8 @@ from app.services.run_spec import build_run_spec
 from app.services.sweep_space import expand, parameter_names
 
 FINAL_SWEEP_STATUSES = ("finished", "cancelled")
+# Children made, inserted and dropped at a time.
+CHILD_BATCH = 1000
 
 
 class SweepNotFinished(ProblemError):
@@ -63,25 +65,31 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     info = registry_service.model_info(fmu)
     caller = limits.for_caller(principal, settings)
     base = build_run_spec(request.base(), info, settings, max_timeout_s=caller.max_run_seconds)
-    space = expand(request, info, settings.sweep_max_children)
+    # Sized and validated from the request alone; nothing is sampled before the hold.
+    space = expand(request, info, caller.max_sweep_children, settings.sweep_max_values)
     per_child = pricing.run_hold(base["timeout_s"])
     sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status="queued", method=request.method,
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
-                  seed=space.seed, spec=base, total=len(space.samples), credits_held=per_child * len(space.samples))
+                  seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count)
     session.add(sweep)
     session.flush()
     # Before the children: a sweep the balance cannot cover leaves nothing behind.
     credits.hold_for_sweep(session, sweep)
     now = utcnow()
-    ids = [new_id("run") for _ in space.samples]
-    rows = [{"id": run_id, "user_id": principal.user_id, "fmu_id": fmu.id, "status": "queued",
-             "spec": {**base, "start_values": {**base["start_values"], **values}},
-             "credits_held": per_child, "credits_charged": 0, "attempts": 0,
-             "sweep_id": sweep.id, "sweep_index": index, "created_at": now}
-            for index, (run_id, values) in enumerate(zip(ids, space.samples, strict=True))]
-    # One executemany (batched multi-row INSERTs): ten thousand children in about a second.
-    session.execute(insert(Run), rows)
-    limits.check_active_runs(session, principal, caller)
+    ids: list[str] = []
+    for batch in space.batches(CHILD_BATCH):
+        batch_ids = [new_id("run") for _ in batch]
+        rows = [{"id": run_id, "user_id": principal.user_id, "fmu_id": fmu.id, "status": "queued",
+                 "spec": {**base, "start_values": {**base["start_values"], **values}},
+                 "credits_held": per_child, "credits_charged": 0, "attempts": 0,
+                 "sweep_id": sweep.id, "sweep_index": len(ids) + offset, "created_at": now}
+                for offset, (run_id, values) in enumerate(zip(batch_ids, batch, strict=True))]
+        # One executemany (batched multi-row INSERTs) per batch: memory stays at one batch.
+        session.execute(insert(Run), rows)
+        if not ids:
+            # Once the sweep has a child it counts as one active submission.
+            limits.check_active_runs(session, principal, caller)
+        ids.extend(batch_ids)
     return sweep, ids
 
 
@@ -160,10 +168,10 @@ def list_children(session: Session, sweep: Sweep, limit: int, cursor: str | None
     if status:
         query = query.where(Run.status == status)
     if cursor:
-        try:
-            query = query.where(Run.sweep_index > int(cursor))
-        except ValueError:
-            raise NotFound(f"No page {cursor!r}.") from None
+        # An index beyond any column's range (10**23) would reach SQL and fail there.
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10):
+            raise InvalidCursor("The cursor is not one this API returned; pass a page's next_cursor unchanged.")
+        query = query.where(Run.sweep_index > int(cursor))
     runs = list(session.scalars(query.order_by(Run.sweep_index).limit(limit + 1)))
     if len(runs) > limit:
         return runs[:limit], str(runs[limit - 1].sweep_index)

@@ -15,8 +15,8 @@ import itertools
 import math
 import secrets
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,13 +49,27 @@ class TooManySamples(InvalidRunSpec):
     title = "Too many child runs"
 
 
+class SweepTooLarge(InvalidRunSpec):
+    code = "sweep_too_large"
+    title = "Sweep design too large"
+
+
 @dataclass(frozen=True)
 class SweepSpace:
+    """A validated parameter space: its size is known before a single child is listed, so the
+    credit hold comes first and the children are made a batch at a time."""
+
     names: list[str]
-    # One dict of start values per child, in sweep_index order.
-    samples: list[dict[str, ScalarValue]]
+    count: int
     # The seed the sampler used (chosen here when the request gave none); None for grid and list.
     seed: int | None
+    _children: Callable[[], Iterator[dict[str, ScalarValue]]] = field(repr=False)
+
+    def batches(self, size: int) -> Iterator[list[dict[str, ScalarValue]]]:
+        """The children's start values in sweep_index order, ``size`` at a time."""
+        children = self._children()
+        while batch := list(itertools.islice(children, size)):
+            yield batch
 
 
 def parameter_names(method: str, parameters: Any) -> list[str]:
@@ -82,8 +96,10 @@ def unit_samples(method: str, samples: int, dimensions: int, seed: int) -> NDArr
     raise ValueError(f"not a sampled method: {method!r}")
 
 
-def expand(request: SweepCreate, info: ModelInfo, max_children: int) -> SweepSpace:
-    """Validate the space against the FMU and list each child's start values (422 if invalid)."""
+def expand(request: SweepCreate, info: ModelInfo, max_children: int, max_values: int) -> SweepSpace:
+    """Validate the space against the FMU (422 if invalid) and size it from the request alone:
+    at most ``max_children`` children and ``max_values`` swept values (children x parameters)
+    before anything is sampled or listed."""
     method, parameters = request.method, request.parameters
     if method in SAMPLED_METHODS:
         if request.samples is None:
@@ -93,21 +109,32 @@ def expand(request: SweepCreate, info: ModelInfo, max_children: int) -> SweepSpa
     if method == "list":
         if not isinstance(parameters, list):
             raise InvalidSweep("parameters: method 'list' takes a list of start-value sets.", field="parameters")
-        return _explicit(parameters, info, max_children)
+        if not parameters:
+            raise InvalidSweep("parameters: method 'list' needs at least one set.", field="parameters")
+        _check_size(len(parameters), len(parameters[0]), max_children, max_values)
+        return _explicit(parameters, info)
     if not isinstance(parameters, dict) or not parameters:
         raise InvalidSweep(f"parameters: method {method!r} takes an object of parameters by name.",
                            field="parameters")
     if method == "grid":
-        return _grid(parameters, info, max_children)
-    return _sampled(method, parameters, request.samples or 0, request.seed, info, max_children)
+        lengths = [len(given) if isinstance(given, list) else 1 for given in parameters.values()]
+        _check_size(math.prod(lengths), len(parameters), max_children, max_values)
+        return _grid(parameters, info)
+    _check_size(request.samples or 0, len(parameters), max_children, max_values)
+    return _sampled(method, parameters, request.samples or 0, request.seed, info)
 
 
-def _too_many(count: int, max_children: int) -> TooManySamples:
-    return TooManySamples(f"This sweep has {count} child runs; at most {max_children} are allowed.",
-                          field="parameters", children=count, max_children=max_children)
+def _check_size(children: int, parameters: int, max_children: int, max_values: int) -> None:
+    if children > max_children:
+        raise TooManySamples(f"This sweep has {children} child runs; at most {max_children} are allowed.",
+                             field="parameters", children=children, max_children=max_children)
+    if children * parameters > max_values:
+        raise SweepTooLarge(f"This sweep sets {children} x {parameters} = {children * parameters} values; at "
+                            f"most {max_values} are allowed (fewer samples or fewer parameters).",
+                            field="parameters", values=children * parameters, max_values=max_values)
 
 
-def _grid(parameters: Mapping[str, Any], info: ModelInfo, max_children: int) -> SweepSpace:
+def _grid(parameters: Mapping[str, Any], info: ModelInfo) -> SweepSpace:
     values: dict[str, list[ScalarValue]] = {}
     for name, given in parameters.items():
         if not isinstance(given, list) or not given:
@@ -116,19 +143,15 @@ def _grid(parameters: Mapping[str, Any], info: ModelInfo, max_children: int) -> 
         for value in given:
             check_start_value(info, name, value, "parameters")
         values[name] = given
-    count = math.prod(len(v) for v in values.values())
-    if count > max_children:
-        raise _too_many(count, max_children)
     names = list(values)
-    return SweepSpace(names, [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())],
-                      None)
+
+    def children() -> Iterator[dict[str, ScalarValue]]:
+        return (dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values()))
+
+    return SweepSpace(names, math.prod(len(v) for v in values.values()), None, children)
 
 
-def _explicit(sets: Sequence[Mapping[str, ScalarValue]], info: ModelInfo, max_children: int) -> SweepSpace:
-    if not sets:
-        raise InvalidSweep("parameters: method 'list' needs at least one set.", field="parameters")
-    if len(sets) > max_children:
-        raise _too_many(len(sets), max_children)
+def _explicit(sets: Sequence[Mapping[str, ScalarValue]], info: ModelInfo) -> SweepSpace:
     names = list(sets[0])
     for name in names:
         settable_variable(info, name, "parameters")
@@ -138,13 +161,15 @@ def _explicit(sets: Sequence[Mapping[str, ScalarValue]], info: ModelInfo, max_ch
                                f"({', '.join(names)}).", field="parameters", index=index)
         for name, value in values.items():
             check_start_value(info, name, value, "parameters")
-    return SweepSpace(names, [{name: values[name] for name in names} for values in sets], None)
+
+    def children() -> Iterator[dict[str, ScalarValue]]:
+        return ({name: values[name] for name in names} for values in sets)
+
+    return SweepSpace(names, len(sets), None, children)
 
 
-def _sampled(method: str, parameters: Mapping[str, Any], samples: int, seed: int | None, info: ModelInfo,
-             max_children: int) -> SweepSpace:
-    if samples > max_children:
-        raise _too_many(samples, max_children)
+def _sampled(method: str, parameters: Mapping[str, Any], samples: int, seed: int | None,
+             info: ModelInfo) -> SweepSpace:
     ranges: dict[str, tuple[str, ParameterRange]] = {}
     for name, given in parameters.items():
         if not isinstance(given, ParameterRange):
@@ -161,10 +186,21 @@ def _sampled(method: str, parameters: Mapping[str, Any], samples: int, seed: int
                                         field="parameters", variable=name)
         ranges[name] = (kind, given)
     seed = secrets.randbelow(2**31) if seed is None else seed
-    unit = unit_samples(method, samples, len(ranges), seed)
-    columns = [_scale(kind, bounds, unit[:, i]) for i, (kind, bounds) in enumerate(ranges.values())]
     names = list(ranges)
-    return SweepSpace(names, [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)], seed)
+
+    def children() -> Iterator[dict[str, ScalarValue]]:
+        # The unit design is samples x parameters floats, bounded by max_values; the start values
+        # (Python objects, several times larger) are made a batch at a time.
+        unit = unit_samples(method, samples, len(ranges), seed)
+        for start in range(0, samples, _SCALE_ROWS):
+            block = unit[start:start + _SCALE_ROWS]
+            columns = [_scale(kind, bounds, block[:, i]) for i, (kind, bounds) in enumerate(ranges.values())]
+            yield from (dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True))
+
+    return SweepSpace(names, samples, seed, children)
+
+
+_SCALE_ROWS = 1000
 
 
 def _scale(kind: str, bounds: ParameterRange, unit: NDArray[np.float64]) -> list[ScalarValue]:

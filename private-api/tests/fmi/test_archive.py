@@ -214,7 +214,7 @@ class TestExtractFmu:
         dest = tmp_path / "cache" / "sha"
         dest.parent.mkdir()
 
-        extract_fmu(fmu, dest, LIMITS)
+        assert extract_fmu(fmu, dest, LIMITS) is True
 
         assert (dest / "modelDescription.xml").read_bytes() == FMI2_XML
         assert (dest / "resources/data/table.csv").read_text() == "t,x\n0,1\n"
@@ -230,7 +230,7 @@ class TestExtractFmu:
         dest.mkdir()
         (dest / "winner").write_text("first")
 
-        extract_fmu(fmu, dest, LIMITS)
+        assert extract_fmu(fmu, dest, LIMITS) is False
 
         assert [p.name for p in dest.iterdir()] == ["winner"]
         assert leftovers(tmp_path) == []

@@ -10,6 +10,7 @@ from app.errors import (
     InvalidModelDescription,
     MissingModelDescription,
     NotAZip,
+    TooManyVariables,
     UnsafeArchive,
     UnsupportedFMIVersion,
     UnsupportedPlatform,
@@ -30,8 +31,11 @@ def test_a_valid_fmi2_fmu_is_described_with_its_platforms(tmp_path: Path) -> Non
         tmp_path / "tank.fmu", fmu_members(binaries=["binaries/linux64/Tank.so", "binaries/win64/Tank.dll"])
     )
 
-    info = inspect_fmu(path, LIMITS)
+    inspected = inspect_fmu(path, LIMITS)
+    info = inspected.info
 
+    assert inspected.extracted_bytes == sum(len(data) for _, data in fmu_members(
+        binaries=["binaries/linux64/Tank.so", "binaries/win64/Tank.dll"]))
     assert (info.fmi_version, info.model_name) == ("2.0", "Tank")
     assert info.platforms == ["linux64", "win64"]
     assert info.binaries == {"linux64": ["Tank.so"], "win64": ["Tank.dll"]}
@@ -42,7 +46,7 @@ def test_a_valid_fmi2_fmu_is_described_with_its_platforms(tmp_path: Path) -> Non
 def test_a_valid_fmi3_fmu_is_described(tmp_path: Path) -> None:
     path = write_zip(tmp_path / "ball.fmu", fmu_members(FMI3_XML, binaries=["binaries/x86_64-linux/Ball.so"]))
 
-    info = inspect_fmu(path, LIMITS)
+    info = inspect_fmu(path, LIMITS).info
 
     assert (info.fmi_version, info.platforms) == ("3.0", ["x86_64-linux"])
 
@@ -102,3 +106,12 @@ def test_a_file_that_is_not_a_zip_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(NotAZip):
         inspect_fmu(path, LIMITS)
+
+
+def test_a_model_with_more_variables_than_the_limit_is_refused(tmp_path: Path) -> None:
+    variables = "".join(f'<ScalarVariable name="v{i}" valueReference="{i}"><Real/></ScalarVariable>' for i in range(4))
+    path = write_zip(tmp_path / "many.fmu", fmu_members(fmi2_xml(variables), binaries=["binaries/linux64/m.so"]))
+
+    with pytest.raises(TooManyVariables):
+        inspect_fmu(path, ArchiveLimits(max_variables=3))
+    assert len(inspect_fmu(path, ArchiveLimits(max_variables=4)).info.variables) == 4

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from app.errors import InvalidModelDescription, UnsupportedFMIVersion
+from app.errors import InvalidModelDescription, TooManyVariables, UnsupportedFMIVersion
 from app.fmi.model_description import DefaultExperiment, ModelInfo, Variable, parse_model_description
 
 from .fmu_archives import FMI2_XML, FMI3_XML, fmi2_xml, fmi3_xml
@@ -337,3 +337,47 @@ def test_non_finite_starts_are_dropped_because_json_cannot_hold_them(literal: st
     )
 
     assert variable.start is None
+
+
+def many_scalars(count: int) -> str:
+    return "".join(f'<ScalarVariable name="v{i}" valueReference="{i}"><Real/></ScalarVariable>' for i in range(count))
+
+
+class TestVariableLimit:
+    def test_a_model_at_the_limit_is_read(self) -> None:
+        assert len(parse_model_description(fmi2_xml(many_scalars(50)), max_variables=50).variables) == 50
+
+    def test_one_variable_more_is_refused_with_the_limit(self) -> None:
+        with pytest.raises(TooManyVariables) as raised:
+            parse_model_description(fmi2_xml(many_scalars(51)), max_variables=50)
+
+        assert raised.value.extra["limit"] == 50
+        assert raised.value.status == 413
+
+    def test_fmi3_variables_are_counted_too(self) -> None:
+        xml = fmi3_xml("".join(f'<Float64 name="x{i}" valueReference="{i}"/>' for i in range(3)))
+
+        with pytest.raises(TooManyVariables):
+            parse_model_description(xml, max_variables=2)
+
+    def test_elements_elsewhere_do_not_count(self) -> None:
+        # Type definitions and model structure sit beside <ModelVariables>, not in it.
+        xml = fmi2_xml(many_scalars(2)).replace(
+            b"<ModelVariables>", b"<TypeDefinitions><SimpleType name='a'><Real/></SimpleType></TypeDefinitions>"
+                                 b"<ModelVariables>")
+
+        assert len(parse_model_description(xml, max_variables=2).variables) == 2
+
+    def test_220k_variables_are_refused_before_a_tree_is_built(self) -> None:
+        xml = fmi2_xml(many_scalars(220_000))  # ~16 MB, under the XML cap
+        started = time.process_time()
+
+        with pytest.raises(TooManyVariables):
+            parse_model_description(xml, max_variables=100_000)
+
+        # Building this model takes seconds (the tree alone ~1 s); counting to the limit ~0.25 s.
+        assert time.process_time() - started < 0.8
+
+    def test_the_count_is_refused_like_the_parse_for_hostile_xml(self) -> None:
+        with pytest.raises(InvalidModelDescription, match="DTD"):
+            parse_model_description(BILLION_LAUGHS, max_variables=10)

@@ -56,7 +56,7 @@ def our_view(variable: Variable) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_variables_match_fmpys_reading(fmus: dict[str, Path], name: str) -> None:
-    info = inspect_fmu(fmus[name], ArchiveLimits())
+    info = inspect_fmu(fmus[name], ArchiveLimits()).info
     expected = fmpy.read_model_description(str(fmus[name]))
 
     assert [our_view(v) for v in info.variables] == [fmpy_view(v) for v in expected.modelVariables]
