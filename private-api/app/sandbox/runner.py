@@ -15,7 +15,8 @@ Protocol, with the host on the other end of the pipes:
      writes ``{"event": "done", "ok": ..., "error_code": ..., "message": ...}``, exits 0
   5. supervisor: reaps the runner, writes ``{"event": "exit", "status": ..., "max_rss_bytes":
      ..., "cpu_time_s": ...}`` and ends the same way the runner did (same code or signal);
-     if the host closes stdin while the runner still runs (the host died), it kills the runner
+     if the host closes stdin while the runner still runs (the host died), it kills the runner;
+     it is not dumpable, so the model cannot trace it or write its memory
 
 RunSpec keys (passed through to ``fmpy.simulate_fmu``): fmi_type, start_time, stop_time,
 output_interval, solver, relative_tolerance, step_size, start_values, input (column dict
@@ -274,6 +275,16 @@ def run_job(job_dir: Path, out_dir: Path) -> int:
 _SUPERVISE_POLL_S = 0.01
 
 
+def undumpable() -> None:
+    """``PR_SET_DUMPABLE`` 0: processes of the same user, without ``CAP_SYS_PTRACE``, can no longer
+    ptrace this one or open its ``/proc/<pid>/mem``; the children it forks stay dumpable."""
+    import ctypes
+
+    pr_set_dumpable = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
 def vm_peak(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
@@ -327,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     # Fork before anything is imported or any thread exists: cheap, and safe.
     runner = os.fork()
     if runner != 0:
+        # The model runs as the same user in the child: it must not trace or write the process
+        # that reports its exit and resource use, nor keep it from ending the job.
+        undumpable()
         supervise(runner, control)
     serve(args.job_dir, args.out_dir, control)
 

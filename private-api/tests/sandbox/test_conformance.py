@@ -274,6 +274,18 @@ class TestIsolation:
         finished = run_once(backend, fmu_dirs["Hostile"], hostile(11))  # asserts nothing is left
         assert last_probe(succeeded(finished)) > 0
 
+    def test_the_supervisor_cannot_be_traced_or_written(self, backend: SandboxBackend,
+                                                        fmu_dirs: dict[str, Path]) -> None:
+        """The process that reports a run's exit and resource use is not dumpable: the model, the
+        same user without CAP_SYS_PTRACE, can neither ptrace it nor open its memory."""
+        finished = succeeded(run_once(backend, fmu_dirs["Hostile"], hostile(13)))
+        probe = last_probe(finished)
+        if backend.name in ISOLATING or os.getuid() != 0:
+            assert probe == 0
+        else:
+            assert probe == 11  # the process backend runs the model as this host's root: nothing stops root
+        assert finished.outcome.cpu_time_s is not None
+
     @pytest.mark.skipif(os.getuid() != 0, reason="only a root-mapped sandbox could write kernel settings")
     def test_kernel_settings_are_read_only(self, isolating_backend: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
         core_pattern = Path("/proc/sys/kernel/core_pattern")

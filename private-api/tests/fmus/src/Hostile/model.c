@@ -5,6 +5,7 @@
  *  2 abort()             6 return fmi2Error         10 write target_file and /tmp/hostile-probe
  *  3 endless busy loop   7 fork bomb               11 leave a daemonised child process running
  * 12 fill the directory target_file names (e.g. /out) with 16 MiB files, forever
+ * 13 reach the parent process (the sandbox's supervisor): ptrace-attach it, open its memory
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -134,6 +136,25 @@ static pid_t spawn_orphan(void) {
     return orphan;
 }
 
+/* 1 if the parent could be ptrace-attached (then released), +10 if its memory opened for writing */
+static int reach_parent(void) {
+    const pid_t parent = getppid();
+    char path[64];
+    int reached = 0, fd;
+
+    if (ptrace(PTRACE_ATTACH, parent, NULL, NULL) == 0) {
+        reached = 1;
+        waitpid(parent, NULL, __WALL);
+        ptrace(PTRACE_DETACH, parent, NULL, NULL);
+    }
+    snprintf(path, sizeof path, "/proc/%d/mem", (int)parent);
+    if ((fd = open(path, O_RDWR)) >= 0) {
+        reached += 10;
+        close(fd);
+    }
+    return reached;
+}
+
 static fmi2Status misbehave(Instance *inst) {
     const int mode = inst->i[VR_MODE];
     const char *env_name = inst->s[VR_TARGET_ENV];
@@ -208,6 +229,10 @@ static fmi2Status misbehave(Instance *inst) {
 
         case 12:
             fill_directory(file_name);
+            break;
+
+        case 13:
+            probe = reach_parent();
             break;
 
         default:
