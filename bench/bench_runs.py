@@ -5,6 +5,7 @@
 Latency: one run at a time, end to end through HTTP (submit with ?wait=, then download the
 Arrow result) against ``fmpy.simulate_fmu`` in this process. Throughput: ``--concurrent``
 runs submitted at once against raw FMPy in a multiprocessing pool of ``--workers`` processes.
+Breakdown: where a spaced run's time goes, from the client's clock and the run's own timings.
 """
 
 from __future__ import annotations
@@ -35,10 +36,42 @@ def raw_run(path: str) -> int:
     return len(fmpy.simulate_fmu(path, **SPEC))
 
 
+# Per-run phases of the gateway runs (seconds), for the breakdown.
+PHASES: dict[str, list[float]] = {}
+
+
 def gateway_run(client: httpx.Client, fmu_id: str) -> int:
+    started = time.perf_counter()
     run = client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 120}, json=SPEC).json()
+    answered = time.perf_counter()
     assert run["status"] == "succeeded", run
-    return len(client.get(f"/v1/runs/{run['id']}/result").content)
+    size = len(client.get(f"/v1/runs/{run['id']}/result").content)
+    timings = run["timings"]
+    for phase, seconds in (("answer", answered - started), ("download", time.perf_counter() - answered),
+                           ("queued", timings["queued_s"]), ("sandbox", timings["run_s"]),
+                           ("server", timings["total_s"])):
+        PHASES.setdefault(phase, []).append(seconds)
+    return size
+
+
+def print_breakdown(raw_ms: float, phases: dict[str, list[float]]) -> None:
+    """Where a one-at-a-time run's time goes, median ms: what the client waits, what the server
+    records (queued: submission to a sandbox; sandbox: the sandboxed run's wall time; server:
+    submission to final), and what is left for HTTP, authentication and the database."""
+    ms = {phase: statistics.median(samples) * 1000 for phase, samples in phases.items()}
+    rows = [
+        ("client: submit until the answer", ms["answer"]),
+        ("  server: submission to final", ms["server"]),
+        ("    queued (dispatch to a sandbox)", ms["queued"]),
+        ("    sandboxed run (wall)", ms["sandbox"]),
+        ("    of which raw FMPy would take", raw_ms),
+        ("    settle, store, notify", ms["server"] - ms["queued"] - ms["sandbox"]),
+        ("  HTTP, auth, hold, insert, wake-up", ms["answer"] - ms["server"]),
+        ("client: result download", ms["download"]),
+    ]
+    print("breakdown of the spaced gateway runs (median ms):")
+    for label, value in rows:
+        print(f"  {label:40}{value:10.1f}")
 
 
 def median_ms(fn: object, runs: int, pause_s: float = 0.0) -> float:
@@ -74,8 +107,11 @@ def main() -> None:
 
         raw_ms = median_ms(lambda: raw_run(str(fmu)), args.runs)
         gw_ms = median_ms(lambda: gateway_run(client, fmu_id), args.runs)
+        PHASES.clear()  # the breakdown is of the spaced runs, when the warm pool is full
         # Spaced runs: the warm pool has refilled before each one, as at a moderate load.
         gw_spaced_ms = median_ms(lambda: gateway_run(client, fmu_id), args.runs, pause_s=args.pause)
+        spaced = dict(PHASES)
+        PHASES.clear()
 
         with multiprocessing.get_context("fork").Pool(args.workers) as pool:
             pool.map(raw_run, [str(fmu)] * args.workers)
@@ -103,6 +139,7 @@ def main() -> None:
           f"{gw_spaced_ms / raw_ms:8.1f}x")
     print(f"{'throughput, ' + str(args.concurrent) + ' runs (runs/s)':34}{raw_tput:12.1f}{gw_tput:12.1f}"
           f"{gw_tput / raw_tput:8.2f}x")
+    print_breakdown(raw_ms, spaced)
 
 
 if __name__ == "__main__":

@@ -92,16 +92,30 @@ def iter_json(schema: pa.Schema, batches: Batches) -> Iterator[bytes]:
     yield b"}}"
 
 
+def _csv_writable(chunk: pa.RecordBatch) -> pa.RecordBatch:
+    """pyarrow's CSV writer takes no list columns (an FMI 3 array variable's): each such value
+    becomes its JSON array text in one cell."""
+    if not any(pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t)
+               for t in chunk.schema.types):
+        return chunk
+    columns = [pa.array([None if v is None else json.dumps(_finite(v), allow_nan=False) for v in column.to_pylist()],
+                        pa.string())
+               if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
+               or pa.types.is_large_list(column.type) else column
+               for column in chunk.columns]
+    return pa.RecordBatch.from_arrays(columns, names=chunk.schema.names)
+
+
 def iter_csv(schema: pa.Schema, batches: Batches) -> Iterator[bytes]:
     header = True
     for chunk in _chunks(batches()):
         sink = pa.BufferOutputStream()
-        pa_csv.write_csv(chunk, sink, pa_csv.WriteOptions(include_header=header))
+        pa_csv.write_csv(_csv_writable(chunk), sink, pa_csv.WriteOptions(include_header=header))
         header = False
         yield sink.getvalue().to_pybytes()
     if header:  # no rows: the header alone
         sink = pa.BufferOutputStream()
-        pa_csv.write_csv(schema.empty_table(), sink)
+        pa_csv.write_csv(_csv_writable(pa.RecordBatch.from_pylist([], schema=schema)), sink)
         yield sink.getvalue().to_pybytes()
 
 
