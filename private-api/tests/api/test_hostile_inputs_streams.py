@@ -10,7 +10,6 @@ import io
 import json
 import math
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,11 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
-from databases import temporary_database
 from fmu_gateway_sdk import AsyncFMUGatewayClient, FMUGatewayClient, Sweep
-from gateway_process import Gateway, new_var_dir, running_gateway, start_gateway, stop_gateway
+from gateway_pair import redis_gateway_pair
+from gateway_process import Gateway, running_gateway
 from problems import assert_problem
-from redis_keys import REDIS_URL, temporary_redis_prefix
 
 CAP = 3
 # Hostile mode 4 blocks in fmi2DoStep until the run's timeout: a run that stays "running".
@@ -143,20 +141,9 @@ class TestStreamCap:
 @pytest.fixture(scope="module")
 def redis_pair() -> Iterator[tuple[Gateway, Gateway]]:
     """Two servers on one PostgreSQL database and one Redis, as behind a load balancer."""
-    with ExitStack() as stack:
-        var_dirs = [new_var_dir("streams-a"), new_var_dir("streams-b")]
-        for var_dir in var_dirs:
-            stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
-        database_url = stack.enter_context(temporary_database("postgresql", var_dirs[0]))
-        prefix = stack.enter_context(temporary_redis_prefix("streams"))
-        gateways = []
-        for var_dir in var_dirs:
-            gateways.append(start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url,
-                                          FMU_GATEWAY_REDIS_URL=REDIS_URL, FMU_GATEWAY_REDIS_KEY_PREFIX=prefix,
-                                          FMU_GATEWAY_EVENTS_MAX_STREAMS_PER_USER=str(CAP),
-                                          FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0", FMU_GATEWAY_WARM_SANDBOXES="0"))
-            stack.callback(stop_gateway, gateways[-1])
-        yield gateways[0], gateways[1]
+    with redis_gateway_pair("streams", FMU_GATEWAY_EVENTS_MAX_STREAMS_PER_USER=str(CAP),
+                            FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0", FMU_GATEWAY_WARM_SANDBOXES="0") as pair:
+        yield pair
 
 
 class TestStreamCapThroughRedis:

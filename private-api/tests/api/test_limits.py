@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from databases import temporary_database
-from gateway_process import Gateway, new_var_dir, running_gateway, start_gateway, stop_gateway
+from gateway_pair import redis_gateway_pair
+from gateway_process import Gateway, running_gateway
 from problems import assert_problem
-from redis_keys import REDIS_URL, temporary_redis_prefix
 
 from app.services.pricing import load_pricing
 
@@ -60,19 +57,8 @@ def tiered_gateway() -> Iterator[Gateway]:
 @pytest.fixture(scope="module")
 def redis_pair() -> Iterator[tuple[Gateway, Gateway]]:
     """Two servers on one PostgreSQL database and one Redis, as behind a load balancer."""
-    with ExitStack() as stack:
-        var_dirs = [new_var_dir("redis-a"), new_var_dir("redis-b")]
-        for var_dir in var_dirs:
-            stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
-        database_url = stack.enter_context(temporary_database("postgresql", var_dirs[0]))
-        prefix = stack.enter_context(temporary_redis_prefix("e2e"))
-        gateways = []
-        for var_dir in var_dirs:
-            gateways.append(start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url,
-                                          FMU_GATEWAY_REDIS_URL=REDIS_URL, FMU_GATEWAY_REDIS_KEY_PREFIX=prefix,
-                                          FMU_GATEWAY_WARM_SANDBOXES="0"))
-            stack.callback(stop_gateway, gateways[-1])
-        yield gateways[0], gateways[1]
+    with redis_gateway_pair("redis", FMU_GATEWAY_WARM_SANDBOXES="0") as pair:
+        yield pair
 
 
 def spend(clients: list[httpx.Client], requests: int) -> tuple[list[httpx.Response], float]:
@@ -118,7 +104,7 @@ class TestRequestsPerMinute:
 
 
 class TestSharedBudgetThroughRedis:
-    def test_two_servers_spend_from_one_budget_per_key(self, redis_pair: tuple[Gateway, Gateway]) -> None:
+    def test_two_servers_spend_from_one_budget_per_user(self, redis_pair: tuple[Gateway, Gateway]) -> None:
         first, second = redis_pair
         key = first.create_user()
         clients = [first.client(key), second.client(key)]
