@@ -1,6 +1,9 @@
 """Gateway vs raw FMPy on the same FMU, in the same process run; prints ratios.
 
-    .venv/bin/python bench/bench_runs.py [--runs 30] [--concurrent 40] [--workers 2] [--sandbox bwrap]
+    .venv/bin/python bench/bench_runs.py [--fmu VanDerPol|MassSpringSystem] [--runs 30] [--concurrent 40]
+                                         [--workers 2] [--sandbox bwrap] [--no-reuse]
+
+MassSpringSystem is OpenModelica's, from the ``gemseo-fmu`` package (fetched once into var/).
 
 Latency: one run at a time, end to end through HTTP (submit with ?wait=, then download the
 Arrow result) against ``fmpy.simulate_fmu`` in this process. Throughput: ``--concurrent``
@@ -28,8 +31,20 @@ import fmpy
 import httpx
 from fmus.build import build_fmu
 from gateway_process import start_gateway, stop_gateway
+from thirdparty.fetch import fetch_thirdparty_fmus
 
-SPEC = {"stop_time": 10.0, "output_interval": 0.01}
+# The same spec for raw FMPy and the gateway; the third-party model runs on its own defaults.
+SPECS: dict[str, dict[str, float]] = {
+    "VanDerPol": {"stop_time": 10.0, "output_interval": 0.01},
+    "MassSpringSystem": {},
+}
+SPEC: dict[str, float] = {}
+
+
+def bench_fmu(name: str, work: Path) -> Path:
+    if name == "MassSpringSystem":
+        return fetch_thirdparty_fmus(REPO_ROOT / "var" / "thirdparty-fmus")["om_fmi2"]
+    return build_fmu(name, work)
 
 
 def raw_run(path: str) -> int:
@@ -88,18 +103,22 @@ def median_ms(fn: object, runs: int, pause_s: float = 0.0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fmu", choices=sorted(SPECS), default="VanDerPol")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between spaced runs")
     parser.add_argument("--sandbox", choices=["bwrap", "docker", "process"], default="bwrap",
                         help="the gateway's sandbox backend (docker: needs an engine and `make build`)")
+    parser.add_argument("--no-reuse", action="store_true", help="a new sandbox per run (FMU_GATEWAY_SANDBOX_REUSE)")
     args = parser.parse_args()
+    SPEC.update(SPECS[args.fmu])
 
     work = Path(tempfile.mkdtemp(prefix="fmu-bench-"))
-    fmu = build_fmu("VanDerPol", work)
+    fmu = bench_fmu(args.fmu, work)
     var_dir = REPO_ROOT / "var" / f"bench-{uuid.uuid4().hex[:8]}"
-    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(args.workers), FMU_GATEWAY_SANDBOX=args.sandbox)
+    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(args.workers), FMU_GATEWAY_SANDBOX=args.sandbox,
+                            FMU_GATEWAY_SANDBOX_REUSE=str(not args.no_reuse).lower())
     try:
         # Enough concurrent runs and requests for the throughput burst: a bench measures, not throttles.
         client = gateway.client(gateway.create_user(credits=10_000_000, tier="enterprise"))
@@ -130,7 +149,8 @@ def main() -> None:
         shutil.rmtree(var_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"FMU: VanDerPol (CoSimulation, {SPEC}); {args.workers} workers; {args.sandbox} sandbox; "
+    mode = "a new sandbox per run" if args.no_reuse else "warm sandboxes"
+    print(f"FMU: {args.fmu} ({SPEC or 'model defaults'}); {args.workers} workers; {args.sandbox} sandbox, {mode}; "
           f"fmpy {fmpy.__version__}")
     print(f"{'':34}{'raw FMPy':>12}{'gateway':>12}{'ratio':>9}")
     print(f"{'latency, median of ' + str(args.runs) + ' runs (ms)':34}{raw_ms:12.1f}{gw_ms:12.1f}"

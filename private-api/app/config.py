@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     # Sandboxes kept started with FMPy imported, so a run skips Python's start-up (0 = none).
     warm_sandboxes: int | None = None
+    # bwrap: one warm sandbox per tenant forks each run into namespaces of its own (docs/security.md);
+    # false: a new sandbox per run. A warm sandbox is retired after this many runs or idle seconds.
+    sandbox_reuse: bool = True
+    sandbox_reuse_max_runs: int = Field(default=1000, ge=1)
+    sandbox_reuse_idle_s: float = Field(default=300.0, gt=0)
+    sandbox_reuse_max_sandboxes: int = Field(default=16, ge=1)
 
     # Dramatiq on Redis: when set, API processes only enqueue runs and `fmu-gateway-admin worker`
     # processes execute them. Empty: the embedded in-process pool executes them.
@@ -132,6 +138,8 @@ class Settings(BaseSettings):
     # Most swept values one sweep may set (children x parameters): its design, checked from the
     # request before anything is sampled.
     sweep_max_values: int = Field(default=200_000, ge=1)
+    # Children of one sweep a worker runs in one sandbox process, one after another (1: each alone).
+    sweep_chunk_size: int = Field(default=16, ge=1, le=256)
     # Server-Sent Events: how often a stream re-reads the database (other processes' changes) and
     # how long it may stay silent before a heartbeat comment keeps proxies from closing it.
     events_poll_s: float = Field(default=0.5, gt=0)

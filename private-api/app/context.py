@@ -18,6 +18,7 @@ from app.fmi.archive import ArchiveLimits
 from app.sandbox import create_backend
 from app.sandbox.base import NoSandboxes
 from app.sandbox.pool import SandboxPool
+from app.sandbox.warm import Reuse
 from app.services.auth_service import UsageMarks
 from app.services.fmu_cache import FmuCache
 from app.services.fmu_runner import FmuRunner, default_limits
@@ -88,7 +89,10 @@ class AppContext:
         backend = (create_backend(settings.sandbox, work_dir=settings.sandbox_dir, production=settings.production,
                                   docker=settings.docker_sandbox)
                    if executes else NoSandboxes(settings.sandbox_dir))
-        pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes if executes else 0)
+        reuse = (Reuse(settings.sandbox_reuse_max_runs, settings.sandbox_reuse_idle_s,
+                       settings.sandbox_reuse_max_sandboxes) if settings.sandbox_reuse and executes else None)
+        pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes if executes else 0,
+                           reuse)
         runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
         dispatcher: Dispatcher
         if settings.broker_url:

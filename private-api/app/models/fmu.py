@@ -39,5 +39,9 @@ class Fmu(Base):
     # The whole parsed modelDescription (app.fmi.model_description.ModelInfo) as JSON. Deferred:
     # loaded only when read, so no query of FMUs carries it by accident.
     model_info: Mapped[dict[str, Any]] = mapped_column(JSONType, deferred=True)
+    # Whether the model's reset() restores it exactly (a sweep chunk then reuses one instance),
+    # as checked by the runner whose digest is in reset_checked_by; None: not checked yet.
+    reset_exact: Mapped[bool | None] = mapped_column(Boolean)
+    reset_checked_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -46,8 +46,11 @@ class Limits:
 class Job:
     run_id: str
     fmu_dir: Path  # host path of the extracted FMU (world-readable); read-only in the sandbox
-    spec: dict[str, Any]  # RunSpec for the runner (see app/sandbox/runner.py)
+    spec: dict[str, Any]  # RunSpec for the runner (see app/sandbox/runner.py), or a sweep chunk's
     limits: Limits
+    # A sweep chunk: each child's own deadline, and the output dir's quota for all its results.
+    child_deadline_s: float | None = None
+    output_quota_bytes: int | None = None
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Outcome:
     max_rss_bytes: int | None
     exit_code: int | None
     signal: str | None
+    out_dir: Path | None = None  # the sandbox's output dir on the host; gone after close()
+    # A sweep chunk's child_started / child_done / reset_checked messages, in order.
+    children: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class SandboxError(Exception):

@@ -112,15 +112,20 @@ class BubblewrapBackend(SandboxBackend):
             sandbox_id,
         ]
 
-    def isolation_args(self) -> list[str]:
-        args = ["--unshare-all", "--unshare-user"]  # user, ipc, pid, net, uts, cgroup namespaces
-        if self.features.disable_userns:
+    def isolation_args(self, keep_caps: tuple[str, ...] = ()) -> list[str]:
+        """`keep_caps`: capabilities kept in the sandbox's own user namespace, for a zygote (never a run).
+        A zygote is uid 0 of that namespace and denies nested user namespaces itself: bwrap's
+        --uid and --disable-userns each add a namespace level in which /proc can no longer be mounted."""
+        args = ["--unshare-all", "--unshare-user", "--cap-drop", "ALL"]  # user, ipc, pid, net, uts, cgroup ns
+        if self.features.disable_userns and not keep_caps:
             args.append("--disable-userns")
+        for cap in keep_caps:
+            args += ["--cap-add", cap]
+        uid = "0" if keep_caps else str(SANDBOX_UID)
         return [
             *args,
-            "--uid", str(SANDBOX_UID),
-            "--gid", str(SANDBOX_UID),
-            "--cap-drop", "ALL",
+            "--uid", uid,
+            "--gid", uid,
             "--hostname", "sandbox",
             "--die-with-parent",
             "--new-session",  # no TIOCSTI into a terminal of ours
@@ -133,6 +138,17 @@ class BubblewrapBackend(SandboxBackend):
         return args
 
     def filesystem_args(self, dirs: SandboxDirs, limits: Limits) -> list[str]:
+        return [
+            *self.system_args(limits),
+            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
+            # Bind mounts are live views: the FMU placed in dirs.job later appears here.
+            "--ro-bind", str(dirs.job), SANDBOX_JOB,
+            "--bind", str(dirs.out), SANDBOX_OUT,
+            "--chdir", "/tmp",
+        ]  # fmt: skip
+
+    def system_args(self, limits: Limits) -> list[str]:
+        """What every runner sees: the system and Python read-only, a private /tmp, /proc and /dev."""
         args = ["--ro-bind", "/usr", "/usr"]
         for path in SYSTEM_PATHS:
             if os.path.islink(path):
@@ -154,9 +170,4 @@ class BubblewrapBackend(SandboxBackend):
             # Else kernel-wide sysctls under /proc/sys are writable when the host side is root.
             "--remount-ro", "/proc",
             "--dev", "/dev",
-            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
-            # Bind mounts are live views: the FMU placed in dirs.job later appears here.
-            "--ro-bind", str(dirs.job), SANDBOX_JOB,
-            "--bind", str(dirs.out), SANDBOX_OUT,
-            "--chdir", "/tmp",
         ]  # fmt: skip

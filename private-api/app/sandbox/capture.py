@@ -6,6 +6,7 @@ import json
 import os
 import selectors
 import threading
+import time
 from typing import Any
 
 _MAX_CONTROL_BYTES = 64 << 10
@@ -25,6 +26,8 @@ class BoundedLog:
         self._lock = threading.Lock()
 
     def feed(self, data: bytes) -> None:
+        if not data:
+            return
         with self._lock:
             self._total += len(data)
             room = self._head_limit - len(self._head)
@@ -51,9 +54,17 @@ class ControlMessages:
         self._buffer = bytearray()
         self._received = 0
         self._events: dict[str, dict[str, Any]] = {}
+        # Every message with the (monotonic) time it arrived, for events that repeat (a sweep chunk's).
+        self._sequence: list[tuple[float, dict[str, Any]]] = []
+        self._closed = False
         self._changed = threading.Condition()
 
     def feed(self, data: bytes) -> None:
+        if not data:  # end of the stream: the writer (and every copy of its end) is gone
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+            return
         self._received += len(data)
         if self._received > _MAX_CONTROL_BYTES:
             return  # a flooding model gets no more messages accepted
@@ -72,11 +83,22 @@ class ControlMessages:
             return
         with self._changed:
             self._events.setdefault(message["event"], message)
+            self._sequence.append((time.monotonic(), message))
             self._changed.notify_all()
 
     def get(self, event: str) -> dict[str, Any] | None:
         with self._changed:
             return self._events.get(event)
+
+    def all(self, *events: str) -> list[tuple[float, dict[str, Any]]]:
+        """Every message of these events, in order, with its arrival time."""
+        with self._changed:
+            return [(at, m) for at, m in self._sequence if m["event"] in events]
+
+    def wait_closed(self, timeout: float) -> bool:
+        """True once the stream has ended (every writer gone)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._closed, max(timeout, 0.0))
 
     def wait_for(self, event: str, timeout: float) -> dict[str, Any] | None:
         with self._changed:
@@ -100,9 +122,8 @@ class OutputPump(threading.Thread):
                 for key, _ in selector.select(_POLL_S):
                     fd = int(key.fd)
                     data = os.read(fd, _READ_CHUNK)
-                    if data:
-                        self._sinks[fd](data)
-                    else:
+                    self._sinks[fd](data)  # b"" tells the sink the stream ended
+                    if not data:
                         selector.unregister(fd)
 
     def stop(self, timeout: float) -> None:

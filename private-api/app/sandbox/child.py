@@ -9,6 +9,7 @@ reap): `ChildTree` is a child process of ours, `app.sandbox.docker.ContainerTree
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import select
@@ -27,8 +28,25 @@ from app.sandbox.base import Job, Limits, Outcome, Sandbox, SandboxError
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
 from app.sandbox.outcome import Observation, Verdict, classify, decode_wait_status, signal_name
 from app.sandbox.resources import SANDBOX_ID_ENV, ResourceControl
-from app.sandbox.runner import DONE, EXIT, GO, READY, RESULT_FILE
-from app.sandbox.staging import SandboxDirs, encode_spec, output_over_quota, output_problem, stage_job
+from app.sandbox.runner import (
+    CHILD_DONE,
+    CHILD_STARTED,
+    CHUNK_CHILDREN,
+    DONE,
+    EXIT,
+    GO,
+    READY,
+    RESET_CHECKED,
+    RESULT_FILE,
+)
+from app.sandbox.staging import (
+    SandboxDirs,
+    encode_spec,
+    output_over_quota,
+    output_over_quota_problem,
+    output_problem,
+    stage_job,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +56,12 @@ _POLL_FALLBACK_S = 0.005
 _OUTPUT_CHECK_S = 0.05
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
+
+
+def runner_digest(path: Path = RUNNER_PATH) -> str:
+    """Names a runner version: host and runner speak one protocol, and checks of an FMU are per runner."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
 # One thread per numeric library: the sandbox has a small pids limit and one job.
 SINGLE_THREADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -236,6 +260,10 @@ class ChildProcessSandbox(Sandbox):
     def pid(self) -> int:
         return self._tree.pid
 
+    @property
+    def tree(self) -> ProcessTree:
+        return self._tree
+
     def wait_ready(self, timeout: float) -> bool:
         return self._control.wait_for(READY, timeout) is not None
 
@@ -281,13 +309,17 @@ class ChildProcessSandbox(Sandbox):
         self._cpu_at_go = self.resources.usage().cpu_time_s
         self._tree.release()
         deadline = started + job.limits.deadline_s
+        deadline_s = job.limits.deadline_s
         timed_out, over_quota = False, None
+        quota = job.output_quota_bytes or self.limits.max_output_bytes
         # /out is a host directory: watch its size while the model runs, not only afterwards.
         while not self._tree.wait_exited(min(deadline, time.monotonic() + _OUTPUT_CHECK_S)):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._child_over_deadline(job.child_deadline_s):
                 timed_out = True
+                if time.monotonic() < deadline and job.child_deadline_s is not None:
+                    deadline_s = job.child_deadline_s
                 break
-            over_quota = output_over_quota(self.dirs.out, self.limits.max_output_bytes)
+            over_quota = output_over_quota(self.dirs.out, quota)
             if over_quota is not None:
                 break
         exit_ = self._tree.finish(_DRAIN_TIMEOUT_S)
@@ -296,13 +328,25 @@ class ChildProcessSandbox(Sandbox):
             code, sig = decode_wait_status(exit_.status, self._signal_via_exit_code)
             verdict = Verdict("failed", "output_too_large", over_quota, code, signal_name(sig) if sig else None)
             return self._make_outcome(verdict, wall_time, exit_)
-        return self._outcome(timed_out, job.limits.deadline_s, wall_time, exit_)
+        return self._outcome(timed_out, deadline_s, wall_time, exit_, CHUNK_CHILDREN in job.spec, quota)
 
-    def _outcome(self, timed_out: bool, deadline_s: float, wall_time: float, exit_: Exit) -> Outcome:
+    def _child_over_deadline(self, child_deadline_s: float | None) -> bool:
+        """A sweep chunk's current child has run longer than its own deadline."""
+        if child_deadline_s is None:
+            return False
+        messages = self._control.all(CHILD_STARTED, CHILD_DONE)
+        if not messages or messages[-1][1]["event"] != CHILD_STARTED:
+            return False
+        return time.monotonic() - messages[-1][0] > child_deadline_s
+
+    def _outcome(self, timed_out: bool, deadline_s: float, wall_time: float, exit_: Exit, chunk: bool,
+                 quota: int) -> Outcome:
         report = self._control.get(DONE)
         problem = None
         if report is not None and report.get("ok") is True:
-            problem = output_problem(self.dirs.out, RESULT_FILE, self.limits.max_output_bytes)
+            # A chunk's results are per child (<id>.arrow), judged by whoever reads them.
+            problem = output_over_quota_problem(self.dirs.out, quota) if chunk else output_problem(
+                self.dirs.out, RESULT_FILE, self.limits.max_output_bytes)
         exit_ = self._measured(exit_)
         peak_vm = (self._control.get(EXIT) or {}).get("peak_vm_bytes")
         observation = Observation(
@@ -354,18 +398,24 @@ class ChildProcessSandbox(Sandbox):
         verdict = Verdict("failed", "sandbox_error", message, code, signal_name(sig) if sig is not None else None)
         return self._make_outcome(verdict, time.monotonic() - started, exit_)
 
+    def _result_path(self, verdict: Verdict) -> Path | None:
+        path = self.dirs.out / RESULT_FILE
+        return path if verdict.status == "succeeded" and path.exists() else None
+
     def _make_outcome(self, verdict: Verdict, wall_time: float, exit_: Exit) -> Outcome:
         return Outcome(
             status=verdict.status,
             error_code=verdict.error_code,
             error_message=verdict.error_message,
-            result_path=self.dirs.out / RESULT_FILE if verdict.status == "succeeded" else None,
+            result_path=self._result_path(verdict),
             log=self._log.text(),
             wall_time_s=wall_time,
             cpu_time_s=exit_.cpu_time_s,
             max_rss_bytes=exit_.max_rss_bytes,
             exit_code=verdict.exit_code,
             signal=verdict.signal,
+            out_dir=self.dirs.out,
+            children=[m for _, m in self._control.all(CHILD_STARTED, CHILD_DONE, RESET_CHECKED)],
         )
 
 

@@ -12,7 +12,6 @@ starting on a work directory removes what a crashed predecessor left there.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 import select
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.sandbox.base import Limits, SandboxBackend, SandboxError
 from app.sandbox.capture import BoundedLog, ControlMessages
-from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
+from app.sandbox.child import ChildProcessSandbox, Exit, new_sandbox_id, runner_digest, runner_env
 from app.sandbox.cleanup import remove_stale_sandboxes
 from app.sandbox.resources import CgroupControl, ResourceControl, Usage, cgroup_of
 from app.sandbox.runner import GO
@@ -54,10 +53,6 @@ _READ_CHUNK = 64 << 10
 _POLL_S = 0.1
 _FRAME_HEADER = 8  # Docker's multiplexed stream: stream id, 3 zero bytes, big-endian length
 _STDOUT, _STDERR = 1, 2
-
-
-def runner_digest(path: Path = RUNNER_PATH) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def image_labels(client: docker.DockerClient, image: str) -> dict[str, str]:
@@ -423,7 +418,7 @@ class ContainerTree:
                 if len(buffer) < _FRAME_HEADER + size:
                     break
                 sink = self._sinks.get(buffer[0])
-                if sink is not None:
+                if sink is not None and size:  # an empty payload would read as end of stream
                     sink(bytes(buffer[_FRAME_HEADER : _FRAME_HEADER + size]))
                 del buffer[: _FRAME_HEADER + size]
 

@@ -82,6 +82,9 @@ def classify(obs: Observation, limits: Limits, deadline_s: float) -> Verdict:
     if obs.ready is None:
         how = f"was killed by {name}" if name else f"exited with code {code}"
         return verdict("failed", "sandbox_error", f"sandbox process {how} before the runner was ready")
+    if obs.wait_status is None:
+        # Not reaped, or a warm sandbox's init vanished without its report: harm to, or a fault of, ours.
+        return verdict("failed", "sandbox_error", "the sandbox's supervisor ended without reporting the run's end")
     if sig is not None:
         return verdict(*judge_signal(sig, obs, limits))
     return verdict("failed", "model_crashed", f"model ended the runner with exit code {code} before it reported")

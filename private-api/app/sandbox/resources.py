@@ -57,6 +57,17 @@ class ResourceControl(ABC):
         """The child was reaped: its pid may be reused, so never signal by it again."""
         self.pid = None
 
+    def procs_files(self) -> list[Path]:
+        """Files a process writes "0" to in order to join this control's cgroups (none under rlimits)."""
+        return []
+
+    def child_rlimits(self) -> dict[str, int]:
+        """The rlimits `preexec` sets, for a process forked elsewhere (a warm sandbox's run) to set itself."""
+        limits = {"fsize": self.limits.max_output_bytes}
+        if self.limits.cpu_seconds is not None:
+            limits["cpu"] = self.limits.cpu_seconds
+        return limits
+
     @abstractmethod
     def pids(self) -> set[int]:
         """Host pids of the processes this control can see in the tree."""
@@ -103,6 +114,9 @@ class RlimitControl(ResourceControl):
         resource.setrlimit(resource.RLIMIT_AS, (self.limits.memory_bytes, self.limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_NPROC, (self._nproc, self._nproc))
 
+    def child_rlimits(self) -> dict[str, int]:
+        return {**super().child_rlimits(), "as": self.limits.memory_bytes, "nproc": self._nproc}
+
     def pids(self) -> set[int]:
         """Our session (while the leader is unreaped) plus every process carrying our environment marker."""
         found = {pid for pid, sid in iter_sessions() if sid == self.pid} if self.pid is not None else set()
@@ -125,6 +139,9 @@ class CgroupControl(ResourceControl):
         self.dirs = dirs
         # Encoded once in the parent: preexec must not allocate much.
         self._procs_files = [os.fsencode(d / "cgroup.procs") for d in dirs]
+
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs]
 
     def preexec(self) -> None:
         for path in self._procs_files:

@@ -49,6 +49,12 @@ DONE = "done"
 EXIT = "exit"
 GO = b"go\n"
 RESULT_FILE = "result.arrow"
+# A sweep chunk: the spec holds the children ({"id", "spec"}) and the reset choice; per child the
+# runner reports child_started, then child_done, and writes O/<id>.arrow and O/<id>.log.
+CHUNK_CHILDREN = "children"
+CHILD_STARTED = "child_started"
+CHILD_DONE = "child_done"
+RESET_CHECKED = "reset_checked"
 SPEC_FILE = "spec.json"
 FMU_DIR = "fmu"
 # Error codes the runner itself may report; the host maps everything else.
@@ -157,6 +163,9 @@ def warm_up() -> None:
 
 
 _fmu_errors: list[str] = []
+# A sweep chunk's child's own FMU messages, kept for its log (the process's stderr holds all children's).
+_child_log: list[str] = []
+_CHILD_LOG_CHARS = 256 << 10
 
 
 def log_fmu_message(*args: Any) -> None:
@@ -165,8 +174,11 @@ def log_fmu_message(*args: Any) -> None:
     label = _STATUS_LABELS[status] if 0 <= status < len(_STATUS_LABELS) else str(status)
     text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
     cat = category.decode("utf-8", "replace") if isinstance(category, bytes) else str(category or "")
-    sys.stderr.write(f"[{label}] {cat}: {text}\n" if cat else f"[{label}] {text}\n")
+    line = f"[{label}] {cat}: {text}\n" if cat else f"[{label}] {text}\n"
+    sys.stderr.write(line)
     sys.stderr.flush()
+    if sum(map(len, _child_log)) < _CHILD_LOG_CHARS:
+        _child_log.append(line)
     if status >= 3:  # fmi2Error, fmi2Fatal: worth quoting in the error message
         _fmu_errors[:] = [text[:500]]
 
@@ -190,7 +202,8 @@ def input_table(columns: dict[str, list[Any]] | None, types: dict[str, str]) -> 
     return table
 
 
-def simulate(fmu_dir: Path, spec: dict[str, Any]) -> Any:
+def simulate(fmu_dir: Path, spec: dict[str, Any], **reuse: Any) -> Any:
+    """FMPy on the extracted FMU; `reuse` passes a parsed `model_description` and an `fmu_instance`."""
     import fmpy
     from fmpy.fmi1 import FMICallException
 
@@ -210,6 +223,7 @@ def simulate(fmu_dir: Path, spec: dict[str, Any]) -> Any:
         "debug_logging": bool(spec.get("debug_logging", False)),
         "logger": log_fmu_message,
         "remote_platform": None,  # never fall back to FMPy's remoting server
+        **reuse,
     }
     try:
         return fmpy.simulate_fmu(**kwargs)
@@ -263,13 +277,91 @@ def write_result(result: Any, path: Path) -> int:
     return int(table.num_rows)
 
 
-def run_job(job_dir: Path, out_dir: Path) -> int:
+def run_job(job_dir: Path, out_dir: Path, control: IO[str]) -> int:
     try:
         spec = json.loads((job_dir / SPEC_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise JobFailed("runner_error", f"cannot read the run spec: {e}") from e
+    if CHUNK_CHILDREN in spec:
+        return run_chunk(job_dir / FMU_DIR, out_dir, control, spec)
     result = simulate(job_dir / FMU_DIR, spec)
     return write_result(result, out_dir / RESULT_FILE)
+
+
+def run_chunk(fmu_dir: Path, out_dir: Path, control: IO[str], chunk: dict[str, Any]) -> int:
+    """Children of one sweep, one after another in this process: the model description is parsed
+    once and, where ``reset()`` is known to be exact, one instance serves them all. ``chunk["reset"]``:
+    true reuses the instance, false instantiates per child, null checks it on the first child (run
+    on a fresh instance, then again after reset(); bit-identical results mean reset() is exact)."""
+    from fmpy.model_description import read_model_description
+
+    children: list[dict[str, Any]] = chunk[CHUNK_CHILDREN]
+    try:
+        model_description = read_model_description(str(fmu_dir), validate=children[0]["spec"].get("validate", True))
+    except Exception as e:
+        raise JobFailed("model_error", f"cannot read the model description: {e}") from e
+    reset: bool | None = chunk.get("reset")
+    if model_description.fmiVersion == "1.0":
+        reset = False  # FMI 1.0 has no reset
+    instance = None
+    done = 0
+    for child in children:
+        run_id, spec = str(child["id"]), child["spec"]
+        send(control, CHILD_STARTED, id=run_id)
+        _child_log.clear()
+        _fmu_errors.clear()
+        started, begun = time.monotonic(), os.times()
+        fields: dict[str, Any]
+        try:
+            if instance is not None and reset:
+                instance.reset()
+            else:
+                free_instance(instance)
+                instance = None
+                instance = new_instance(fmu_dir, model_description, spec)
+            reuse = {"model_description": model_description, "fmu_instance": instance}
+            result = simulate(fmu_dir, spec, **reuse)
+            if reset is None:
+                instance.reset()
+                reset = same_result(result, simulate(fmu_dir, spec, **reuse))
+                send(control, RESET_CHECKED, ok=reset)
+            fields = {"ok": True, "rows": write_result(result, out_dir / f"{run_id}.arrow")}
+            done += 1
+        except JobFailed as e:
+            fields = {"ok": False, "error_code": e.error_code, "message": e.message}
+            free_instance(instance)  # never reuse an instance that failed
+            instance = None
+        except MemoryError:
+            fields = {"ok": False, "error_code": "memory_limit", "message": "model ran out of memory"}
+            free_instance(instance)
+            instance = None
+        ended = os.times()
+        cpu = max(ended.user + ended.system - begun.user - begun.system, 0.0)
+        (out_dir / f"{run_id}.log").write_text("".join(_child_log)[-_CHILD_LOG_CHARS:], encoding="utf-8")
+        send(control, CHILD_DONE, id=run_id, cpu_time_s=cpu, wall_time_s=time.monotonic() - started, **fields)
+    free_instance(instance)
+    return done
+
+
+def new_instance(fmu_dir: Path, model_description: Any, spec: dict[str, Any]) -> Any:
+    from fmpy import instantiate_fmu
+
+    fmi_type = spec.get("fmi_type") or ("CoSimulation" if model_description.coSimulation else "ModelExchange")
+    try:
+        return instantiate_fmu(str(fmu_dir), model_description, fmi_type,
+                               debug_logging=bool(spec.get("debug_logging", False)), logger=log_fmu_message)
+    except Exception as e:
+        raise JobFailed("model_error", f"cannot instantiate the model: {e}") from e
+
+
+def free_instance(instance: Any) -> None:
+    if instance is not None:
+        with contextlib.suppress(Exception):
+            instance.freeInstance()
+
+
+def same_result(a: Any, b: Any) -> bool:
+    return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
 
 
 _SUPERVISE_POLL_S = 0.01
@@ -359,7 +451,7 @@ def serve(job_dir: Path, out_dir: Path, control: IO[str]) -> None:
         os._exit(0)  # closed before a job arrived
     send(control, RUNNING)
     try:
-        rows = run_job(job_dir, out_dir)
+        rows = run_job(job_dir, out_dir, control)
         send(control, DONE, ok=True, rows=rows)
     except JobFailed as e:
         send(control, DONE, ok=False, error_code=e.error_code, message=e.message)

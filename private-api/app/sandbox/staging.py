@@ -97,11 +97,16 @@ def output_over_quota(out_dir: Path, max_bytes: int) -> str | None:
     return None
 
 
+def output_over_quota_problem(out_dir: Path, max_bytes: int) -> tuple[ErrorCode, str] | None:
+    over = output_over_quota(out_dir, max_bytes)
+    return ("output_too_large", over) if over is not None else None
+
+
 def output_problem(out_dir: Path, result_name: str, max_bytes: int) -> tuple[ErrorCode, str] | None:
     """Why the runner's output cannot be used, or None; never follows links the sandbox planted."""
-    over = output_over_quota(out_dir, max_bytes)
+    over = output_over_quota_problem(out_dir, max_bytes)
     if over is not None:
-        return "output_too_large", over
+        return over
     try:
         st = os.lstat(out_dir / result_name)
     except FileNotFoundError:

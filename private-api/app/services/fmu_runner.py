@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import socket
+import stat
 import threading
 import uuid
 from collections.abc import Callable
@@ -15,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.config import Settings
 from app.db import Database
 from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
+from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
+from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
 from app.services import credits, pricing
 from app.services.fmu_cache import FmuCache
 from app.services.run_service import log_key, result_key
@@ -31,6 +34,8 @@ from app.storage import Storage
 
 log = logging.getLogger(__name__)
 
+# Identifies the runner that checked an FMU's reset(): a new runner checks again.
+RUNNER_DIGEST = runner_digest()
 # Failures that are the platform's fault, not the model's: the run's credits are refunded.
 PLATFORM_ERRORS = frozenset({"sandbox_error", "runner_error", "internal_error", "worker_lost"})
 
@@ -50,6 +55,42 @@ def default_limits(settings: Settings) -> Limits:
 
 def limits_for(spec: dict[str, Any], settings: Settings) -> Limits:
     return dataclasses.replace(default_limits(settings), deadline_s=float(spec["timeout_s"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """A run this worker holds the lease on, with what executing it needs."""
+
+    run_id: str
+    spec: dict[str, Any]
+    sha256: str
+    tenant: str  # the owning user: a warm sandbox serves one
+    fmu_id: str
+    sweep_id: str | None
+    reset_exact: bool | None  # the FMU's reset() check by this runner version; None: not checked
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """Up to `limit` bytes of a regular file the sandbox wrote; never follows a link it planted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+
+
+def result_problem(path: Path, max_bytes: int) -> tuple[str, str] | None:
+    """Why a chunk child's result file cannot be used, or None; never follows a link."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "runner_error", "runner reported success but wrote no result"
+    if not stat.S_ISREG(st.st_mode):
+        return "runner_error", "result is not a regular file"
+    if st.st_size > max_bytes:
+        return "output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes"
+    return None
 
 
 def _arrow_summary(path: Path) -> tuple[int, list[str]]:
@@ -84,15 +125,40 @@ class FmuRunner:
         claimed = self._claim(run_id)
         if claimed is None:
             return  # another worker has it, it was cancelled, or it finished: a duplicate message
-        spec, sha256 = claimed
-        self.on_change(run_id)
+        runs = [claimed, *self._claim_siblings(claimed)]
+        for run in runs:
+            self.on_change(run.run_id)
         try:
-            try:
-                fields = self._run_in_sandbox(run_id, spec, sha256)
-            except Exception as exc:
-                log.exception("run %s: platform failure", run_id)
-                fields = {"status": "failed", "error_code": "internal_error",
-                          "error_message": f"internal error: {type(exc).__name__}"}
+            pending = runs
+            while pending:
+                outcomes, pending = self._run_batch(pending)
+                self._settle(outcomes)
+                for run_id in outcomes:
+                    self.on_change(run_id)
+        finally:
+            with self._lock:
+                for run in runs:
+                    self._held.pop(run.run_id, None)
+                    self._abandoned.discard(run.run_id)
+                    self._interrupted.discard(run.run_id)
+
+    def _run_batch(self, runs: list[Claimed]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
+        """Run one sandbox: a single run, or a chunk of one sweep's children. Returns the outcome of
+        each run that has one, and the runs to try again in a fresh sandbox (a chunk cut short)."""
+        try:
+            if len(runs) == 1:
+                run = runs[0]
+                return {run.run_id: self._run_in_sandbox(run.run_id, run.spec, run.sha256, run.tenant)}, []
+            return self._run_chunk(runs)
+        except Exception as exc:
+            log.exception("run %s: platform failure", runs[0].run_id)
+            failed = {"status": "failed", "error_code": "internal_error",
+                      "error_message": f"internal error: {type(exc).__name__}"}
+            return {run.run_id: dict(failed) for run in runs}, []
+
+    def _settle(self, outcomes: dict[str, dict[str, Any]]) -> None:
+        finished: dict[str, dict[str, Any]] = {}
+        for run_id, fields in outcomes.items():
             with self._lock:
                 abandoned = run_id in self._abandoned
                 interrupted = run_id in self._interrupted
@@ -100,15 +166,11 @@ class FmuRunner:
             if self._stopping and (interrupted or fields.get("error_code") in PLATFORM_ERRORS):
                 self._release(run_id)
             elif not abandoned:
-                self._finish(run_id, fields)
-        finally:
-            with self._lock:
-                self._held.pop(run_id, None)
-                self._abandoned.discard(run_id)
-                self._interrupted.discard(run_id)
-        self.on_change(run_id)
+                finished[run_id] = fields
+        if finished:
+            self._finish(finished)
 
-    def _claim(self, run_id: str) -> tuple[dict[str, Any], str] | None:
+    def _claim(self, run_id: str) -> Claimed | None:
         """Move queued → running under a lease; only one worker can win the conditional UPDATE."""
         now = utcnow()
         expires = now + self.lease
@@ -120,12 +182,40 @@ class FmuRunner:
             ).rowcount  # type: ignore[attr-defined]
             if not won:
                 return None
-            row = session.execute(select(Run.spec, Fmu.sha256).join(Fmu, Fmu.id == Run.fmu_id)
-                                  .where(Run.id == run_id)).one()
+            row = session.execute(
+                select(Run.spec, Run.user_id, Run.sweep_id, Fmu.id, Fmu.sha256, Fmu.reset_exact, Fmu.reset_checked_by)
+                .join(Fmu, Fmu.id == Run.fmu_id).where(Run.id == run_id)).one()
             session.commit()
         with self._lock:
             self._held[run_id] = expires
-        return row.spec, row.sha256
+        reset = row.reset_exact if row.reset_checked_by == RUNNER_DIGEST else None
+        return Claimed(run_id, row.spec, row.sha256, row.user_id, row.id, row.sweep_id, reset)
+
+    def _claim_siblings(self, claimed: Claimed) -> list[Claimed]:
+        """More queued children of the claimed run's sweep, to run in the same sandbox (a chunk).
+        Their own dispatch messages then find them taken, as for any duplicate."""
+        wanted = self.settings.sweep_chunk_size - 1
+        if claimed.sweep_id is None or wanted < 1:
+            return []
+        now = utcnow()
+        expires = now + self.lease
+        with self.db.session(write=True) as session:
+            candidates = list(session.scalars(
+                select(Run.id).where(Run.sweep_id == claimed.sweep_id, Run.status == "queued")
+                .order_by(Run.sweep_index).limit(wanted)))
+            if not candidates:
+                return []
+            # started_at stays empty until a child really starts (a cancel charges only what ran).
+            won = set(session.scalars(
+                update(Run).where(Run.id.in_(candidates), Run.status == "queued")
+                .values(status="running", lease_owner=self.worker_id, lease_expires_at=expires,
+                        attempts=Run.attempts + 1).returning(Run.id).execution_options(synchronize_session=False)))
+            rows = session.execute(select(Run.id, Run.spec).where(Run.id.in_(won)).order_by(Run.sweep_index)).all()
+            session.commit()
+        with self._lock:
+            for row in rows:
+                self._held[row.id] = expires
+        return [dataclasses.replace(claimed, run_id=row.id, spec=row.spec) for row in rows]
 
     def held(self) -> dict[str, datetime]:
         """The runs this process holds leases on, and when each lease expires as last written."""
@@ -150,10 +240,10 @@ class FmuRunner:
         if sandbox is not None:
             sandbox.close()
 
-    def _run_in_sandbox(self, run_id: str, spec: dict[str, Any], sha256: str) -> dict[str, Any]:
+    def _run_in_sandbox(self, run_id: str, spec: dict[str, Any], sha256: str, tenant: str) -> dict[str, Any]:
         fmu_dir = self.cache.ensure(sha256)
         limits = limits_for(spec, self.settings)
-        with self.sandboxes.acquire(limits) as sandbox:
+        with self.sandboxes.acquire(limits, tenant) as sandbox:
             log.info("run %s: sandbox %s", run_id, sandbox.id)
             with self._lock:
                 self._live[run_id] = sandbox
@@ -166,6 +256,114 @@ class FmuRunner:
             finally:
                 with self._lock:
                     self._live.pop(run_id, None)
+
+    def _run_chunk(self, runs: list[Claimed]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
+        """Children of one sweep in one sandbox: one process, the model parsed once and, where its
+        reset() is exact, one instance. A child that kills the process fails alone; the children
+        after it are returned to run in a fresh sandbox."""
+        first = runs[0]
+        fmu_dir = self.cache.ensure(first.sha256)
+        per_child = limits_for(first.spec, self.settings)  # the children share the sweep's base spec
+        limits = dataclasses.replace(per_child, deadline_s=sum(float(r.spec["timeout_s"]) for r in runs))
+        spec = {CHUNK_CHILDREN: [{"id": r.run_id, "spec": r.spec} for r in runs], "reset": first.reset_exact}
+        job = Job(run_id=first.run_id, fmu_dir=fmu_dir, spec=spec, limits=limits,
+                  child_deadline_s=per_child.deadline_s, output_quota_bytes=per_child.max_output_bytes * len(runs))
+        with self.sandboxes.acquire(limits, first.tenant) as sandbox:
+            log.info("runs %s..%s (%d of sweep %s): sandbox %s", first.run_id, runs[-1].run_id, len(runs),
+                     first.sweep_id, sandbox.id)
+            with self._lock:
+                for run in runs:
+                    self._live[run.run_id] = sandbox
+                abandoned = any(run.run_id in self._abandoned for run in runs)
+            if abandoned:  # cancelled while the FMU was being fetched
+                sandbox.close()
+            try:
+                outcome = sandbox.run(job)
+                return self._store_chunk(runs, outcome, per_child)
+            finally:
+                with self._lock:
+                    for run in runs:
+                        self._live.pop(run.run_id, None)
+
+    def _store_chunk(self, runs: list[Claimed], outcome: Outcome,
+                     limits: Limits) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
+        done = {m["id"]: m for m in outcome.children if m["event"] == CHILD_DONE and isinstance(m.get("id"), str)}
+        started = [m["id"] for m in outcome.children if m["event"] == CHILD_STARTED]
+        checked = [m.get("ok") for m in outcome.children if m["event"] == RESET_CHECKED]
+        if checked and isinstance(checked[0], bool):
+            self._record_reset(runs[0].fmu_id, checked[0])
+        # The runner splits the CPU time between children; the sandbox's own figure (cgroup or
+        # wait4) is the total, so a model cannot lower its sweep's bill by misreporting.
+        reported = sum(float(m.get("cpu_time_s") or 0.0) for m in done.values())
+        total = outcome.cpu_time_s or 0.0
+        scale = total / reported if reported and total > reported else 1.0
+        outcomes: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            report = done.get(run.run_id)
+            if report is not None:
+                outcomes[run.run_id] = self._store_child(run.run_id, report, outcome, limits, scale)
+        with self._lock:
+            abandoned = {r.run_id for r in runs if r.run_id in self._abandoned}
+            stopping = self._stopping
+        rest = [r for r in runs if r.run_id not in outcomes and r.run_id not in abandoned]
+        if stopping:  # killed by the shutdown: every unfinished child goes back to the queue
+            interrupted = {"status": "failed", "error_code": "sandbox_error", "error_message": "worker stopping"}
+            return {**outcomes, **{r.run_id: dict(interrupted) for r in rest}}, []
+        if abandoned:
+            return outcomes, rest  # our own kill (a cancelled child) ended the process: nobody's fault
+        if not started and outcome.status != "succeeded":
+            # Nothing started (the model could not be read, the sandbox failed): the same for all.
+            return {**outcomes, **{r.run_id: self._store(r.run_id, outcome) for r in rest}}, []
+        if rest:
+            # The child that was running when the process ended owns its outcome (a process that
+            # ended without naming one cannot stall the sweep: the next child takes it).
+            culprit = next((r for r in rest if r.run_id == started[-1]), rest[0]) if started else rest[0]
+            fields: dict[str, Any] = (
+                self._store(culprit.run_id, outcome) if outcome.status != "succeeded" else
+                {"status": "failed", "error_code": "runner_error",
+                 "error_message": "the runner ended the chunk without finishing this child"})
+            # The process's time less what the finished children were charged: its own share.
+            for key in ("cpu_time_s", "wall_time_s"):
+                spent = sum(float(o.get(key) or 0.0) for o in outcomes.values())
+                fields[key] = max(float(getattr(outcome, key) or 0.0) - spent, 0.0)
+            outcomes[culprit.run_id] = fields
+            rest.remove(culprit)
+        return outcomes, rest
+
+    def _store_child(self, run_id: str, report: dict[str, Any], outcome: Outcome, limits: Limits,
+                     scale: float) -> dict[str, Any]:
+        assert outcome.out_dir is not None
+        log_path = outcome.out_dir / f"{run_id}.log"
+        child_log = read_regular(log_path, limits.max_log_bytes)
+        self.storage.put_bytes(log_key(run_id), child_log)
+        cpu = float(report.get("cpu_time_s") or 0.0) * scale
+        wall = min(float(report.get("wall_time_s") or 0.0), outcome.wall_time_s)
+        fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
+                                  "started_at": utcnow() - timedelta(seconds=wall)}
+        result_path = outcome.out_dir / f"{run_id}.arrow"
+        problem = result_problem(result_path, limits.max_output_bytes)
+        if report.get("ok") is True and problem is None:
+            rows, columns = _arrow_summary(result_path)
+            self.storage.put_file(result_key(run_id), result_path)
+            return {**fields, "status": "succeeded", "error_code": None, "error_message": None, "result_rows": rows,
+                    "result_columns": columns, "result_bytes": result_path.stat().st_size}
+        if report.get("ok") is True:
+            assert problem is not None
+            code, message = problem
+        else:
+            claimed = report.get("error_code")
+            code = claimed if claimed in REPORTABLE_ERRORS else "runner_error"
+            message = str(report.get("message") or code)[:2000]
+        return {**fields, "status": "failed", "error_code": code, "error_message": message}
+
+    def _record_reset(self, fmu_id: str, exact: bool) -> None:
+        with self.db.session(write=True) as session:
+            session.execute(update(Fmu).where(Fmu.id == fmu_id)
+                            .values(reset_exact=exact, reset_checked_by=RUNNER_DIGEST)
+                            .execution_options(synchronize_session=False))
+            session.commit()
+        log.info("fmu %s: reset() %s", fmu_id, "is exact: sweep chunks reuse one instance" if exact
+                 else "differs from a fresh instance: sweep chunks instantiate per child")
 
     def _store(self, run_id: str, outcome: Outcome) -> dict[str, Any]:
         """Copy what must outlive the sandbox (result, log) into storage before it is removed."""
@@ -182,16 +380,21 @@ class FmuRunner:
                           result_bytes=outcome.result_path.stat().st_size)
         return fields
 
-    def _finish(self, run_id: str, fields: dict[str, Any]) -> None:
-        """Record the outcome and settle; only while this process still holds the run's lease."""
+    def _finish(self, outcomes: dict[str, dict[str, Any]]) -> None:
+        """Record outcomes and settle them in one transaction; each only while this process still
+        holds the run's lease."""
         with self.db.session(write=True) as session:
-            done = session.execute(
-                update(Run).where(Run.id == run_id, Run.status == "running", Run.lease_owner == self.worker_id)
-                .values(finished_at=utcnow(), lease_expires_at=None, **fields)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-            run = session.get(Run, run_id) if done else None
-            if run is not None:
+            for run_id, fields in outcomes.items():
+                now = utcnow()
+                done = session.execute(
+                    update(Run).where(Run.id == run_id, Run.status == "running", Run.lease_owner == self.worker_id)
+                    .values(finished_at=now, lease_expires_at=None, started_at=func.coalesce(Run.started_at, now))
+                    .values(**fields)
+                    .execution_options(synchronize_session=False)
+                ).rowcount  # type: ignore[attr-defined]
+                run = session.get(Run, run_id) if done else None
+                if run is None:
+                    continue
                 if fields.get("error_code") in PLATFORM_ERRORS:
                     credits.refund_run(session, run, fields["error_code"])
                 else:

@@ -76,7 +76,9 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
     session.refresh(run)
     # Settled here, not by the worker: the worker may be in another process, or gone.
     used = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else 0.0
-    credits.settle_run(session, run, pricing.run_cost(used, run.credits_held) if previous == "running" else 0,
+    # A sweep child claimed with its chunk has no started_at until it really starts: it costs nothing.
+    ran = previous == "running" and run.started_at is not None
+    credits.settle_run(session, run, pricing.run_cost(used, run.credits_held) if ran else 0,
                        f" (cancelled while {previous})")
     StripeService.charge_per_execution(session, run)
     return run, previous

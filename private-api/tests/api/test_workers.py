@@ -39,7 +39,7 @@ from gateway_process import (
 )
 from redis_keys import REDIS_URL, temporary_redis_prefix
 
-from app.sandbox.resources import SANDBOX_ID_ENV, processes_with_environ
+from app.sandbox.resources import CGROUP_PREFIX, SANDBOX_ID_ENV, processes_with_environ
 
 # Short leases and quick relays, so recovery happens within seconds.
 FAST = {
@@ -190,7 +190,11 @@ def sandbox_processes(worker: WorkerProcess, run_id: str) -> list[int]:
     """The processes of the sandbox executing ``run_id`` (named in the worker's log)."""
     line = next(line for line in worker.log().splitlines() if f"run {run_id}: sandbox " in line)
     sandbox_id = line.rsplit(" ", 1)[1]
-    return list(processes_with_environ(f"{SANDBOX_ID_ENV}={sandbox_id}".encode()))
+    # A cold sandbox's processes carry its id in their environment; a run forked from a warm
+    # sandbox carries its zygote's, and is found in the cgroups made for it.
+    in_cgroups = {int(pid) for procs in Path("/sys/fs/cgroup").glob(f"**/{CGROUP_PREFIX}{sandbox_id}/cgroup.procs")
+                  for pid in procs.read_text().split()}
+    return sorted(processes_with_environ(f"{SANDBOX_ID_ENV}={sandbox_id}".encode()) | in_cgroups)
 
 
 def test_runs_spread_over_two_workers_and_are_charged_once(fmus: dict[str, Path]) -> None:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ import pytest
 from docker_engine import require_docker, sandbox_containers
 
 from app.sandbox import Job, Limits, Outcome, SandboxBackend, create_backend
+from app.sandbox.bwrap import BubblewrapBackend
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.docker import LABEL_SANDBOX, ContainerResources
+from app.sandbox.warm import ForkedTree, ZygoteBackend
 
-BACKENDS = ("bwrap", "docker", "process")
-# The backends that isolate: what bwrap hides, docker must hide too.
-ISOLATING = ("bwrap", "docker")
+BACKENDS = ("bwrap", "bwrap-warm", "docker", "process")
+# The backends that isolate: what bwrap hides, docker and a warm bwrap's forked runs must hide too.
+ISOLATING = ("bwrap", "bwrap-warm", "docker")
 # Small enough that hang tests stay fast, large enough for a cold runner to import FMPy.
 DEFAULT_LIMITS = Limits(memory_bytes=512 << 20, deadline_s=20.0, max_processes=32)
 
@@ -51,21 +54,35 @@ def fmu_dirs(fmus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def make_backend(name: str, work_dir: Path) -> SandboxBackend:
-    if name == "bwrap" and not bwrap_usable():
+    if name.startswith("bwrap") and not bwrap_usable():
         pytest.skip("bubblewrap is not installed or cannot create namespaces here")
     if name == "docker":
         require_docker()
+    if name == ZygoteBackend.name:
+        return ZygoteBackend(BubblewrapBackend(work_dir=work_dir))
     return create_backend(name, work_dir=work_dir)
 
 
+@contextlib.contextmanager
+def backend_named(name: str, work_dir: Path) -> Iterator[SandboxBackend]:
+    backend = make_backend(name, work_dir)
+    try:
+        yield backend
+    finally:
+        if isinstance(backend, ZygoteBackend):
+            backend.close()
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SandboxBackend:
-    return make_backend(request.param, tmp_path / "sandboxes")
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxBackend]:
+    with backend_named(request.param, tmp_path / "sandboxes") as backend:
+        yield backend
 
 
 @pytest.fixture(params=ISOLATING)
-def isolating_backend(request: pytest.FixtureRequest, tmp_path: Path) -> SandboxBackend:
-    return make_backend(request.param, tmp_path / "sandboxes")
+def isolating_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxBackend]:
+    with backend_named(request.param, tmp_path / "sandboxes") as backend:
+        yield backend
 
 
 @dataclass
@@ -112,8 +129,27 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def zygote_pids(sandbox: ChildProcessSandbox) -> set[int]:
+    """The zygote's own processes: bwrap, bwrap's init inside and the zygote's Python."""
+    assert isinstance(sandbox.tree, ForkedTree)
+    outer = sandbox.tree.zygote.pid
+    inner = {pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) == outer}
+    return {outer, *inner, *(pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) in inner)}
+
+
+def parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def assert_nothing_left(sandbox: ChildProcessSandbox) -> None:
     survivors = processes_mentioning(sandbox.id)
+    if isinstance(sandbox.tree, ForkedTree) and sandbox.tree.zygote.usable():
+        # A forked run's processes carry its zygote's command line: only the zygote may remain.
+        survivors = [pid for pid in processes_mentioning(sandbox.tree.zygote.id) if pid not in zygote_pids(sandbox)]
     for pid in survivors:  # do not leak them into the next test
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

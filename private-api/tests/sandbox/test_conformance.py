@@ -28,6 +28,7 @@ from app.sandbox import Job, Limits, SandboxBackend, SandboxError, create_backen
 from app.sandbox.bwrap import BubblewrapBackend
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.process import ProcessBackend
+from app.sandbox.warm import ZygoteBackend
 
 from .conftest import (
     DEFAULT_LIMITS,
@@ -36,6 +37,7 @@ from .conftest import (
     assert_nothing_left,
     bwrap_usable,
     processes_mentioning,
+    read_table,
     run_once,
 )
 
@@ -143,6 +145,31 @@ class TestResultsMatchRawFmpy:
         assert finished.table.schema.field("bool_out").type == pa.bool_()
         assert finished.table.column("int_out").to_pylist()[-1] == 7
         assert_same_result(finished.table, raw_fmpy(fmu_dirs["Feedthrough"], spec))
+
+    @pytest.mark.parametrize("reset", [None, True, False], ids=["check-reset", "reuse-instance", "fresh-instances"])
+    def test_a_sweep_chunk_gives_each_child_the_result_it_gets_alone(
+        self, backend: SandboxBackend, fmu_dirs: dict[str, Path], reset: bool | None
+    ) -> None:
+        specs = [{"fmi_type": "CoSimulation", "stop_time": 3.0, "output_interval": 0.05, "start_values": {"mu": mu}}
+                 for mu in (0.5, 2.0, 1.0)]
+        chunk = {"children": [{"id": f"run-{n}", "spec": spec} for n, spec in enumerate(specs)], "reset": reset}
+        sandbox = backend.start(DEFAULT_LIMITS)
+        assert isinstance(sandbox, ChildProcessSandbox)
+        try:
+            outcome = sandbox.run(Job("run-0", fmu_dirs["VanDerPol"], chunk, DEFAULT_LIMITS))
+            assert outcome.status == "succeeded", outcome
+            assert outcome.out_dir is not None
+            tables = [read_table(outcome.out_dir / f"run-{n}.arrow") for n in range(len(specs))]
+        finally:
+            sandbox.close()
+        assert_nothing_left(sandbox)
+        events = [(m["event"], m.get("id"), m.get("ok")) for m in outcome.children]
+        checked = [("reset_checked", None, True)] if reset is None else []
+        assert events == [("child_started", "run-0", None), *checked, ("child_done", "run-0", True),
+                          ("child_started", "run-1", None), ("child_done", "run-1", True),
+                          ("child_started", "run-2", None), ("child_done", "run-2", True)]
+        for table, spec in zip(tables, specs, strict=True):
+            assert_same_result(table, raw_fmpy(fmu_dirs["VanDerPol"], spec))
 
     def test_outcome_reports_resources_used(self, backend: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
         outcome = succeeded(run_once(backend, fmu_dirs["VanDerPol"], {"stop_time": 1.0})).outcome
@@ -394,13 +421,22 @@ class TestLifecycle:
 class TestWithoutCgroups:
     """The rlimit fallback, as on a laptop where our cgroup is not delegated to us."""
 
-    @pytest.fixture(params=["bwrap", "process"])
-    def fallback(self, request: pytest.FixtureRequest, tmp_path: Path) -> SandboxBackend:
+    @pytest.fixture(params=["bwrap", "bwrap-warm", "process"])
+    def fallback(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxBackend]:
+        if request.param == "process":
+            yield ProcessBackend(work_dir=tmp_path, use_cgroups=False)
+            return
+        if not bwrap_usable():
+            pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+        bwrap = BubblewrapBackend(work_dir=tmp_path, use_cgroups=False)
         if request.param == "bwrap":
-            if not bwrap_usable():
-                pytest.skip("bubblewrap is not installed or cannot create namespaces here")
-            return BubblewrapBackend(work_dir=tmp_path, use_cgroups=False)
-        return ProcessBackend(work_dir=tmp_path, use_cgroups=False)
+            yield bwrap
+            return
+        warm = ZygoteBackend(bwrap)
+        try:
+            yield warm
+        finally:
+            warm.close()
 
     def test_runs_succeed(self, fallback: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
         finished = succeeded(run_once(fallback, fmu_dirs["VanDerPol"], {"stop_time": 2.0}))
@@ -453,12 +489,20 @@ _DYING_HOST = """
 import sys, threading
 from pathlib import Path
 from app.sandbox import Job, Limits, create_backend
+from app.sandbox.bwrap import BubblewrapBackend
+from app.sandbox.warm import ZygoteBackend
 limits = Limits(memory_bytes=512 << 20, deadline_s=600.0)
-sandbox = create_backend(sys.argv[1], work_dir=Path(sys.argv[2])).start(limits)
+work_dir = Path(sys.argv[2])
+if sys.argv[1] == ZygoteBackend.name:
+    backend = ZygoteBackend(BubblewrapBackend(work_dir=work_dir))
+else:
+    backend = create_backend(sys.argv[1], work_dir=work_dir)
+sandbox = backend.start(limits)
 assert sandbox.wait_ready(60)
 spec = {"fmi_type": "CoSimulation", "start_values": {"mode": 3}}
 threading.Thread(target=sandbox.run, args=(Job("run-1", Path(sys.argv[3]), spec, limits),), daemon=True).start()
-print(sandbox.id, flush=True)
+# A forked run's processes carry its zygote's command line.
+print(sandbox.tree.zygote.id if sys.argv[1] == ZygoteBackend.name else sandbox.id, flush=True)
 threading.Event().wait()
 """
 

@@ -192,6 +192,7 @@ fmi2Status fmi2Terminate(fmi2Component c) {
 
 fmi2Status fmi2Reset(fmi2Component c) {
     CHECK_INSTANCE(c);
+    INST->resets++;
     reset_instance(INST);
     return fmi2OK;
 }

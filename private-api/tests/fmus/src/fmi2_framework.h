@@ -33,6 +33,7 @@ typedef struct {
     fmi2Boolean b[MAX_VARS];
     char *s[MAX_VARS];
     int flags; /* free for the model (e.g. "action already done") */
+    int resets; /* fmi2Reset calls on this instance; kept across them (Hostile's inexact reset) */
 } Instance;
 
 /* ---- provided by the model ---- */

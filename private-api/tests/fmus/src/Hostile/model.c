@@ -6,6 +6,14 @@
  *  3 endless busy loop   7 fork bomb               11 leave a daemonised child process running
  * 12 fill the directory target_file names (e.g. /out) with 16 MiB files, forever
  * 13 reach the parent process (the sandbox's supervisor): ptrace-attach it, open its memory
+ * 14 plant state for later runs: files in /tmp, /dev/shm, the cwd and target_file, a SysV shared
+ *    memory segment, a daemon, a flag in static memory; probe counts what was planted
+ * 15 look for what mode 14 plants: probe = 1 /tmp file, 2 /dev/shm file, 4 cwd file, 8 SysV
+ *    segment, 16 another process besides init and us, 32 static flag, 64 target_file
+ * 16 kill(-1, SIGKILL): everything the model may signal; probe = kill's result
+ * 17 escape attempts: probe = 1 umount /proc, 2 remount /job writable, 4 new tmpfs mount,
+ *    8 new user namespace, 16 setuid(1); each one that succeeded
+ * 18 an inexact fmi2Reset: probe = how often this instance was reset (0 on a fresh instance)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -15,9 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/ipc.h>
+#include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <dirent.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +49,11 @@ const fmi2ValueReference MODEL_DERIVATIVES[] = {0};
 #define FLAG_TRIGGERED 1
 #define HOG_CHUNK ((size_t)64 << 20)
 #define CONNECT_TIMEOUT_S 2
+#define PLANT_KEY 0x484f5354
+#define PLANT_NAME "hostile-plant"
+
+/* set by mode 14: a later run that loads this library fresh must see it 0 */
+static volatile int planted_static;
 
 /* writes 16 MiB files into dir until something stops the process; returns only if nothing can be written */
 static void fill_directory(const char *dir) {
@@ -136,6 +154,44 @@ static pid_t spawn_orphan(void) {
     return orphan;
 }
 
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* processes other than init (pid 1) and ourselves visible in /proc */
+static int other_processes(void) {
+    DIR *proc = opendir("/proc");
+    struct dirent *entry;
+    int found = 0;
+    if (proc == NULL) return 0;
+    while ((entry = readdir(proc)) != NULL) {
+        const int pid = atoi(entry->d_name);
+        if (pid > 1 && pid != getpid()) found = 1;
+    }
+    closedir(proc);
+    return found;
+}
+
+static double plant(const char *target) {
+    double planted = try_write("/tmp/" PLANT_NAME, "planted") + try_write("/dev/shm/" PLANT_NAME, "planted") +
+                     try_write(PLANT_NAME, "planted");
+    if (target != NULL) planted += try_write(target, "planted");
+    if (shmget(PLANT_KEY, 4096, IPC_CREAT | 0666) >= 0) planted += 1;
+    if (spawn_orphan() > 0) planted += 1;
+    planted_static = 1;
+    return planted + 1;
+}
+
+static double look(const char *target) {
+    int shm = shmget(PLANT_KEY, 0, 0);
+    return exists("/tmp/" PLANT_NAME) + 2 * exists("/dev/shm/" PLANT_NAME) + 4 * exists(PLANT_NAME) + 8 * (shm >= 0) +
+           16 * other_processes() + 32 * (planted_static != 0) + 64 * (target != NULL && exists(target));
+}
+
+static double escape(void) {
+    return (umount2("/proc", MNT_DETACH) == 0) + 2 * (mount(NULL, "/job", NULL, MS_REMOUNT | MS_BIND, NULL) == 0) +
+           4 * (mount("tmpfs", "/tmp", "tmpfs", 0, NULL) == 0) + 8 * (unshare(CLONE_NEWUSER) == 0) +
+           16 * (setuid(1) == 0);
+}
+
 /* 1 if the parent could be ptrace-attached (then released), +10 if its memory opened for writing */
 static int reach_parent(void) {
     const pid_t parent = getppid();
@@ -233,6 +289,26 @@ static fmi2Status misbehave(Instance *inst) {
 
         case 13:
             probe = reach_parent();
+            break;
+
+        case 14:
+            probe = plant(file_name);
+            break;
+
+        case 15:
+            probe = look(file_name);
+            break;
+
+        case 16:
+            probe = kill(-1, SIGKILL);
+            break;
+
+        case 17:
+            probe = escape();
+            break;
+
+        case 18:
+            probe = inst->resets;
             break;
 
         default:

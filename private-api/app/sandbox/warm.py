@@ -1,0 +1,336 @@
+"""Warm sandboxes: a bwrap zygote per tenant, with the runner's imports done, forks each run.
+
+The zygote (`zygote.py` inside) is started once, serves one tenant for its whole life and is
+retired after a number of runs or idle seconds. Each run it forks is still a sandbox of its
+own (`ChildProcessSandbox` over a `ForkedTree`): own PID, mount and IPC namespaces, own
+cgroup or rlimits, fresh /tmp, /dev/shm and out dir, no capabilities, and the same protocol,
+outcome rules and clean-up as a cold sandbox. The FMU's library is only ever loaded in the
+forked runner, never in the zygote.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from app.sandbox.base import Limits, SandboxBackend, SandboxError
+from app.sandbox.bwrap import SANDBOX_RUNNER, BubblewrapBackend
+from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
+from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
+from app.sandbox.resources import ResourceControl, create_resource_control
+from app.sandbox.runner import EXIT, GO
+from app.sandbox.staging import SandboxDirs
+
+logger = logging.getLogger(__name__)
+
+ZYGOTE_PATH = Path(__file__).with_name("zygote.py")
+SANDBOX_ZYGOTE = "/runner/zygote.py"
+# Kept in the zygote's own user namespace to build each run's namespaces; every run drops all.
+ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_SYS_RESOURCE")
+_READY_TIMEOUT_S = 60.0
+_END_TIMEOUT_S = 5.0
+_ZYGOTE_LOG_BYTES = 64 << 10
+
+
+class Zygote:
+    """One long-lived bwrap sandbox that forks isolated runs for a single tenant."""
+
+    def __init__(self, backend: BubblewrapBackend, limits: Limits) -> None:
+        self.id = new_sandbox_id()
+        self.backend = backend
+        self.limits = limits.fixed_at_start()
+        self.tenant: str | None = None  # set once, at first use; never changes
+        self.runs_started = 0
+        self.active = 0
+        self.last_used = time.monotonic()
+        self.retiring = False
+        self.broken: str | None = None
+        self._lock = threading.Lock()
+        self._ready = False
+        self._closed = False
+        self.root = backend.work_dir / self.id
+        self.runs_dir = self.root / "runs"
+        self.root.mkdir(parents=True, mode=0o700)
+        self.runs_dir.mkdir(mode=0o700)
+        # The zygote itself: bounded like one run (it forks its runs before they join their own cgroups).
+        self.resources = create_resource_control(self.limits, self.id, use_cgroups=backend.use_cgroups)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with open(self.root / "zygote.log", "wb") as log:
+                self._proc = subprocess.Popen(
+                    self.argv(theirs.fileno()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    pass_fds=(theirs.fileno(),), env=runner_env("/tmp", self.id), cwd=self.root,
+                    start_new_session=True, preexec_fn=self.resources.preexec,
+                )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as e:
+            ours.close()
+            self.resources.close()
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise SandboxError(f"cannot start a warm sandbox: {e}") from e
+        finally:
+            theirs.close()
+        self.resources.attach(self._proc.pid)
+        self._sock = ours
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def argv(self, socket_fd: int) -> list[str]:
+        b = self.backend
+        return [
+            b.bwrap,
+            *b.isolation_args(keep_caps=ZYGOTE_CAPS),
+            *b.env_args(self.id),
+            *b.system_args(self.limits),
+            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
+            "--ro-bind", str(ZYGOTE_PATH), SANDBOX_ZYGOTE,
+            "--bind", str(self.runs_dir), "/runs",
+            "--dir", "/job",
+            "--dir", "/out",
+            "--chdir", "/tmp",
+            "--",
+            b.python, "-I", "-B", SANDBOX_ZYGOTE,
+            "--socket-fd", str(socket_fd),
+            "--sandbox-id", self.id,
+        ]  # fmt: skip
+
+    def usable(self) -> bool:
+        return not self.retiring and self.broken is None and not self._closed and self._proc.poll() is None
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the zygote has its imports done; False if it died or took too long."""
+        with self._lock:
+            if self._ready:
+                return True
+            self._sock.settimeout(timeout)
+            line = b""
+            with contextlib.suppress(OSError):
+                while b"\n" not in line and len(line) < 65536:
+                    chunk = self._sock.recv(65536)
+                    if not chunk:
+                        break
+                    line += chunk
+            self._sock.settimeout(None)
+            with contextlib.suppress(ValueError):
+                self._ready = json.loads(line.split(b"\n", 1)[0]).get("event") == "ready"
+            return self._ready
+
+    def fork(self, limits: Limits) -> ChildProcessSandbox:
+        """A sandbox for one run, forked from this zygote."""
+        if limits.fixed_at_start() != self.limits:
+            raise SandboxError("job limits differ from the limits this warm sandbox was started with")
+        if not self.wait_ready(_READY_TIMEOUT_S):
+            self.discard("the warm sandbox did not become ready")
+            raise SandboxError(f"warm sandbox {self.id} did not become ready: {self.log_tail()}")
+        run_id = new_sandbox_id()
+        dirs = SandboxDirs.create(self.runs_dir, run_id)
+        resources = create_resource_control(limits, run_id, use_cgroups=self.backend.use_cgroups)
+
+        def spawn(control: ControlMessages, log: BoundedLog) -> ForkedTree:
+            return ForkedTree(self, run_id, limits, resources, control, log)
+
+        return ChildProcessSandbox(
+            sandbox_id=run_id, limits=limits, dirs=dirs, resources=resources, spawn=spawn, signal_via_exit_code=False
+        )
+
+    def send_run(self, request: dict[str, Any], fds: list[int]) -> None:
+        line = json.dumps(request).encode() + b"\n"
+        with self._lock:
+            if not self.usable():
+                raise SandboxError(f"warm sandbox {self.id} is {self.broken or 'closed'}")
+            try:
+                self._sock.sendmsg([line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            except OSError as e:
+                raise SandboxError(f"warm sandbox {self.id} is gone: {e}") from e
+            self.active += 1
+            self.runs_started += 1
+            self.last_used = time.monotonic()
+
+    def run_ended(self) -> None:
+        with self._lock:
+            self.active -= 1
+            self.last_used = time.monotonic()
+            close = (self.retiring or self.broken is not None) and self.active == 0
+        if close:
+            self.close()
+
+    def retire(self) -> None:
+        """No new runs; closed once the runs it serves have ended."""
+        with self._lock:
+            self.retiring = True
+            close = self.active == 0
+        if close:
+            self.close()
+
+    def discard(self, reason: str) -> None:
+        """Something harmed or lost the zygote: it takes no more runs and goes once they end."""
+        with self._lock:
+            if self.broken is None:
+                logger.warning("warm sandbox %s discarded: %s", self.id, reason)
+                self.broken = reason
+            close = self.active == 0
+        if close:
+            self.close()
+
+    def close(self) -> None:
+        """Kill the zygote (and with it any run it still has) and remove its dirs. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._sock.close()
+        self.resources.kill_all()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        try:
+            self._proc.wait(_END_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logger.error("warm sandbox %s did not die after SIGKILL", self.id)
+        self.resources.detach()
+        self.resources.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.root / "zygote.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(f.tell() - _ZYGOTE_LOG_BYTES, 0))
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+
+class ForkedTree:
+    """The process tree of one run forked by a zygote: its init reports on pipes made for it alone."""
+
+    def __init__(
+        self, zygote: Zygote, name: str, limits: Limits, resources: ResourceControl,
+        control: ControlMessages, log: BoundedLog,
+    ) -> None:  # fmt: skip
+        self.pid = zygote.pid
+        self.zygote = zygote
+        self._resources = resources
+        self._control = control
+        self._lock = threading.Lock()
+        self._killed = False
+        self._exit: Exit | None = None
+        stdin_r, self._stdin = os.pipe()
+        control_r, control_w = os.pipe()
+        log_r, log_w = os.pipe()
+        procs = [os.open(path, os.O_WRONLY) for path in resources.procs_files()]
+        theirs = [stdin_r, control_w, log_w, *procs]
+        request = {"run": name, "rlimits": resources.child_rlimits(), "tmpfs_bytes": limits.memory_bytes}
+        try:
+            zygote.send_run(request, theirs)
+        except SandboxError:
+            for fd in (self._stdin, control_r, log_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self._pump = OutputPump(control_r, log_r, control, log, name=f"sandbox-pump-{name}")
+        self._pump.start()
+        self._fds: tuple[int, ...] = (control_r, log_r)
+
+    def release(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            os.write(self._stdin, GO)
+
+    def wait_exited(self, deadline: float) -> bool:
+        """The run's init has exited once its control pipe ends (nothing else ever holds it)."""
+        return self._control.wait_closed(deadline - time.monotonic())
+
+    def kill(self) -> None:
+        """Hang up on init (it kills its namespace) and kill the run's cgroup; the zygote stays."""
+        with self._lock:
+            self._killed = True
+            stdin, self._stdin = self._stdin, -1
+        if stdin >= 0:
+            os.close(stdin)
+        self._resources.kill_all()
+
+    def finish(self, drain_timeout: float) -> Exit:
+        with self._lock:
+            if self._exit is not None:
+                return self._exit
+            killed = self._killed
+        ended = self.wait_exited(time.monotonic())
+        report = self._control.get(EXIT)
+        if ended and report is None and not killed:
+            # Init always reports before it exits: it was harmed, or the zygote failed to start it.
+            self.zygote.discard("a run's init ended without reporting")
+        self.kill()
+        if not self.wait_exited(time.monotonic() + _END_TIMEOUT_S):
+            logger.error("run %s of warm sandbox %s did not end after SIGKILL", self._pump.name, self.zygote.id)
+        self._pump.stop(drain_timeout)
+        report = report or {}
+        status, rss, cpu = report.get("status"), report.get("max_rss_bytes"), report.get("cpu_time_s")
+        exit_ = Exit(
+            status if isinstance(status, int) else None,
+            rss if isinstance(rss, int) else None,
+            float(cpu) if isinstance(cpu, (int, float)) else None,
+        )
+        with self._lock:
+            self._exit = exit_
+        return exit_
+
+    def dispose(self) -> None:
+        try:
+            self.finish(0)
+            self._resources.close()
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = ()
+        finally:
+            self.zygote.run_ended()
+
+
+@dataclasses.dataclass(frozen=True)
+class Reuse:
+    """How long a warm sandbox lives: `max_runs` runs or `idle_s` seconds without one."""
+
+    max_runs: int = 1000
+    idle_s: float = 300.0
+    max_sandboxes: int = 16  # warm sandboxes kept at once, all tenants together
+
+
+class ZygoteBackend(SandboxBackend):
+    """Every sandbox forked from a warm zygote, one zygote per set of limits (so one tenant): for
+    tools and the conformance suite. The server's `SandboxPool` keeps one zygote per tenant."""
+
+    name = "bwrap-warm"
+
+    def __init__(self, bwrap: BubblewrapBackend) -> None:
+        self.bwrap = bwrap
+        self.work_dir = bwrap.work_dir
+        self._zygotes: dict[Limits, Zygote] = {}
+        self._lock = threading.Lock()
+
+    def start(self, limits: Limits) -> ChildProcessSandbox:
+        key = limits.fixed_at_start()
+        with self._lock:
+            zygote = self._zygotes.get(key)
+            if zygote is None or not zygote.usable():
+                zygote = self._zygotes[key] = Zygote(self.bwrap, key)
+        return zygote.fork(limits)
+
+    def close(self) -> None:
+        with self._lock:
+            zygotes, self._zygotes = list(self._zygotes.values()), {}
+        for zygote in zygotes:
+            zygote.close()
