@@ -105,6 +105,9 @@ class ProcessTree(Protocol):
 
     pid: int  # host pid of the tree's top process
 
+    def stage(self, fmu_dir: Path, spec_json: bytes, job_dir: Path) -> None:
+        """Place the extracted FMU and the spec where the waiting runner will look."""
+
     def release(self) -> None:
         """Tell the waiting runner to go."""
 
@@ -150,6 +153,9 @@ class ChildTree:
         stdout, stderr = self._proc.stdout.fileno(), self._proc.stderr.fileno()
         self._pump = OutputPump(stdout, stderr, control, log, name=f"sandbox-pump-{self.pid}")
         self._pump.start()
+
+    def stage(self, fmu_dir: Path, spec_json: bytes, job_dir: Path) -> None:
+        stage_job(fmu_dir, spec_json, job_dir)
 
     def release(self) -> None:
         """Tell the waiting runner to go; a dead runner is diagnosed from its exit status."""
@@ -302,7 +308,7 @@ class ChildProcessSandbox(Sandbox):
             exit_ = self._tree.finish(_DRAIN_TIMEOUT_S)
             return self._failed("sandbox process died before its job arrived", started, exit_)
         try:
-            stage_job(job.fmu_dir, spec_json, self.dirs.job)
+            self._tree.stage(job.fmu_dir, spec_json, self.dirs.job)
         except OSError as e:
             return self._failed(f"cannot stage the job: {e}", started, self._tree.finish(0))
         # CPU spent warming up (imports) is the platform's; the job's share starts at "go".

@@ -29,7 +29,7 @@ from app.sandbox.child import ChildProcessSandbox, Exit, new_sandbox_id, runner_
 from app.sandbox.cleanup import remove_stale_sandboxes
 from app.sandbox.resources import CgroupControl, ResourceControl, Usage, cgroup_of
 from app.sandbox.runner import GO
-from app.sandbox.staging import SandboxDirs
+from app.sandbox.staging import SandboxDirs, stage_job
 
 if TYPE_CHECKING:
     import docker
@@ -328,6 +328,9 @@ class ContainerTree:
         self._pump.start()
         self._waiter = threading.Thread(target=self._wait, name=f"sandbox-wait-{self.id[:12]}", daemon=True)
         self._waiter.start()
+
+    def stage(self, fmu_dir: Path, spec_json: bytes, job_dir: Path) -> None:
+        stage_job(fmu_dir, spec_json, job_dir)
 
     def release(self) -> None:
         with contextlib.suppress(OSError):

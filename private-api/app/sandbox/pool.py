@@ -99,7 +99,7 @@ class SandboxPool:
 
     def _spent(self, zygote: Zygote) -> bool:
         assert self.reuse is not None
-        idle = zygote.active == 0 and time.monotonic() - zygote.last_used > self.reuse.idle_s
+        idle = zygote.busy == 0 and time.monotonic() - zygote.last_used > self.reuse.idle_s
         return not zygote.usable() or zygote.runs_started >= self.reuse.max_runs or idle
 
     def _retire_later(self, zygote: Zygote) -> None:
@@ -109,7 +109,7 @@ class SandboxPool:
         """Least recently used idle zygotes beyond `max_sandboxes` (caller holds the lock)."""
         assert self.reuse is not None
         over = len(self._tenants) + len(self._spare) - self.reuse.max_sandboxes
-        idle = sorted((z for z in self._tenants.values() if z.active == 0), key=lambda z: z.last_used)
+        idle = sorted((z for z in self._tenants.values() if z.busy == 0), key=lambda z: z.last_used)
         evicted = idle[: max(over, 0)]
         for zygote in evicted:
             del self._tenants[zygote.tenant or ""]
@@ -139,7 +139,8 @@ class SandboxPool:
                 started: Sandbox | Zygote
                 if self.reuse is not None:
                     assert isinstance(self.backend, BubblewrapBackend)
-                    started = Zygote(self.backend, self.limits)
+                    started = Zygote(self.backend, self.limits, prefork=True)
+                    started.fork_spare()  # its first run need not wait for its namespaces either
                 else:
                     started = self.backend.start(self.limits)
             except SandboxError:

@@ -366,7 +366,7 @@ def remove_cgroup(path: Path) -> None:
             if e.errno != errno.EBUSY or time.monotonic() > deadline:
                 logger.warning("could not remove cgroup %s: %s", path, e)
                 return
-            time.sleep(0.01)
+            time.sleep(0.001)
 
 
 def kill_until_gone(pids: Callable[[], set[int]]) -> None:
@@ -376,7 +376,7 @@ def kill_until_gone(pids: Callable[[], set[int]]) -> None:
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(0.005)
+        time.sleep(0.001)
 
 
 def iter_sessions() -> list[tuple[int, int]]:

@@ -47,6 +47,10 @@ def encode_spec(spec: dict[str, Any]) -> bytes:
 def stage_job(fmu_dir: Path, spec_json: bytes, job_dir: Path) -> None:
     """Place the extracted FMU and the spec where the (already running) runner will look."""
     link_tree(fmu_dir, job_dir / FMU_DIR)
+    write_spec(spec_json, job_dir)
+
+
+def write_spec(spec_json: bytes, job_dir: Path) -> None:
     tmp = job_dir / (SPEC_FILE + ".tmp")
     tmp.write_bytes(spec_json)
     tmp.rename(job_dir / SPEC_FILE)

@@ -30,8 +30,8 @@ from app.sandbox.bwrap import SANDBOX_RUNNER, BubblewrapBackend
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
 from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
 from app.sandbox.resources import ResourceControl, create_resource_control
-from app.sandbox.runner import EXIT, GO
-from app.sandbox.staging import SandboxDirs
+from app.sandbox.runner import EXIT, FMU_DIR, GO
+from app.sandbox.staging import SandboxDirs, link_tree, write_spec
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,14 @@ _ZYGOTE_LOG_BYTES = 64 << 10
 class Zygote:
     """One long-lived bwrap sandbox that forks isolated runs for a single tenant."""
 
-    def __init__(self, backend: BubblewrapBackend, limits: Limits) -> None:
+    def __init__(self, backend: BubblewrapBackend, limits: Limits, *, prefork: bool = False) -> None:
         self.id = new_sandbox_id()
         self.backend = backend
         self.limits = limits.fixed_at_start()
+        # Keep one run forked ahead, namespaces built and runner waiting, so a run skips that wait.
+        self.prefork = prefork
+        self._spare: ChildProcessSandbox | None = None
+        self._spare_pending = False
         self.tenant: str | None = None  # set once, at first use; never changes
         self.runs_started = 0
         self.active = 0
@@ -62,8 +66,13 @@ class Zygote:
         self._closed = False
         self.root = backend.work_dir / self.id
         self.runs_dir = self.root / "runs"
+        # Each FMU this zygote's runs use, linked here once; a run's init binds its own at "go".
+        self.fmus_dir = self.root / "fmus"
+        self._staged: dict[Path, str] = {}
+        self._staging = threading.Lock()
         self.root.mkdir(parents=True, mode=0o700)
         self.runs_dir.mkdir(mode=0o700)
+        self.fmus_dir.mkdir(mode=0o700)
         # The zygote itself: bounded like one run (it forks its runs before they join their own cgroups).
         self.resources = create_resource_control(self.limits, self.id, use_cgroups=backend.use_cgroups)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -98,6 +107,7 @@ class Zygote:
             "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
             "--ro-bind", str(ZYGOTE_PATH), SANDBOX_ZYGOTE,
             "--bind", str(self.runs_dir), "/runs",
+            "--ro-bind", str(self.fmus_dir), "/fmus",
             "--dir", "/job",
             "--dir", "/out",
             "--chdir", "/tmp",
@@ -106,6 +116,16 @@ class Zygote:
             "--socket-fd", str(socket_fd),
             "--sandbox-id", self.id,
         ]  # fmt: skip
+
+    def stage_fmu(self, fmu_dir: Path) -> str:
+        """The name under /fmus of this extracted FMU, linked there on its first run here."""
+        with self._staging:
+            name = self._staged.get(fmu_dir)
+            if name is None:
+                name = f"fmu{len(self._staged)}"
+                link_tree(fmu_dir, self.fmus_dir / name)
+                self._staged[fmu_dir] = name
+            return name
 
     def usable(self) -> bool:
         return not self.retiring and self.broken is None and not self._closed and self._proc.poll() is None
@@ -128,10 +148,55 @@ class Zygote:
                 self._ready = json.loads(line.split(b"\n", 1)[0]).get("event") == "ready"
             return self._ready
 
+    @property
+    def busy(self) -> int:
+        """Runs handed out and not ended (the spare is not one)."""
+        return self.active - (1 if self._spare is not None else 0)
+
     def fork(self, limits: Limits) -> ChildProcessSandbox:
-        """A sandbox for one run, forked from this zygote."""
+        """A sandbox for one run, forked from this zygote (the spare one when it is ready)."""
         if limits.fixed_at_start() != self.limits:
             raise SandboxError("job limits differ from the limits this warm sandbox was started with")
+        with self._lock:
+            spare, self._spare = self._spare, None
+            self.runs_started += 1
+        if spare is not None and spare.tree.wait_exited(time.monotonic()):
+            spare.close()  # its run died while it waited (its cgroup was killed, say): not handed out
+            spare = None
+        sandbox = spare or self._fork()
+        if self.prefork:
+            self.fork_spare()
+        return sandbox
+
+    def fork_spare(self) -> None:
+        """Fork the next run now, in the background; it waits, ready, for the next fork()."""
+        with self._lock:
+            if self._spare_pending or self._spare is not None or not self.usable():
+                return
+            self._spare_pending = True
+        threading.Thread(target=self._make_spare, name=f"prefork-{self.id}", daemon=True).start()
+
+    def _make_spare(self) -> None:
+        sandbox = None
+        try:
+            sandbox = self._fork()
+        except SandboxError as e:
+            logger.warning("warm sandbox %s: cannot fork ahead: %s", self.id, e)
+        with self._lock:
+            self._spare_pending = False
+            keep = sandbox is not None and self.usable() and self._spare is None
+            if keep:
+                self._spare = sandbox
+        if sandbox is not None and not keep:
+            sandbox.close()
+
+    def spare_pids(self) -> set[int]:
+        """The processes of the run forked ahead (where its cgroup shows them)."""
+        spare = self._spare
+        return spare.resources.pids() if spare is not None else set()
+
+    def _fork(self) -> ChildProcessSandbox:
+        limits = self.limits
         if not self.wait_ready(_READY_TIMEOUT_S):
             self.discard("the warm sandbox did not become ready")
             raise SandboxError(f"warm sandbox {self.id} did not become ready: {self.log_tail()}")
@@ -156,7 +221,6 @@ class Zygote:
             except OSError as e:
                 raise SandboxError(f"warm sandbox {self.id} is gone: {e}") from e
             self.active += 1
-            self.runs_started += 1
             self.last_used = time.monotonic()
 
     def run_ended(self) -> None:
@@ -171,9 +235,7 @@ class Zygote:
         """No new runs; closed once the runs it serves have ended."""
         with self._lock:
             self.retiring = True
-            close = self.active == 0
-        if close:
-            self.close()
+        self._close_when_idle()
 
     def discard(self, reason: str) -> None:
         """Something harmed or lost the zygote: it takes no more runs and goes once they end."""
@@ -181,6 +243,14 @@ class Zygote:
             if self.broken is None:
                 logger.warning("warm sandbox %s discarded: %s", self.id, reason)
                 self.broken = reason
+        self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()  # its end may close the zygote already
+        with self._lock:
             close = self.active == 0
         if close:
             self.close()
@@ -191,6 +261,9 @@ class Zygote:
             if self._closed:
                 return
             self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
         self._sock.close()
         self.resources.kill_all()
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -227,6 +300,7 @@ class ForkedTree:
         self._lock = threading.Lock()
         self._killed = False
         self._exit: Exit | None = None
+        self._fmu: str | None = None
         stdin_r, self._stdin = os.pipe()
         control_r, control_w = os.pipe()
         log_r, log_w = os.pipe()
@@ -246,9 +320,16 @@ class ForkedTree:
         self._pump.start()
         self._fds: tuple[int, ...] = (control_r, log_r)
 
+    def stage(self, fmu_dir: Path, spec_json: bytes, job_dir: Path) -> None:
+        """The spec into the run's job dir; the FMU is the zygote's staged copy, bound by init at "go"."""
+        self._fmu = self.zygote.stage_fmu(fmu_dir)
+        (job_dir / FMU_DIR).mkdir(mode=0o755)
+        write_spec(spec_json, job_dir)
+
     def release(self) -> None:
+        go = GO if self._fmu is None else GO.replace(b"\n", f" {self._fmu}\n".encode())
         with contextlib.suppress(BrokenPipeError, OSError):
-            os.write(self._stdin, GO)
+            os.write(self._stdin, go)
 
     def wait_exited(self, deadline: float) -> bool:
         """The run's init has exited once its control pipe ends (nothing else ever holds it)."""

@@ -14,13 +14,15 @@ Protocol with the host (``--socket-fd``, a Unix stream socket; requests carry fi
 When the socket closes (the host is gone) the zygote exits, and bwrap's init kills every run.
 
 A run, seen from the host, speaks the runner's protocol (see ``runner.py``) on its own pipes:
-``ready``, ``running``, ``done`` and ``exit`` on control, the model's output on log, ``go``
-and hang-up on stdin. Inside:
+``ready``, ``running``, ``done`` and ``exit`` on control, the model's output on log, ``go`` (with
+the name of its FMU under /fmus, where the host links each FMU once per zygote) and hang-up on
+stdin. Inside:
   * init (PID 1 of a new PID namespace): joins the run's cgroups, unshares mount and IPC
     namespaces, mounts the run's view (its own job dir read-only and out dir, fresh tmpfs on
     /tmp and /dev/shm, a fresh read-only /proc, everything else read-only, the other runs'
-    dirs detached), forks the runner and supervises it: relays its messages (never ``exit``),
-    passes ``go`` on, kills everything when the host hangs up, reaps every orphan, reports
+    dirs covered), forks the runner and supervises it: relays its messages (never ``exit``),
+    at ``go`` binds the job's FMU read-only on /job/fmu and covers /fmus, then passes ``go`` on,
+    kills everything when the host hangs up, reaps every orphan, reports
     ``exit`` with the runner's wait status and the namespace's resource use, and exits;
     the kernel then kills whatever is left in the namespace. Init is not dumpable and, as
     PID 1, cannot be signalled from inside: the model cannot forge its report.
@@ -66,6 +68,8 @@ MNT_DETACH = 2
 CAP_LAST_CAP = 63  # drop every number up to here; unknown ones fail with EINVAL and are skipped
 
 RUNS_DIR = "/runs"
+FMUS_DIR = "/fmus"
+FMU_NAME = re.compile(r"^fmu[0-9]{1,9}$")
 JOB_DIR = "/job"
 OUT_DIR = "/out"
 MAX_REQUEST_BYTES = 64 << 10
@@ -223,11 +227,18 @@ def build_view(name: str, tmpfs_bytes: int) -> None:
     mount(None, OUT_DIR, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
     size = f",size={tmpfs_bytes}" if tmpfs_bytes > 0 else ""
     scratch = MS_NOSUID | MS_NODEV
+    # A Python installation under /tmp (a checkout there) must stay visible under the fresh /tmp.
+    kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in python_dirs_under("/tmp")]
+    mount("tmpfs", "/tmp", "tmpfs", scratch, "mode=1777" + size)
+    for path, fd in kept:
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | scratch)
+        os.close(fd)
     # No run sees another's dirs. bwrap's mounts are locked in a namespace made from its own, so
     # /runs cannot be unmounted: an empty read-only tmpfs covers it, and without capabilities
     # the run cannot lift it.
     mount("tmpfs", RUNS_DIR, "tmpfs", MS_RDONLY | scratch | MS_NOEXEC, "size=4k,mode=0555")
-    mount("tmpfs", "/tmp", "tmpfs", scratch, "mode=1777" + size)
     mount("tmpfs", "/dev/shm", "tmpfs", scratch | MS_NOEXEC, "mode=1777" + size)
     # Read-only: as the host's root mapped in, the run could otherwise write kernel sysctls.
     mount("proc", "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -235,6 +246,26 @@ def build_view(name: str, tmpfs_bytes: int) -> None:
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
     os.chdir("/tmp")
+
+
+def bind_fmu(name: str) -> None:
+    """At "go": the job's FMU (staged once per zygote under /fmus) read-only on /job/fmu; then /fmus,
+    the other FMUs of this tenant, is covered before the runner goes on."""
+    if name:
+        if not FMU_NAME.match(name):
+            raise ValueError(f"bad FMU name {name!r}")
+        target = f"{JOB_DIR}/{runner.FMU_DIR}"
+        mount(f"{FMUS_DIR}/{name}", target, None, MS_BIND)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount("tmpfs", FMUS_DIR, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+
+
+def python_dirs_under(root: str) -> list[str]:
+    """The interpreter's directories (installation, venv) below `root`, outermost only."""
+    found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable))}
+    below = sorted(p for p in found if p.startswith(root.rstrip("/") + "/"))
+    return [p for p in below if not any(p.startswith(q.rstrip("/") + "/") for q in below if q != p)]
 
 
 def set_rlimits(limits: dict[str, Any]) -> None:
@@ -313,7 +344,8 @@ def supervise(pid: int, stdin: int, report: int, go: int, control: IO[str]) -> N
                 relay.feed(data)
                 if not data:
                     poller.unregister(report)
-            elif data and go_open and data.startswith(runner.GO):
+            elif data and go_open and data.startswith(runner.GO[:2]):
+                bind_fmu(data.split(b"\n", 1)[0][3:].decode("ascii", "replace"))
                 os.write(go, runner.GO)
                 os.close(go)
                 go_open = False

@@ -172,6 +172,11 @@ class FmuRunner:
 
     def _claim(self, run_id: str) -> Claimed | None:
         """Move queued → running under a lease; only one worker can win the conditional UPDATE."""
+        with self.db.session() as session:
+            # A read first: a sweep child a chunk already took (most of a sweep's messages) costs
+            # no write transaction.
+            if session.scalar(select(Run.status).where(Run.id == run_id)) != "queued":
+                return None
         now = utcnow()
         expires = now + self.lease
         with self.db.session(write=True) as session:

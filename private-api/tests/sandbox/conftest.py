@@ -134,7 +134,8 @@ def zygote_pids(sandbox: ChildProcessSandbox) -> set[int]:
     assert isinstance(sandbox.tree, ForkedTree)
     outer = sandbox.tree.zygote.pid
     inner = {pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) == outer}
-    return {outer, *inner, *(pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) in inner)}
+    python = {pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) in inner}
+    return {outer, *inner, *python, *sandbox.tree.zygote.spare_pids()}  # and the run forked ahead
 
 
 def parent_of(pid: int) -> int:

@@ -82,6 +82,17 @@ class TestOneZygotePerTenant:
             for sandbox in (first, again, other):
                 sandbox.close()
 
+    def test_the_next_run_is_forked_ahead_and_waits_ready(self, pool: SandboxPool, fmu_dirs: dict[str, Path]) -> None:
+        first = pool.acquire(DEFAULT_LIMITS, "alice")
+        zygote = zygote_of(first)
+        wait_until(lambda: zygote.spare_pids() != set())  # forked, namespaces built, runner waiting
+        spare = zygote.spare_pids()
+        assert run(first, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
+        second = pool.acquire(DEFAULT_LIMITS, "alice")
+        assert isinstance(second, ChildProcessSandbox) and second.resources.pids() == spare
+        assert second.wait_ready(0)  # no waiting: it is ready
+        assert run(second, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
+
     def test_runs_without_a_tenant_or_with_other_limits_get_a_sandbox_of_their_own(
         self, pool: SandboxPool
     ) -> None:

@@ -1,0 +1,75 @@
+"""The lean single-run path: how many SQL statements one run costs, from submission (with ``?wait=``)
+to its downloaded result, counted on the server's own engine. A real app in this process (its
+lifespan, dispatcher and warm sandboxes), real SQLite, a real bwrap sandbox."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from app.config import Settings
+from app.main import create_app
+from app.migrate import upgrade
+from app.services import auth_service
+
+# Statements per run, submission to download, BEGINs and savepoints included (43 today): API-key
+# checks 4; submit 10 (FMU, insert, hold, the user's lock, the active-run count); hand-over 2;
+# claim 5; finish 14 (result fields, settle and release entries, the charge, the usage event); the
+# wait's read and the download's 8. A change that adds a round trip to every run must say so here.
+BUDGET = 43
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.on = False
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if self.on:
+            with self.lock:
+                self.counts[" ".join(statement.split()[:3])] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@pytest.fixture
+def app_client(tmp_path: Path) -> Iterator[tuple[TestClient, StatementCounter, str]]:
+    settings = Settings(var_dir=tmp_path, workers=1, rate_limit_per_minute=0, redis_url="", broker_url="")
+    upgrade(settings.resolved_database_url)
+    app = create_app(settings)
+    counter = StatementCounter()
+    with TestClient(app) as client:
+        ctx = app.state.ctx
+        event.listen(ctx.db.engine, "before_cursor_execute", counter)
+        with ctx.db.session(write=True) as session:
+            user = auth_service.create_user(session, "lean@example.com", 1000)
+            key = auth_service.issue_api_key(session, user, settings.secret_key.get_secret_value())
+            session.commit()
+        client.headers["Authorization"] = f"Bearer {key}"
+        yield client, counter, key
+
+
+def test_one_run_costs_few_database_round_trips(app_client: tuple[TestClient, StatementCounter, str],
+                                                fmus: dict[str, Path]) -> None:
+    client, counter, _ = app_client
+    fmu = fmus["VanDerPol"]
+    fmu_id = client.post("/v1/fmus", files={"file": (fmu.name, fmu.read_bytes())}).json()["id"]
+    spec = {"stop_time": 1.0}
+    for _ in range(2):  # warm: the FMU cache, the tenant's warm sandbox, every prepared path
+        assert client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 30}, json=spec).status_code == 200
+    counter.on = True
+    run = client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 30}, json=spec)
+    assert run.status_code == 200 and run.json()["status"] == "succeeded", run.text
+    assert client.get(f"/v1/runs/{run.json()['id']}/result").status_code == 200
+    counter.on = False
+    assert counter.total <= BUDGET, f"{counter.total} statements: {dict(counter.counts)}"
