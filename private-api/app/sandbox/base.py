@@ -89,10 +89,12 @@ class Sandbox(ABC):
         """Stage the job, release the waiting runner, wait until done or the deadline."""
 
     @abstractmethod
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Kill anything left and remove the host-side dirs (including the result). Idempotent.
 
         From another thread during run(), it aborts the run (sandbox_error) and run() cleans up.
+        ``wait=False``: the dirs go now; killing and reaping the processes (a large address space
+        takes milliseconds to unmap) and removing the cgroup are left to a background thread.
         """
 
     def __enter__(self) -> Sandbox:

@@ -95,10 +95,15 @@ class ControlMessages:
         with self._changed:
             return [(at, m) for at, m in self._sequence if m["event"] in events]
 
-    def wait_closed(self, timeout: float) -> bool:
-        """True once the stream has ended (every writer gone)."""
+    def wait_closed(self, timeout: float, or_event: str | None = None) -> bool:
+        """True once the stream has ended (every writer gone), or `or_event` has arrived."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._closed, max(timeout, 0.0))
+            return self._changed.wait_for(lambda: self._closed or or_event in self._events, max(timeout, 0.0))
+
+    @property
+    def closed(self) -> bool:
+        with self._changed:
+            return self._closed
 
     def wait_for(self, event: str, timeout: float) -> dict[str, Any] | None:
         with self._changed:
@@ -112,6 +117,7 @@ class OutputPump(threading.Thread):
     def __init__(self, control_fd: int, log_fd: int, control: ControlMessages, log: BoundedLog, name: str) -> None:
         super().__init__(name=name, daemon=True)
         self._sinks = {control_fd: control.feed, log_fd: log.feed}
+        self._log_fd = log_fd
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -119,7 +125,8 @@ class OutputPump(threading.Thread):
             for fd in self._sinks:
                 selector.register(fd, selectors.EVENT_READ)
             while selector.get_map() and not self._stopping.is_set():
-                for key, _ in selector.select(_POLL_S):
+                # The log first: what a runner wrote before its "done" is in the log when "done" is seen.
+                for key, _ in sorted(selector.select(_POLL_S), key=lambda event: event[0].fd != self._log_fd):
                     fd = int(key.fd)
                     data = os.read(fd, _READ_CHUNK)
                     self._sinks[fd](data)  # b"" tells the sink the stream ended

@@ -294,13 +294,18 @@ class ChildProcessSandbox(Sandbox):
             return self._failed("sandbox was closed during the run", started, outcome_exit(outcome))
         return outcome
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         with self._lock:
             previous, self._state = self._state, "closed"
         if previous == "running":
             self._tree.kill()  # the thread in run() sees the exit and disposes
         elif previous != "closed":
-            self._dispose()
+            if wait:
+                self._dispose()
+            else:
+                # The files go now (an output that filled the disk frees it before the run is final).
+                self.dirs.remove()
+                threading.Thread(target=self._dispose, name=f"sandbox-dispose-{self.id}", daemon=True).start()
 
     def _run(self, job: Job, spec_json: bytes, started: float) -> Outcome:
         if self._tree.wait_exited(started):

@@ -372,11 +372,13 @@ def remove_cgroup(path: Path) -> None:
 def kill_until_gone(pids: Callable[[], set[int]]) -> None:
     """SIGKILL until nothing is left: a forking tree can add processes between two reads."""
     deadline = time.monotonic() + _KILL_TIMEOUT_S
+    pause = 0.001  # a killed process takes a few ms to unmap its memory: look again soon, then less often
     while (alive := pids()) and time.monotonic() < deadline:
         for pid in alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(0.001)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
 
 
 def iter_sessions() -> list[tuple[int, int]]:

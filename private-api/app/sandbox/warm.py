@@ -30,7 +30,7 @@ from app.sandbox.bwrap import SANDBOX_RUNNER, BubblewrapBackend
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
 from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
 from app.sandbox.resources import ResourceControl, create_resource_control
-from app.sandbox.runner import EXIT, FMU_DIR, GO
+from app.sandbox.runner import DONE, EXIT, FMU_DIR, GO
 from app.sandbox.staging import SandboxDirs, link_tree, write_spec
 
 logger = logging.getLogger(__name__)
@@ -319,6 +319,10 @@ class ForkedTree:
         self._pump = OutputPump(control_r, log_r, control, log, name=f"sandbox-pump-{name}")
         self._pump.start()
         self._fds: tuple[int, ...] = (control_r, log_r)
+        # Where the run's cgroup measures its CPU and memory, its end is its "done" message: the
+        # runner only exits after it, and tearing a forked address space down takes milliseconds
+        # nobody needs to wait for (the kill and the reaping happen anyway).
+        self._done_ends = resources.usage().cpu_time_s is not None
 
     def stage(self, fmu_dir: Path, spec_json: bytes, job_dir: Path) -> None:
         """The spec into the run's job dir; the FMU is the zygote's staged copy, bound by init at "go"."""
@@ -332,30 +336,39 @@ class ForkedTree:
             os.write(self._stdin, go)
 
     def wait_exited(self, deadline: float) -> bool:
-        """The run's init has exited once its control pipe ends (nothing else ever holds it)."""
-        return self._control.wait_closed(deadline - time.monotonic())
+        """The run's init has exited once its control pipe ends (nothing else ever holds it); with a
+        cgroup, the run has ended once its runner said "done"."""
+        return self._control.wait_closed(deadline - time.monotonic(), DONE if self._done_ends else None)
 
     def kill(self) -> None:
         """Hang up on init (it kills its namespace) and kill the run's cgroup; the zygote stays."""
         with self._lock:
             self._killed = True
+        self._hang_up()
+        self._resources.kill_all()
+
+    def _hang_up(self) -> None:
+        with self._lock:
             stdin, self._stdin = self._stdin, -1
         if stdin >= 0:
             os.close(stdin)
-        self._resources.kill_all()
 
     def finish(self, drain_timeout: float) -> Exit:
         with self._lock:
             if self._exit is not None:
                 return self._exit
             killed = self._killed
-        ended = self.wait_exited(time.monotonic())
+        ended = self._control.closed
         report = self._control.get(EXIT)
         if ended and report is None and not killed:
             # Init always reports before it exits: it was harmed, or the zygote failed to start it.
             self.zygote.discard("a run's init ended without reporting")
+        if not ended and not killed and self._done_ends and self._control.get(DONE) is not None:
+            # Done: hang up (init kills what is left) and let dispose() reap in its own time.
+            self._hang_up()
+            return Exit(None, None, None)
         self.kill()
-        if not self.wait_exited(time.monotonic() + _END_TIMEOUT_S):
+        if not self._control.wait_closed(_END_TIMEOUT_S):
             logger.error("run %s of warm sandbox %s did not end after SIGKILL", self._pump.name, self.zygote.id)
         self._pump.stop(drain_timeout)
         report = report or {}
@@ -371,7 +384,12 @@ class ForkedTree:
 
     def dispose(self) -> None:
         try:
-            self.finish(0)
+            with self._lock:
+                self._exit = None  # an early end returned without reaping: now reap
+                self._killed = True
+            self.kill()
+            self._control.wait_closed(_END_TIMEOUT_S)
+            self._pump.stop(0)
             self._resources.close()
             for fd in self._fds:
                 with contextlib.suppress(OSError):

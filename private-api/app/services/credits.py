@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.errors import NotFound, ProblemError
 from app.models import LedgerEntry, Run, Sweep, User
+from app.models.base import new_id, utcnow
 
 
 class InsufficientCredits(ProblemError):
@@ -94,7 +96,48 @@ def settle_run(session: Session, run: Run, cost: int, note: str = "") -> None:
              description=f"unused hold of run {run.id}")
     session.execute(update(Run).where(Run.id == run.id).values(credits_charged=cost)
                     .execution_options(synchronize_session=False))
-    run.credits_charged = cost
+    set_committed_value(run, "credits_charged", cost)  # written above: not again at the flush
+
+
+def settle_runs(session: Session, charges: list[tuple[Run, int, str]]) -> None:
+    """``settle_run`` for several finished runs of one user (a sweep chunk's children) in one go:
+    the same entries with the same keys, one balance update, one multi-row insert. If any run was
+    settled before, the batch is undone and each run goes through ``settle_run`` (idempotent)."""
+    if not charges:
+        return
+    user_id = charges[0][0].user_id
+    assert all(run.user_id == user_id for run, _, _ in charges)
+    entries: list[dict[str, Any]] = []
+    costs: list[dict[str, Any]] = []
+    for run, cost, note in charges:
+        cost = min(cost, run.credits_held)
+        costs.append({"id": run.id, "credits_charged": cost})
+        entries.append({"kind": "settle", "amount": 0, "idempotency_key": f"settle:{run.id}", "run_id": run.id,
+                        "description": f"run {run.id} cost {cost} credit(s){note}",
+                        "details": {"cost": cost, "held": run.credits_held}})
+        if run.credits_held > cost:
+            entries.append({"kind": "release", "amount": run.credits_held - cost,
+                            "idempotency_key": f"release:{run.id}", "run_id": run.id,
+                            "description": f"unused hold of run {run.id}", "details": None})
+    total = sum(entry["amount"] for entry in entries)  # releases only: never below zero
+    try:
+        with session.begin_nested():
+            balance = session.execute(
+                update(User).where(User.id == user_id).values(credits=User.credits + total)
+                .returning(User.credits).execution_options(synchronize_session=False)).scalar_one()
+            running = balance - total
+            for entry in entries:
+                running += entry["amount"]
+                entry.update(id=new_id("led"), user_id=user_id, balance_after=running, reference=None,
+                             created_at=utcnow())
+            session.execute(insert(LedgerEntry), entries)
+            session.execute(update(Run), costs)
+    except IntegrityError:
+        for run, cost, note in charges:
+            settle_run(session, run, cost, note)
+        return
+    for (run, _, _), charged in zip(charges, costs, strict=True):
+        set_committed_value(run, "credits_charged", charged["credits_charged"])
 
 
 def refund_run(session: Session, run: Run, reason: str) -> None:
@@ -108,7 +151,7 @@ def refund_run(session: Session, run: Run, reason: str) -> None:
              description=f"run {run.id} cost 0 credits (refunded)", details={"cost": 0, "held": run.credits_held})
     session.execute(update(Run).where(Run.id == run.id).values(credits_charged=0)
                     .execution_options(synchronize_session=False))
-    run.credits_charged = 0
+    set_committed_value(run, "credits_charged", 0)
 
 
 def credit(session: Session, user_id: str, kind: str, amount: int, key: str, *, reference: str | None = None,

@@ -70,6 +70,13 @@ class Claimed:
     reset_exact: bool | None  # the FMU's reset() check by this runner version; None: not checked
 
 
+def group_by_user(charges: list[tuple[Run, int, str]]) -> dict[str, list[tuple[Run, int, str]]]:
+    grouped: dict[str, list[tuple[Run, int, str]]] = {}
+    for charge in charges:
+        grouped.setdefault(charge[0].user_id, []).append(charge)
+    return grouped
+
+
 def read_regular(path: Path, limit: int) -> bytes:
     """Up to `limit` bytes of a regular file the sandbox wrote; never follows a link it planted."""
     try:
@@ -248,19 +255,20 @@ class FmuRunner:
     def _run_in_sandbox(self, run_id: str, spec: dict[str, Any], sha256: str, tenant: str) -> dict[str, Any]:
         fmu_dir = self.cache.ensure(sha256)
         limits = limits_for(spec, self.settings)
-        with self.sandboxes.acquire(limits, tenant) as sandbox:
+        sandbox = self.sandboxes.acquire(limits, tenant)
+        try:
             log.info("run %s: sandbox %s", run_id, sandbox.id)
             with self._lock:
                 self._live[run_id] = sandbox
                 abandoned = run_id in self._abandoned
             if abandoned:  # cancelled while the FMU was being fetched
                 sandbox.close()
-            try:
-                outcome = sandbox.run(Job(run_id=run_id, fmu_dir=fmu_dir, spec=spec, limits=limits))
-                return self._store(run_id, outcome)
-            finally:
-                with self._lock:
-                    self._live.pop(run_id, None)
+            outcome = sandbox.run(Job(run_id=run_id, fmu_dir=fmu_dir, spec=spec, limits=limits))
+            return self._store(run_id, outcome)
+        finally:
+            with self._lock:
+                self._live.pop(run_id, None)
+            sandbox.close(wait=False)  # result and log are stored: its teardown is nobody's wait
 
     def _run_chunk(self, runs: list[Claimed]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
         """Children of one sweep in one sandbox: one process, the model parsed once and, where its
@@ -273,7 +281,8 @@ class FmuRunner:
         spec = {CHUNK_CHILDREN: [{"id": r.run_id, "spec": r.spec} for r in runs], "reset": first.reset_exact}
         job = Job(run_id=first.run_id, fmu_dir=fmu_dir, spec=spec, limits=limits,
                   child_deadline_s=per_child.deadline_s, output_quota_bytes=per_child.max_output_bytes * len(runs))
-        with self.sandboxes.acquire(limits, first.tenant) as sandbox:
+        sandbox = self.sandboxes.acquire(limits, first.tenant)
+        try:
             log.info("runs %s..%s (%d of sweep %s): sandbox %s", first.run_id, runs[-1].run_id, len(runs),
                      first.sweep_id, sandbox.id)
             with self._lock:
@@ -282,13 +291,13 @@ class FmuRunner:
                 abandoned = any(run.run_id in self._abandoned for run in runs)
             if abandoned:  # cancelled while the FMU was being fetched
                 sandbox.close()
-            try:
-                outcome = sandbox.run(job)
-                return self._store_chunk(runs, outcome, per_child)
-            finally:
-                with self._lock:
-                    for run in runs:
-                        self._live.pop(run.run_id, None)
+            outcome = sandbox.run(job)
+            return self._store_chunk(runs, outcome, per_child)
+        finally:
+            with self._lock:
+                for run in runs:
+                    self._live.pop(run.run_id, None)
+            sandbox.close(wait=False)  # results are stored: its teardown is nobody's wait
 
     def _store_chunk(self, runs: list[Claimed], outcome: Outcome,
                      limits: Limits) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
@@ -389,6 +398,7 @@ class FmuRunner:
         """Record outcomes and settle them in one transaction; each only while this process still
         holds the run's lease."""
         with self.db.session(write=True) as session:
+            recorded = []
             for run_id, fields in outcomes.items():
                 now = utcnow()
                 done = session.execute(
@@ -397,15 +407,19 @@ class FmuRunner:
                     .values(**fields)
                     .execution_options(synchronize_session=False)
                 ).rowcount  # type: ignore[attr-defined]
-                run = session.get(Run, run_id) if done else None
-                if run is None:
-                    continue
+                if done:
+                    recorded.append(run_id)
+            charges: list[tuple[Run, int, str]] = []
+            for run in session.scalars(select(Run).where(Run.id.in_(recorded))):
+                fields = outcomes[run.id]
                 if fields.get("error_code") in PLATFORM_ERRORS:
                     credits.refund_run(session, run, fields["error_code"])
                 else:
-                    cost = pricing.run_cost(fields.get("cpu_time_s"), run.credits_held)
-                    credits.settle_run(session, run, cost, f" ({fields.get('cpu_time_s') or 0:.3f} CPU-s)")
-                    StripeService.charge_per_execution(session, run)
+                    cpu = fields.get("cpu_time_s")
+                    charges.append((run, pricing.run_cost(cpu, run.credits_held), f" ({cpu or 0:.3f} CPU-s)"))
+            for user_runs in group_by_user(charges).values():
+                credits.settle_runs(session, user_runs)
+            StripeService.charge_per_executions(session, [run for run, _, _ in charges])
             session.commit()
 
     def _release(self, run_id: str) -> None:

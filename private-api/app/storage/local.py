@@ -13,15 +13,16 @@ from app.storage.base import Storage
 
 class LocalStorage(Storage):
     def __init__(self, root: Path) -> None:
-        self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        # Keys are built by the service, never by users; still refuse anything that climbs out.
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        # Keys are built by the service, never by users; still refuse anything that climbs out. A
+        # lexical check: nothing under the root is a link (only this class writes there).
+        parts = key.split("/")
+        if not key or key.startswith("/") or "\0" in key or any(part in ("", ".", "..") for part in parts):
             raise ValueError(f"storage key escapes the root: {key!r}")
-        return path
+        return self.root / key
 
     def _atomic_write(self, key: str, write: Callable[[Path], object]) -> None:
         path = self._path(key)

@@ -173,8 +173,11 @@ class TestResultsMatchRawFmpy:
 
     def test_outcome_reports_resources_used(self, backend: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
         outcome = succeeded(run_once(backend, fmu_dirs["VanDerPol"], {"stop_time": 1.0})).outcome
-        assert outcome.exit_code == 0 and outcome.signal is None
-        assert outcome.max_rss_bytes is not None and outcome.max_rss_bytes > 10 << 20  # FMPy + NumPy loaded
+        # A forked warm run ends at its "done" (its cgroup has the figures); its exit is not waited for.
+        assert outcome.exit_code == (None if backend.name == "bwrap-warm" else 0) and outcome.signal is None
+        # FMPy + NumPy loaded; a forked warm run is charged only what it added to the zygote's pages.
+        least = 1 << 20 if backend.name == "bwrap-warm" else 10 << 20
+        assert outcome.max_rss_bytes is not None and outcome.max_rss_bytes > least
         assert outcome.cpu_time_s is not None and outcome.cpu_time_s > 0
         assert 0 < outcome.wall_time_s < DEFAULT_LIMITS.deadline_s
 
