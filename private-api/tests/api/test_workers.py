@@ -8,6 +8,7 @@ delays runs. Outages are played on a redis-server of the test's own, never the m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -39,7 +40,13 @@ from gateway_process import (
 )
 from redis_keys import REDIS_URL, temporary_redis_prefix
 
-from app.sandbox.resources import CGROUP_PREFIX, SANDBOX_ID_ENV, processes_with_environ
+from app.sandbox.resources import (
+    CGROUP_PREFIX,
+    SANDBOX_ID_ENV,
+    parse_mountinfo,
+    parse_proc_cgroup,
+    processes_with_environ,
+)
 
 # Short leases and quick relays, so recovery happens within seconds.
 FAST = {
@@ -191,10 +198,22 @@ def sandbox_processes(worker: WorkerProcess, run_id: str) -> list[int]:
     line = next(line for line in worker.log().splitlines() if f"run {run_id}: sandbox " in line)
     sandbox_id = line.rsplit(" ", 1)[1]
     # A cold sandbox's processes carry its id in their environment; a run forked from a warm
-    # sandbox carries its zygote's, and is found in the cgroups made for it.
-    in_cgroups = {int(pid) for procs in Path("/sys/fs/cgroup").glob(f"**/{CGROUP_PREFIX}{sandbox_id}/cgroup.procs")
-                  for pid in procs.read_text().split()}
-    return sorted(processes_with_environ(f"{SANDBOX_ID_ENV}={sandbox_id}".encode()) | in_cgroups)
+    # sandbox carries its zygote's, and is found in the cgroups the worker made for it.
+    return sorted(processes_with_environ(f"{SANDBOX_ID_ENV}={sandbox_id}".encode())
+                  | cgroup_processes(worker.process.pid, CGROUP_PREFIX + sandbox_id))
+
+
+def cgroup_processes(owner: int, name: str) -> set[int]:
+    """Processes in the cgroups called `name` below `owner`'s own (gone cgroups have none)."""
+    mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    own = parse_proc_cgroup(Path(f"/proc/{owner}/cgroup").read_text())
+    found: set[int] = set()
+    for controller, mount in mounts.items():
+        if controller in own:
+            with contextlib.suppress(FileNotFoundError):
+                procs = mount / own[controller].lstrip("/") / name / "cgroup.procs"
+                found.update(int(pid) for pid in procs.read_text().split())
+    return found
 
 
 def test_runs_spread_over_two_workers_and_are_charged_once(fmus: dict[str, Path]) -> None:
