@@ -29,9 +29,8 @@ sys.path[:0] = [str(REPO_ROOT / "private-api" / "tests"), str(REPO_ROOT / "priva
 
 import fmpy
 import httpx
-from fmus.build import build_fmu
 from gateway_process import start_gateway, stop_gateway
-from thirdparty.fetch import fetch_thirdparty_fmus
+from models import bench_fmu
 
 # The same spec for raw FMPy and the gateway; the third-party model runs on its own defaults.
 SPECS: dict[str, dict[str, float]] = {
@@ -39,12 +38,6 @@ SPECS: dict[str, dict[str, float]] = {
     "MassSpringSystem": {},
 }
 SPEC: dict[str, float] = {}
-
-
-def bench_fmu(name: str, work: Path) -> Path:
-    if name == "MassSpringSystem":
-        return fetch_thirdparty_fmus(REPO_ROOT / "var" / "thirdparty-fmus")["om_fmi2"]
-    return build_fmu(name, work)
 
 
 def raw_run(path: str) -> int:

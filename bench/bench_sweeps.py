@@ -30,12 +30,11 @@ sys.path[:0] = [str(REPO_ROOT / "private-api" / "tests"), str(REPO_ROOT / "priva
 
 import fmpy
 import httpx
-from fmus.build import build_fmu
 from gateway_process import start_gateway, stop_gateway
+from models import bench_fmu
 from redis_keys import REDIS_URL
 from scipy.stats import qmc
 from test_workers import cluster
-from thirdparty.fetch import fetch_thirdparty_fmus
 
 # Per FMU: the spec both sides run, and the start values the sweep varies (min, max).
 MODELS: dict[str, tuple[dict[str, Any], dict[str, tuple[float, float]]]] = {
@@ -43,12 +42,6 @@ MODELS: dict[str, tuple[dict[str, Any], dict[str, tuple[float, float]]]] = {
     "VanDerPol": ({"stop_time": 1.0, "output_interval": 0.01}, {"mu": (0.5, 3.0)}),
 }
 TIMEOUT_S = 30
-
-
-def bench_fmu(name: str, work: Path) -> Path:
-    if name == "MassSpringSystem":
-        return fetch_thirdparty_fmus(REPO_ROOT / "var" / "thirdparty-fmus")["om_fmi2"]
-    return build_fmu(name, work)
 
 
 def samples_of(ranges: dict[str, tuple[float, float]], n: int) -> list[dict[str, float]]:

@@ -111,10 +111,17 @@ def output_problem(out_dir: Path, result_name: str, max_bytes: int) -> tuple[Err
     over = output_over_quota_problem(out_dir, max_bytes)
     if over is not None:
         return over
+    return result_file_problem(out_dir / result_name)
+
+
+def result_file_problem(path: Path, max_bytes: int | None = None) -> tuple[ErrorCode, str] | None:
+    """Why a result file the sandbox wrote cannot be used, or None; never follows a link it planted."""
     try:
-        st = os.lstat(out_dir / result_name)
+        st = os.lstat(path)
     except FileNotFoundError:
         return "runner_error", "runner reported success but wrote no result"
     if not stat.S_ISREG(st.st_mode):
         return "runner_error", "result is not a regular file"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return "output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes"
     return None

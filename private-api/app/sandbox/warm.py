@@ -384,9 +384,6 @@ class ForkedTree:
 
     def dispose(self) -> None:
         try:
-            with self._lock:
-                self._exit = None  # an early end returned without reaping: now reap
-                self._killed = True
             self.kill()
             self._control.wait_closed(_END_TIMEOUT_S)
             self._pump.stop(0)

@@ -26,6 +26,7 @@ from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
 from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
+from app.sandbox.staging import result_file_problem
 from app.services import credits, pricing
 from app.services.fmu_cache import FmuCache
 from app.services.run_service import log_key, result_key
@@ -85,19 +86,6 @@ def read_regular(path: Path, limit: int) -> bytes:
         return b""
     with os.fdopen(fd, "rb") as f:
         return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-
-
-def result_problem(path: Path, max_bytes: int) -> tuple[str, str] | None:
-    """Why a chunk child's result file cannot be used, or None; never follows a link."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return "runner_error", "runner reported success but wrote no result"
-    if not stat.S_ISREG(st.st_mode):
-        return "runner_error", "result is not a regular file"
-    if st.st_size > max_bytes:
-        return "output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes"
-    return None
 
 
 def _arrow_summary(path: Path) -> tuple[int, list[str]]:
@@ -355,7 +343,7 @@ class FmuRunner:
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
                                   "started_at": utcnow() - timedelta(seconds=wall)}
         result_path = outcome.out_dir / f"{run_id}.arrow"
-        problem = result_problem(result_path, limits.max_output_bytes)
+        problem = result_file_problem(result_path, limits.max_output_bytes)
         if report.get("ok") is True and problem is None:
             rows, columns = _arrow_summary(result_path)
             self.storage.put_file(result_key(run_id), result_path)

@@ -130,12 +130,13 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def zygote_pids(sandbox: ChildProcessSandbox) -> set[int]:
-    """The zygote's own processes: bwrap, bwrap's init inside and the zygote's Python."""
+    """The zygote's own processes: bwrap, bwrap's init inside, the zygote's Python, the run forked ahead."""
     assert isinstance(sandbox.tree, ForkedTree)
-    outer = sandbox.tree.zygote.pid
-    inner = {pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) == outer}
-    python = {pid for pid in processes_mentioning(sandbox.tree.zygote.id) if parent_of(pid) in inner}
-    return {outer, *inner, *python, *sandbox.tree.zygote.spare_pids()}  # and the run forked ahead
+    zygote = sandbox.tree.zygote
+    parents = {pid: parent_of(pid) for pid in processes_mentioning(zygote.id)}
+    inner = {pid for pid, parent in parents.items() if parent == zygote.pid}
+    python = {pid for pid, parent in parents.items() if parent in inner}
+    return {zygote.pid, *inner, *python, *zygote.spare_pids()}
 
 
 def parent_of(pid: int) -> int:
