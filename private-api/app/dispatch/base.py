@@ -4,7 +4,7 @@ Runs are created with ``enqueued_at`` NULL in the transaction that holds their c
 outbox). After the commit the caller submits them; a sender thread hands them to the queue in
 batches and only then stamps ``enqueued_at``. Whatever is lost on the way (a crash between commit
 and hand-over, a queue that is down, a message dropped by a dead worker) is handed over again by
-the relay (``app.dispatch.maintenance``): a run is delayed, never lost. A run handed over twice is
+the relay (``app.dispatch.relay``): a run is delayed, never lost. A run handed over twice is
 harmless: executing it starts with a conditional UPDATE queued → running that only one wins.
 """
 
@@ -36,6 +36,9 @@ def mark_enqueued(db: Database, run_ids: Sequence[str]) -> None:
 
 
 class Dispatcher(ABC):
+    # Whether the sender stamps ``enqueued_at`` after a hand-over (see the module docstring).
+    stamps_enqueued = True
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._outbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -87,7 +90,8 @@ class Dispatcher(ABC):
                 batch.append(item)
             try:
                 self.send(batch)
-                mark_enqueued(self.db, batch)
+                if self.stamps_enqueued:
+                    mark_enqueued(self.db, batch)
             except Exception as exc:  # the relay hands them over once the queue is back
                 log.warning("could not enqueue %d run(s), the relay will retry: %s", len(batch), exc)
             if stop:

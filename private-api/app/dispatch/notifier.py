@@ -12,15 +12,27 @@ from contextlib import contextmanager
 ANY = "*"
 
 
+class Subscription(asyncio.Event):
+    """Set on a change. ``state`` is what the publisher knew of it: the run's final public state
+    when the worker that finished it runs in this process (the waiter answers without reading
+    it back), ``STARTED`` when a worker here took it (nothing final to read), else None."""
+
+    state: object | None = None
+
+
+# Published when a worker of this process starts a run.
+STARTED = "started"
+
+
 class RunNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, Subscription]]] = {}
 
     @contextmanager
-    def subscribe(self, run_id: str) -> Iterator[asyncio.Event]:
+    def subscribe(self, run_id: str) -> Iterator[Subscription]:
         """Subscribe *before* reading the status, so a change in between is not missed."""
-        entry = (asyncio.get_running_loop(), asyncio.Event())
+        entry = (asyncio.get_running_loop(), Subscription())
         with self._lock:
             self._waiters.setdefault(run_id, set()).add(entry)
         try:
@@ -33,10 +45,14 @@ class RunNotifier:
                     if not waiters:
                         del self._waiters[run_id]
 
-    def publish(self, run_id: str) -> None:
-        """Thread-safe: called from worker threads. Also wakes the subscribers of ``ANY``."""
+    def publish(self, run_id: str, state: object | None = None) -> None:
+        """Thread-safe: called from worker threads. Also wakes the subscribers of ``ANY``.
+        ``state``: what is known of the change (see ``Subscription``), for the run's own subscribers."""
         with self._lock:
-            waiters = [*self._waiters.get(run_id, ()), *self._waiters.get(ANY, ())]
+            own = list(self._waiters.get(run_id, ()))
+            waiters = [*own, *self._waiters.get(ANY, ())]
+        for _, subscription in own:
+            subscription.state = state
         for loop, event in waiters:
             with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
                 loop.call_soon_threadsafe(event.set)

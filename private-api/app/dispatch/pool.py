@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 
 class InProcessDispatcher(Dispatcher):
+    # Its queue is this process's memory: a stamp would prove nothing after a crash (at start-up
+    # everything queued is handed over again), and each one is a write transaction per run.
+    # Runs waiting here longer than the relay's grace are stamped by the relay and re-sent (a no-op).
+    stamps_enqueued = False
+
     def __init__(self, db: Database, execute: Callable[[str], None], workers: int) -> None:
         super().__init__(db)
         self._execute = execute

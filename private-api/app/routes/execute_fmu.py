@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from app.context import AppContext
+from app.dispatch.notifier import STARTED
 from app.errors import ResultUnavailable, RunNotFinished
 from app.models.run import FINAL_STATUSES
 from app.routes.billing import decrement_user_credits
@@ -24,6 +26,9 @@ from app.services import limits, result_delivery, result_formats, run_service
 from app.services.auth_service import Principal
 
 router = APIRouter(tags=["runs"])
+
+# Results up to this size are sent from memory in one piece; larger ones are streamed.
+SMALL_RESULT_BYTES = 1 << 20
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=255,
@@ -37,17 +42,27 @@ def _load(ctx: AppContext, principal: Principal, run_id: str) -> RunOut:
         return run_service.to_out(run_service.get_run(session, principal, run_id))
 
 
-async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wait: float) -> RunOut:
+async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wait: float,
+                          run: RunOut | None = None, subscribed: Callable[[], None] | None = None) -> RunOut:
+    """The run once final, or as it is when ``wait`` runs out. ``run``: its state as the caller
+    knows it (not read again); ``subscribed``: called once changes can no longer be missed."""
     deadline = time.monotonic() + min(wait, ctx.settings.max_wait_s)
-    while True:
-        with ctx.notifier.subscribe(run_id) as changed:
+    with ctx.notifier.subscribe(run_id) as changed:
+        if subscribed is not None:
+            subscribed()
+        if run is None:
             run = await run_in_threadpool(_load, ctx, principal, run_id)
-            remaining = deadline - time.monotonic()
-            if run.status in FINAL_STATUSES or remaining <= 0:
-                return run
+        while run.status not in FINAL_STATUSES and (remaining := deadline - time.monotonic()) > 0:
             # Re-read at least every second: another process may have finished the run.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            woken, state = changed.is_set(), changed.state
+            if isinstance(state, RunOut):
+                return state  # finished by this process's worker: no read back
+            changed.clear()  # before the read: a change during it wakes the next wait
+            if not (woken and state == STARTED):  # a start here is not worth a read
+                run = await run_in_threadpool(_load, ctx, principal, run_id)
+    return run
 
 
 def _respond(run: RunOut) -> JSONResponse:
@@ -83,10 +98,14 @@ async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: R
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key committed first: answer with its run.
         run, replayed = await run_in_threadpool(submit)
-    if not replayed:
+    if replayed:
+        if wait > 0:
+            run = await _wait_for_final(ctx, principal, run.id, wait)
+    elif wait > 0:
+        created = run
+        run = await _wait_for_final(ctx, principal, run.id, wait, created, lambda: ctx.dispatcher.submit(created.id))
+    else:
         ctx.dispatcher.submit(run.id)
-    if wait > 0:
-        run = await _wait_for_final(ctx, principal, run.id, wait)
     response = _respond(run)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -144,8 +163,11 @@ def get_result(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: Runs
     headers = {"Content-Disposition": f'attachment; filename="{run_id}.{fmt.extension}"'}
     try:
         if format == "arrow":
+            size = ctx.storage.size(key)
+            if size <= SMALL_RESULT_BYTES:  # most results: one read here, not one thread hop per chunk
+                return Response(ctx.storage.read_bytes(key), media_type=fmt.media_type, headers=headers)
             return StreamingResponse(ctx.storage.iter_chunks(key), media_type=fmt.media_type,
-                                     headers={**headers, "Content-Length": str(ctx.storage.size(key))})
+                                     headers={**headers, "Content-Length": str(size)})
         # Converted while it is sent, chunk by chunk: memory does not grow with the result.
         stored = result_delivery.open_result(ctx.storage, ctx.settings, run_id)
     except FileNotFoundError:

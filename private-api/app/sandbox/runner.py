@@ -146,6 +146,70 @@ _WARM_MODULES = (
 )
 
 
+# Model descriptions of the platform's own (never loaded, never run): parsing and validating one
+# of each FMI version before the job halves a forked run's first simulate_fmu (18.7 → 11.7 ms on
+# MassSpringSystem; lxml and libxml2 set up their XML and schema machinery lazily).
+_WARM_MODEL_DESCRIPTIONS = (
+    """<?xml version="1.0" encoding="UTF-8"?>
+<fmiModelDescription fmiVersion="2.0" modelName="warm" guid="{00000000-0000-4000-8000-000000000000}"
+  variableNamingConvention="structured" numberOfEventIndicators="0">
+  <ModelExchange modelIdentifier="warm"/>
+  <CoSimulation modelIdentifier="warm" canHandleVariableCommunicationStepSize="true"/>
+  <UnitDefinitions><Unit name="m"><BaseUnit m="1"/></Unit></UnitDefinitions>
+  <LogCategories><Category name="logAll"/></LogCategories>
+  <DefaultExperiment startTime="0" stopTime="1" stepSize="1e-2"/>
+  <ModelVariables>
+    <ScalarVariable name="x" valueReference="0" causality="output" variability="continuous" initial="exact">
+      <Real start="1" unit="m"/></ScalarVariable>
+    <ScalarVariable name="der(x)" valueReference="1" causality="local" variability="continuous" initial="calculated">
+      <Real derivative="1"/></ScalarVariable>
+    <ScalarVariable name="k" valueReference="2" causality="parameter" variability="fixed" initial="exact">
+      <Real start="1"/></ScalarVariable>
+    <ScalarVariable name="n" valueReference="3" causality="parameter" variability="fixed" initial="exact">
+      <Integer start="1"/></ScalarVariable>
+    <ScalarVariable name="b" valueReference="4" causality="parameter" variability="fixed" initial="exact">
+      <Boolean start="true"/></ScalarVariable>
+  </ModelVariables>
+  <ModelStructure>
+    <Outputs><Unknown index="1"/></Outputs>
+    <Derivatives><Unknown index="2" dependencies="1 3"/></Derivatives>
+    <InitialUnknowns><Unknown index="2" dependencies="1 3"/></InitialUnknowns>
+  </ModelStructure>
+</fmiModelDescription>""",
+    """<?xml version="1.0" encoding="UTF-8"?>
+<fmiModelDescription fmiVersion="3.0" modelName="warm" instantiationToken="{00000000-0000-4000-8000-000000000000}">
+  <ModelExchange modelIdentifier="warm"/>
+  <CoSimulation modelIdentifier="warm" canHandleVariableCommunicationStepSize="true"/>
+  <DefaultExperiment startTime="0" stopTime="1" stepSize="1e-2"/>
+  <ModelVariables>
+    <Float64 name="time" valueReference="0" causality="independent" variability="continuous"/>
+    <Float64 name="x" valueReference="1" causality="output" variability="continuous" initial="exact" start="1"/>
+    <Float64 name="der(x)" valueReference="2" causality="local" variability="continuous" derivative="1"/>
+    <Float64 name="k" valueReference="3" causality="parameter" variability="fixed" start="1"/>
+  </ModelVariables>
+  <ModelStructure>
+    <Output valueReference="1"/>
+    <ContinuousStateDerivative valueReference="2"/>
+    <InitialUnknown valueReference="2" dependencies="1 3"/>
+  </ModelStructure>
+</fmiModelDescription>""",
+)
+
+
+def warm_model_descriptions() -> None:
+    """Parse and validate the platform's own model descriptions (see _WARM_MODEL_DESCRIPTIONS)."""
+    import io
+    import zipfile
+
+    from fmpy.model_description import read_model_description
+
+    for xml in _WARM_MODEL_DESCRIPTIONS:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("modelDescription.xml", xml)
+        read_model_description(archive, validate=True)
+
+
 def warm_up() -> None:
     """Import everything a job needs before the job is known."""
     import importlib
@@ -160,6 +224,8 @@ def warm_up() -> None:
     sample = np.zeros(2, dtype=[("time", "f8"), ("i", "i4"), ("b", "?")])
     with pa.BufferOutputStream() as sink:
         write_table(result_table(sample), sink)
+    with contextlib.suppress(Exception):  # another FMPy version may read them differently: only slower
+        warm_model_descriptions()
 
 
 _fmu_errors: list[str] = []

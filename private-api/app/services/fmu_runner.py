@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from app.config import Settings
 from app.db import Database
+from app.dispatch.notifier import STARTED
 from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
@@ -27,9 +28,10 @@ from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
 from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
 from app.sandbox.staging import result_file_problem
+from app.schemas.run import RunOut
 from app.services import credits, pricing
 from app.services.fmu_cache import FmuCache
-from app.services.run_service import log_key, result_key
+from app.services.run_service import log_key, result_key, to_out
 from app.services.stripe_service import StripeService
 from app.storage import Storage
 
@@ -97,7 +99,7 @@ def _arrow_summary(path: Path) -> tuple[int, list[str]]:
 
 class FmuRunner:
     def __init__(self, settings: Settings, db: Database, storage: Storage, cache: FmuCache,
-                 sandboxes: SandboxPool, on_change: Callable[[str], None]) -> None:
+                 sandboxes: SandboxPool, on_change: Callable[[str, object], None]) -> None:
         self.settings = settings
         self.db = db
         self.storage = storage
@@ -122,14 +124,14 @@ class FmuRunner:
             return  # another worker has it, it was cancelled, or it finished: a duplicate message
         runs = [claimed, *self._claim_siblings(claimed)]
         for run in runs:
-            self.on_change(run.run_id)
+            self.on_change(run.run_id, STARTED)
         try:
             pending = runs
             while pending:
                 outcomes, pending = self._run_batch(pending)
-                self._settle(outcomes)
+                finals = self._settle(outcomes)
                 for run_id in outcomes:
-                    self.on_change(run_id)
+                    self.on_change(run_id, finals.get(run_id))
         finally:
             with self._lock:
                 for run in runs:
@@ -151,7 +153,8 @@ class FmuRunner:
                       "error_message": f"internal error: {type(exc).__name__}"}
             return {run.run_id: dict(failed) for run in runs}, []
 
-    def _settle(self, outcomes: dict[str, dict[str, Any]]) -> None:
+    def _settle(self, outcomes: dict[str, dict[str, Any]]) -> dict[str, RunOut]:
+        """Record what may be recorded; returns the final state of each run recorded."""
         finished: dict[str, dict[str, Any]] = {}
         for run_id, fields in outcomes.items():
             with self._lock:
@@ -162,16 +165,19 @@ class FmuRunner:
                 self._release(run_id)
             elif not abandoned:
                 finished[run_id] = fields
-        if finished:
-            self._finish(finished)
+        return self._finish(finished) if finished else {}
 
     def _claim(self, run_id: str) -> Claimed | None:
         """Move queued → running under a lease; only one worker can win the conditional UPDATE."""
         with self.db.session() as session:
-            # A read first: a sweep child a chunk already took (most of a sweep's messages) costs
-            # no write transaction.
-            if session.scalar(select(Run.status).where(Run.id == run_id)) != "queued":
-                return None
+            # A read first, of everything executing it needs (none of it changes once queued): a
+            # sweep child a chunk already took (most of a sweep's messages) costs no write
+            # transaction, and the one that wins holds the write lock for one statement.
+            row = session.execute(
+                select(Run.status, Run.spec, Run.user_id, Run.sweep_id, Fmu.id, Fmu.sha256, Fmu.reset_exact,
+                       Fmu.reset_checked_by).join(Fmu, Fmu.id == Run.fmu_id).where(Run.id == run_id)).one_or_none()
+        if row is None or row.status != "queued":
+            return None
         now = utcnow()
         expires = now + self.lease
         with self.db.session(write=True) as session:
@@ -182,9 +188,6 @@ class FmuRunner:
             ).rowcount  # type: ignore[attr-defined]
             if not won:
                 return None
-            row = session.execute(
-                select(Run.spec, Run.user_id, Run.sweep_id, Fmu.id, Fmu.sha256, Fmu.reset_exact, Fmu.reset_checked_by)
-                .join(Fmu, Fmu.id == Run.fmu_id).where(Run.id == run_id)).one()
             session.commit()
         with self._lock:
             self._held[run_id] = expires
@@ -382,23 +385,22 @@ class FmuRunner:
                           result_bytes=outcome.result_path.stat().st_size)
         return fields
 
-    def _finish(self, outcomes: dict[str, dict[str, Any]]) -> None:
+    def _finish(self, outcomes: dict[str, dict[str, Any]]) -> dict[str, RunOut]:
         """Record outcomes and settle them in one transaction; each only while this process still
-        holds the run's lease."""
+        holds the run's lease. Returns the final state of each run recorded."""
         with self.db.session(write=True) as session:
-            recorded = []
+            runs: list[Run] = []
             for run_id, fields in outcomes.items():
                 now = utcnow()
-                done = session.execute(
+                run = session.scalar(
                     update(Run).where(Run.id == run_id, Run.status == "running", Run.lease_owner == self.worker_id)
                     .values(finished_at=now, lease_expires_at=None, started_at=func.coalesce(Run.started_at, now))
-                    .values(**fields)
-                    .execution_options(synchronize_session=False)
-                ).rowcount  # type: ignore[attr-defined]
-                if done:
-                    recorded.append(run_id)
+                    .values(**fields).returning(Run)
+                    .execution_options(synchronize_session=False))
+                if run is not None:
+                    runs.append(run)
             charges: list[tuple[Run, int, str]] = []
-            for run in session.scalars(select(Run).where(Run.id.in_(recorded))):
+            for run in runs:
                 fields = outcomes[run.id]
                 if fields.get("error_code") in PLATFORM_ERRORS:
                     credits.refund_run(session, run, fields["error_code"])
@@ -409,6 +411,7 @@ class FmuRunner:
                 credits.settle_runs(session, user_runs)
             StripeService.charge_per_executions(session, [run for run, _, _ in charges])
             session.commit()
+        return {run.id: to_out(run) for run in runs}
 
     def _release(self, run_id: str) -> None:
         """Shutting down: give a run back to the queue without counting the attempt. If this

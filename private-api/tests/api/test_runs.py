@@ -119,6 +119,13 @@ class TestRunResults:
         assert finished.json()["status"] == "succeeded"
         assert run_id in {r["id"] for r in alice.get("/v1/runs", params={"limit": 100}).json()["data"]}
 
+    def test_waited_answer_is_the_stored_run(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
+        # ?wait= answers from the worker's own outcome: it must be exactly what a later read says.
+        waited = run(alice, uploaded["VanDerPol"]["id"], stop_time=1)
+        assert waited["status"] == "succeeded" and waited["credits_charged"] >= 1
+        assert waited["finished_at"] is not None and waited["result"]["rows"] > 0
+        assert alice.get(f"/v1/runs/{waited['id']}").json() == waited
+
     def test_result_of_unfinished_run_is_409(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
         response = alice.post(f"/v1/fmus/{uploaded['Hostile']['id']}/runs",
                               json={"start_values": {"mode": 4}, "timeout_s": 2, "stop_time": 1})
