@@ -77,8 +77,10 @@ contract: $(STAMP)
 	$(PY) -m app.contract > shared-specs/api_contract.yaml
 
 bench: install sample
-	$(PY) bench/bench_runs.py
-	$(PY) bench/bench_sweeps.py
+	$(PY) bench/bench_runs.py --fmu VanDerPol --concurrent 30
+	$(PY) bench/bench_runs.py --fmu MassSpringSystem --concurrent 200
+	$(PY) bench/bench_sweeps.py --samples 1000
+	$(PY) bench/bench_memory.py --runs 10000
 
 # Safe by default: without TARGET it only prints the steps of docs/deployment.md.
 TARGET ?=

@@ -5,32 +5,30 @@
 
 MassSpringSystem is OpenModelica's, from the ``gemseo-fmu`` package (fetched once into var/).
 
-Latency: one run at a time, end to end through HTTP (submit with ?wait=, then download the
-Arrow result) against ``fmpy.simulate_fmu`` in this process. Throughput: ``--concurrent``
-runs submitted at once against raw FMPy in a multiprocessing pool of ``--workers`` processes.
-Breakdown: where a spaced run's time goes, from the client's clock and the run's own timings.
+Latency: one run at a time, end to end as a user runs it: the SDK's ``simulate()`` (submit, wait,
+download the Arrow result) and its values as a NumPy array, against ``fmpy.simulate_fmu`` in this
+process. Throughput: ``--concurrent`` runs submitted at once against raw FMPy in a multiprocessing
+pool of ``--workers`` processes, with the CPU each run cost (the API process's own, and the rest of
+the machine's: sandboxes and kernel). Breakdown: where a spaced run's time goes, from the client's
+clock and the run's own timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO_ROOT / "private-api" / "tests"), str(REPO_ROOT / "private-api" / "tests" / "api")]
-
 import fmpy
-import httpx
-from gateway_process import start_gateway, stop_gateway
-from models import bench_fmu
+from fmu_gateway_sdk import FMUGatewayClient
+from models import bench_fmu, bench_gateway
 
 # The same spec for raw FMPy and the gateway; the third-party model runs on its own defaults.
 SPECS: dict[str, dict[str, float]] = {
@@ -40,26 +38,29 @@ SPECS: dict[str, dict[str, float]] = {
 SPEC: dict[str, float] = {}
 
 
-def raw_run(path: str) -> int:
-    return len(fmpy.simulate_fmu(path, **SPEC))
+def raw_run(path: str) -> None:
+    fmpy.simulate_fmu(path, **SPEC)
 
 
 # Per-run phases of the gateway runs (seconds), for the breakdown.
 PHASES: dict[str, list[float]] = {}
 
 
-def gateway_run(client: httpx.Client, fmu_id: str) -> int:
+def gateway_run(client: FMUGatewayClient, fmu_id: str, breakdown: bool = True) -> float:
+    """What a user does: the SDK's ``simulate()`` (submit, wait, download), then the values as
+    FMPy would return them. Returns its seconds; the run's record (read afterwards, off the
+    clock: ``simulate`` does not need it) gives the breakdown."""
     started = time.perf_counter()
-    run = client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 120}, json=SPEC).json()
-    answered = time.perf_counter()
-    assert run["status"] == "succeeded", run
-    size = len(client.get(f"/v1/runs/{run['id']}/result").content)
-    timings = run["timings"]
-    for phase, seconds in (("answer", answered - started), ("download", time.perf_counter() - answered),
-                           ("queued", timings["queued_s"]), ("sandbox", timings["run_s"]),
-                           ("server", timings["total_s"])):
-        PHASES.setdefault(phase, []).append(seconds)
-    return size
+    result = client.simulate(fmu_id, **SPEC)
+    result.to_numpy()
+    elapsed = time.perf_counter() - started
+    if not breakdown:
+        return elapsed
+    timings = result.run.timings
+    for phase, seconds in (("client", elapsed), ("queued", timings.queued_s),
+                           ("sandbox", timings.run_s), ("server", timings.total_s)):
+        PHASES.setdefault(phase, []).append(seconds or 0.0)
+    return elapsed
 
 
 def print_breakdown(raw_ms: float, phases: dict[str, list[float]]) -> None:
@@ -68,29 +69,41 @@ def print_breakdown(raw_ms: float, phases: dict[str, list[float]]) -> None:
     submission to final), and what is left for HTTP, authentication and the database."""
     ms = {phase: statistics.median(samples) * 1000 for phase, samples in phases.items()}
     rows = [
-        ("client: submit until the answer", ms["answer"]),
+        ("client: simulate(), values in hand", ms["client"]),
         ("  server: submission to final", ms["server"]),
         ("    queued (dispatch to a sandbox)", ms["queued"]),
         ("    sandboxed run (wall)", ms["sandbox"]),
         ("    of which raw FMPy would take", raw_ms),
         ("    settle, store, notify", ms["server"] - ms["queued"] - ms["sandbox"]),
-        ("  HTTP, auth, hold, insert, wake-up", ms["answer"] - ms["server"]),
-        ("client: result download", ms["download"]),
+        ("  HTTP (3 requests), auth, hold, insert, download, decode", ms["client"] - ms["server"]),
     ]
     print("breakdown of the spaced gateway runs (median ms):")
     for label, value in rows:
-        print(f"  {label:40}{value:10.1f}")
+        print(f"  {label:58}{value:8.1f}")
 
 
-def median_ms(fn: object, runs: int, pause_s: float = 0.0) -> float:
-    assert callable(fn)
+def machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle, since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of one process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_ms(fn: Callable[[], float | None], runs: int, pause_s: float = 0.0) -> float:
+    """Median ms of ``fn``: its own clock where it returns seconds, else the call's."""
     fn()  # warm-up
     samples = []
     for _ in range(runs):
         time.sleep(pause_s)
         started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
+        own = fn()
+        samples.append(own if own is not None else time.perf_counter() - started)
     return statistics.median(samples) * 1000
 
 
@@ -109,13 +122,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fmu-bench-"))
     fmu = bench_fmu(args.fmu, work)
-    var_dir = REPO_ROOT / "var" / f"bench-{uuid.uuid4().hex[:8]}"
-    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(args.workers), FMU_GATEWAY_SANDBOX=args.sandbox,
-                            FMU_GATEWAY_SANDBOX_REUSE=str(not args.no_reuse).lower())
-    try:
+    with bench_gateway(FMU_GATEWAY_WORKERS=str(args.workers), FMU_GATEWAY_SANDBOX=args.sandbox,
+                       FMU_GATEWAY_SANDBOX_REUSE=str(not args.no_reuse).lower()) as gateway:
         # Enough concurrent runs and requests for the throughput burst: a bench measures, not throttles.
-        client = gateway.client(gateway.create_user(credits=10_000_000, tier="enterprise"))
-        fmu_id = client.post("/v1/fmus", files={"file": (fmu.name, fmu.read_bytes())}).json()["id"]
+        api_key = gateway.create_user(credits=10_000_000, tier="enterprise")
+        client = FMUGatewayClient(api_key, gateway.base_url, max_retries=0)
+        fmu_id = client.fmus.upload(fmu).id
 
         raw_ms = median_ms(lambda: raw_run(str(fmu)), args.runs)
         gw_ms = median_ms(lambda: gateway_run(client, fmu_id), args.runs)
@@ -127,20 +139,19 @@ def main() -> None:
 
         with multiprocessing.get_context("fork").Pool(args.workers) as pool:
             pool.map(raw_run, [str(fmu)] * args.workers)
-            started = time.perf_counter()
+            busy, started = machine_busy_s(), time.perf_counter()
             pool.map(raw_run, [str(fmu)] * args.concurrent)
             raw_tput = args.concurrent / (time.perf_counter() - started)
+            raw_cpu = (machine_busy_s() - busy) / args.concurrent
         with ThreadPoolExecutor(args.concurrent) as threads:
+            busy, server, own = machine_busy_s(), process_cpu_s(gateway.process.pid), process_cpu_s(os.getpid())
             started = time.perf_counter()
-            list(threads.map(lambda _: gateway_run(client, fmu_id), range(args.concurrent)))
+            list(threads.map(lambda _: gateway_run(client, fmu_id, breakdown=False), range(args.concurrent)))
             gw_tput = args.concurrent / (time.perf_counter() - started)
-    except Exception:
-        print(gateway.log_path.read_text()[-5000:], file=sys.stderr)
-        raise
-    finally:
-        stop_gateway(gateway)
-        shutil.rmtree(var_dir, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+            server = (process_cpu_s(gateway.process.pid) - server) / args.concurrent
+            clients = (process_cpu_s(os.getpid()) - own) / args.concurrent
+            sandboxes = (machine_busy_s() - busy) / args.concurrent - server - clients
+    shutil.rmtree(work, ignore_errors=True)
 
     mode = "a new sandbox per run" if args.no_reuse else "warm sandboxes"
     print(f"FMU: {args.fmu} ({SPEC or 'model defaults'}); {args.workers} workers; {args.sandbox} sandbox, {mode}; "
@@ -152,6 +163,9 @@ def main() -> None:
           f"{gw_spaced_ms / raw_ms:8.1f}x")
     print(f"{'throughput, ' + str(args.concurrent) + ' runs (runs/s)':34}{raw_tput:12.1f}{gw_tput:12.1f}"
           f"{gw_tput / raw_tput:8.2f}x")
+    print(f"CPU per run in that burst (ms): raw FMPy {raw_cpu * 1000:.1f}; gateway {(server + sandboxes) * 1000:.1f} = "
+          f"API process {server * 1000:.1f} + sandboxes and kernel {sandboxes * 1000:.1f} "
+          f"(the benchmark's clients: {clients * 1000:.1f})")
     print_breakdown(raw_ms, spaced)
 
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import shutil
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,8 +28,7 @@ sys.path[:0] = [str(REPO_ROOT / "private-api" / "tests"), str(REPO_ROOT / "priva
 
 import fmpy
 import httpx
-from gateway_process import start_gateway, stop_gateway
-from models import bench_fmu
+from models import bench_fmu, bench_gateway
 from redis_keys import REDIS_URL
 from scipy.stats import qmc
 from test_workers import cluster
@@ -89,13 +86,8 @@ def finish(client: httpx.Client, sweep_id: str) -> dict[str, Any]:
 
 @contextmanager
 def embedded(processes: int) -> Iterator[httpx.Client]:
-    var_dir = REPO_ROOT / "var" / f"bench-{uuid.uuid4().hex[:8]}"
-    gateway = start_gateway(var_dir, FMU_GATEWAY_WORKERS=str(processes))
-    try:
+    with bench_gateway(FMU_GATEWAY_WORKERS=str(processes)) as gateway:
         yield gateway.client(gateway.create_user(credits=10_000_000, tier="enterprise"))
-    finally:
-        stop_gateway(gateway)
-        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 @contextmanager

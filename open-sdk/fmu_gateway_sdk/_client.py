@@ -34,7 +34,6 @@ from fmu_gateway_sdk.resources import (
     Runs,
     Sweeps,
 )
-from fmu_gateway_sdk.resources.runs import LONG_POLL_S
 from fmu_gateway_sdk.result import SimulationResult
 from fmu_gateway_sdk.sweep_result import SweepResult
 
@@ -109,13 +108,12 @@ class FMUGatewayClient:
         target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
         run = self.runs.create(target, start_values=start_values, start_time=start_time, stop_time=stop_time,
                                output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
-                               solver=solver, relative_tolerance=relative_tolerance, timeout=timeout,
-                               wait=LONG_POLL_S)
-        if not run.finished:
-            run = self.runs.wait(run)
-        if not run.succeeded:
-            raise RunFailedError(run, log=self._log_of(run), request_id=run.request_id)
-        return self.runs.result(run)
+                               solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
+        # Two round trips: the submission, then the result once the run has finished.
+        outcome = self.runs.finished_result(run)
+        if isinstance(outcome, Run):
+            raise RunFailedError(outcome, log=self._log_of(outcome), request_id=outcome.request_id)
+        return outcome
 
     def sweep(self, fmu: FmuInput, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
               method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
@@ -196,12 +194,11 @@ class AsyncFMUGatewayClient:
         run = await self.runs.create(target, start_values=start_values, start_time=start_time, stop_time=stop_time,
                                      output_interval=output_interval, outputs=outputs, input=input,
                                      fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
-                                     timeout=timeout, wait=LONG_POLL_S)
-        if not run.finished:
-            run = await self.runs.wait(run)
-        if not run.succeeded:
-            raise RunFailedError(run, log=await self._log_of(run), request_id=run.request_id)
-        return await self.runs.result(run)
+                                     timeout=timeout)
+        outcome = await self.runs.finished_result(run)
+        if isinstance(outcome, Run):
+            raise RunFailedError(outcome, log=await self._log_of(outcome), request_id=outcome.request_id)
+        return outcome
 
     async def sweep(self, fmu: FmuInput, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                     method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,

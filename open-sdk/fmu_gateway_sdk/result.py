@@ -7,7 +7,7 @@ Conversions need the optional extras: ``to_arrow()``/``to_numpy()`` pyarrow and 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fmu_gateway_sdk._optional import import_optional
@@ -26,25 +26,36 @@ class SimulationResult:
     """The result of a successful run: ``.run`` (id, status, timings, ...) and the table of values over
     ``time``, as an FMPy-style structured array (``to_numpy()``), a DataFrame or an Arrow table."""
 
-    def __init__(self, run: Run, arrow_ipc: bytes) -> None:
-        self.run = run
+    def __init__(self, run: Run, arrow_ipc: bytes, *, final_run: Callable[[], Run] | None = None) -> None:
+        """``run``: the finished run; or, with ``final_run``, the submitted one and how to read it
+        once finished, which happens on the first use of :attr:`run` (``simulate`` gets the values
+        in two round trips and the run's record only if it is asked for)."""
+        self._run = run
+        self._final_run = final_run
         self._arrow_ipc = arrow_ipc
         self._table: pa.Table | None = None
 
     @property
+    def run(self) -> Run:
+        """The finished run: id, status, timings, credits, spec."""
+        if self._final_run is not None:
+            self._run, self._final_run = self._final_run(), None
+        return self._run
+
+    @property
     def columns(self) -> list[str]:
         """Column names: ``time`` first, then the recorded variables."""
-        if self.run.result is not None:
-            return list(self.run.result.columns)
+        if self._run.result is not None:
+            return list(self._run.result.columns)
         return list(self.to_arrow().column_names)
 
     def __len__(self) -> int:
-        if self.run.result is not None:
-            return self.run.result.rows
+        if self._run.result is not None:
+            return self._run.result.rows
         return int(self.to_arrow().num_rows)
 
     def __repr__(self) -> str:
-        return f"SimulationResult(run={self.run.id!r}, rows={len(self)}, columns={self.columns!r})"
+        return f"SimulationResult(run={self._run.id!r}, rows={len(self)}, columns={self.columns!r})"
 
     @property
     def arrow_ipc(self) -> bytes:

@@ -139,6 +139,21 @@ class TestSimulationResult:
         assert isinstance(table, pa.Table) and table.column_names == result.columns
         assert "rows=5" in repr(result)
 
+    def test_simulate_is_two_round_trips_and_reads_the_run_when_asked(self, client: FMUGatewayClient,
+                                                                       vanderpol: Fmu) -> None:
+        sent: list[str] = []
+        http = client._api._http
+        http.event_hooks["request"].append(lambda request: sent.append(f"{request.method} {request.url.path}"))
+        try:
+            result = client.simulate(vanderpol, stop_time=2, output_interval=0.5)
+            assert [line.rsplit("/", 1)[-1] for line in sent] == ["runs", "result"], sent
+            assert len(result.to_numpy()) == 5 and len(sent) == 2
+            run = result.run  # its record: one read, the first time only
+            assert run.succeeded and run.result is not None and run.result.rows == 5 and result.run is run
+            assert len(sent) == 3 and sent[-1] == f"GET /v1/runs/{run.id}"
+        finally:
+            http.event_hooks["request"].pop()
+
     def test_plot_saves_one_panel_per_variable(self, client: FMUGatewayClient, vanderpol: Fmu,
                                                tmp_path: Path) -> None:
         pytest.importorskip("matplotlib", reason="matplotlib (the [plot] extra) is not installed")

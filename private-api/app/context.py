@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from app.config import Settings
 from app.db import Database
 from app.dispatch.base import Dispatcher
+from app.dispatch.change_relay import RelayedNotifier
 from app.dispatch.leases import LeaseRenewer
 from app.dispatch.notifier import RunNotifier
 from app.dispatch.pool import InProcessDispatcher
@@ -85,7 +86,9 @@ class AppContext:
                                max_variables=settings.max_model_variables,
                                max_model_info_bytes=settings.max_model_info_bytes)
         cache = FmuCache(settings.cache_dir / "fmus", storage, limits)
-        notifier = RunNotifier()
+        # With a broker, runs change in other processes too: their changes come over Redis.
+        notifier = (RelayedNotifier(settings.broker_url, settings.redis_key_prefix) if settings.broker_url
+                    else RunNotifier())
         backend = (create_backend(settings.sandbox, work_dir=settings.sandbox_dir, production=settings.production,
                                   docker=settings.docker_sandbox)
                    if executes else NoSandboxes(settings.sandbox_dir))
@@ -93,7 +96,7 @@ class AppContext:
                        settings.sandbox_reuse_max_sandboxes) if settings.sandbox_reuse and executes else None)
         pool = SandboxPool(backend, default_limits(settings), settings.resolved_warm_sandboxes if executes else 0,
                            reuse)
-        runner = FmuRunner(settings, db, storage, cache, pool, notifier.publish)
+        runner = FmuRunner(settings, db, storage, cache, pool, notifier)
         dispatcher: Dispatcher
         if settings.broker_url:
             dispatcher = RedisDispatcher(db, settings.broker_url, settings.broker_namespace, runner.execute,
@@ -107,6 +110,8 @@ class AppContext:
     def start(self) -> None:
         self.runner.sandboxes.backend.remove_leftovers()
         self.runner.sandboxes.start()
+        if isinstance(self.notifier, RelayedNotifier):
+            self.notifier.start()
         self.dispatcher.start()
         self.lease_renewer.start()
         self.housekeeper.start()
@@ -127,4 +132,6 @@ class AppContext:
         if self.rate_limiter is not None:
             self.rate_limiter.close()
         self.stream_slots.close()
+        if isinstance(self.notifier, RelayedNotifier):
+            self.notifier.stop()
         self.db.dispose()

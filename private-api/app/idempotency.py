@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.body_limits import body_cap, refuse
 from app.errors import IdempotencyKeyReused, ProblemError, problem_response
-from app.routes.deps import authorize_like_route, identify, spend_request
+from app.routes.deps import authorize_like_route, identify_and_spend
 from app.services import limits
 from app.services.idempotency import LOCK_S, IdempotencyStore, request_hash
 
@@ -77,15 +77,14 @@ class IdempotencyMiddleware:
         dependant, path_params = route
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
-        try:
-            principal = await run_in_threadpool(identify, ctx, authorization)
-        except ProblemError:
-            await self.app(scope, receive, send)  # the route answers 401 itself
-            return
+        state = scope.setdefault("state", {})
         try:
             # Spent here, so replays count against the tenant's budget like any request.
-            await run_in_threadpool(spend_request, ctx, principal, scope.setdefault("state", {}))
+            principal = await run_in_threadpool(identify_and_spend, ctx, authorization, state)
         except ProblemError as error:
+            if "principal" not in state:
+                await self.app(scope, receive, send)  # not identified: the route answers 401 itself
+                return
             await _answer(error, scope, receive, send)
             return
 

@@ -12,7 +12,7 @@ import anyio
 
 from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
 from fmu_gateway_sdk._run_request import run_body
-from fmu_gateway_sdk.errors import WaitTimeoutError
+from fmu_gateway_sdk.errors import ConflictError, WaitTimeoutError
 from fmu_gateway_sdk.models import FmiType, ResultFormat, Run, RunStatus, Solver, page_from_response
 from fmu_gateway_sdk.resources.fmus import FmuRef, fmu_id, fmu_path
 from fmu_gateway_sdk.result import SimulationResult
@@ -125,11 +125,27 @@ class Runs:
         current = run if isinstance(run, Run) and run.finished else self.get(run)
         return SimulationResult(current, self.download_result(current, format="arrow"))
 
-    def download_result(self, run: RunRef, format: ResultFormat = "arrow") -> bytes:
-        """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``."""
+    def download_result(self, run: RunRef, format: ResultFormat = "arrow", *, wait: float = 0) -> bytes:
+        """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``.
+
+        ``wait``: seconds the server may wait for the run to finish first (long-poll); a run still
+        going then is ``ConflictError`` ``run_not_finished``, one without a result ``result_unavailable``."""
         # The gateway may answer 307 to a presigned URL of its storage.
-        return self._api.request("GET", run_path(run, "/result"), params={"format": format},
+        return self._api.request("GET", run_path(run, "/result"), params={"format": format, "wait": wait or None},
+                                 timeout=self._api.long_poll_timeout(wait) if wait else None,
                                  follow_redirects=True).content
+
+    def finished_result(self, run: Run) -> SimulationResult | Run:
+        """Wait for a submitted run and fetch its result in the same long-poll requests: the result
+        (whose ``.run`` is read when first used), or the finished run when it has no result."""
+        while True:
+            try:
+                data = self.download_result(run, wait=LONG_POLL_S)
+            except ConflictError as error:
+                if error.code == "run_not_finished":
+                    continue  # the server waited its longest: ask again
+                return self.get(run)
+            return SimulationResult(run, data, final_run=lambda: self.get(run))
 
     def log(self, run: RunRef) -> str:
         """The FMU's log messages and the runner's output."""
@@ -205,10 +221,22 @@ class AsyncRuns:
         current = run if isinstance(run, Run) and run.finished else await self.get(run)
         return SimulationResult(current, await self.download_result(current, format="arrow"))
 
-    async def download_result(self, run: RunRef, format: ResultFormat = "arrow") -> bytes:
-        """The result file as the server sends it: ``arrow`` (IPC file), ``parquet``, ``csv`` or ``json``."""
-        return (await self._api.request("GET", run_path(run, "/result"), params={"format": format},
-                                        follow_redirects=True)).content
+    async def download_result(self, run: RunRef, format: ResultFormat = "arrow", *, wait: float = 0) -> bytes:
+        """See :meth:`Runs.download_result`."""
+        return (await self._api.request(
+            "GET", run_path(run, "/result"), params={"format": format, "wait": wait or None},
+            timeout=self._api.long_poll_timeout(wait) if wait else None, follow_redirects=True)).content
+
+    async def finished_result(self, run: Run) -> SimulationResult | Run:
+        """See :meth:`Runs.finished_result`; here the finished run is read right after its result."""
+        while True:
+            try:
+                data = await self.download_result(run, wait=LONG_POLL_S)
+            except ConflictError as error:
+                if error.code == "run_not_finished":
+                    continue
+                return await self.get(run)
+            return SimulationResult(await self.get(run), data)
 
     async def log(self, run: RunRef) -> str:
         """The FMU's log messages and the runner's output."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 # Subscribed to, wakes on every run's change (a sweep's event stream re-counts its children then).
@@ -44,6 +44,16 @@ class RunNotifier:
                     waiters.discard(entry)
                     if not waiters:
                         del self._waiters[run_id]
+
+    def waited_for(self, run_id: str) -> bool:
+        """Whether anyone here waits for this run (its final state is worth building)."""
+        with self._lock:
+            return run_id in self._waiters
+
+    def publish_all(self, changes: Sequence[tuple[str, object | None]]) -> None:
+        """``publish`` for several runs (a sweep chunk's)."""
+        for run_id, state in changes:
+            self.publish(run_id, state)
 
     def publish(self, run_id: str, state: object | None = None) -> None:
         """Thread-safe: called from worker threads. Also wakes the subscribers of ``ANY``.

@@ -38,6 +38,13 @@ class InProcessDispatcher(Dispatcher):
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="run-worker")
         super().start()
 
+    def submit(self, run_id: str) -> None:
+        # The pool is in this process: handed over now, with no sender thread in between.
+        try:
+            self.send([run_id])
+        except RuntimeError:  # shutting down: still queued, handed over again at the next start
+            log.warning("run %s: not handed over, the pool is shut down", run_id)
+
     def send(self, run_ids: Sequence[str]) -> None:
         executor = self._executor
         if executor is None:

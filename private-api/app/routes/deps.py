@@ -19,7 +19,8 @@ from app.services.auth_service import Principal, authenticate, mark_used
 log = logging.getLogger(__name__)
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    # async: no I/O here, and a sync dependency costs a hop to the thread pool.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -55,6 +56,15 @@ def identify(ctx: AppContext, authorization: str | None) -> Principal:
     return principal
 
 
+def identify_and_spend(ctx: AppContext, authorization: str | None, state: dict[str, Any]) -> Principal:
+    """``identify`` and ``spend_request`` for a request handled before its route (the idempotency
+    middleware); the route's own dependency then takes the caller from ``state``."""
+    principal = identify(ctx, authorization)
+    state["principal"] = principal  # identified even if the budget is spent (429)
+    spend_request(ctx, principal, state)
+    return principal
+
+
 def spend_request(ctx: AppContext, principal: Principal, state: dict[str, Any]) -> None:
     """One request from the caller's tenant budget: every key of a user spends from one bucket, so
     minting keys buys no requests (429 when it is empty)."""
@@ -66,11 +76,13 @@ def spend_request(ctx: AppContext, principal: Principal, state: dict[str, Any]) 
 
 def get_principal(ctx: Ctx, request: Request,
                   _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    state = request.scope.setdefault("state", {})
+    known: Principal | None = state.get("principal")
+    if known is not None:
+        return known  # identified, and its request spent, by the middleware for this very request
     # The raw header, so a malformed scheme gets our problem+json, not HTTPBearer's error.
     principal = identify(ctx, request.headers.get("authorization"))
-    # An idempotent replay authorised in the middleware has spent its request there already.
-    if "rate_limit" not in request.scope.setdefault("state", {}):
-        spend_request(ctx, principal, request.scope["state"])
+    spend_request(ctx, principal, state)
     return principal
 
 
@@ -81,7 +93,7 @@ class RequiresScope:
     def __init__(self, scope: str) -> None:
         self.scope = scope
 
-    def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def __call__(self, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         principal.require(self.scope)
         return principal
 

@@ -145,14 +145,21 @@ def cancel_run(run_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> RunOut:
                              "description": "The result table."},
                        307: {"description": "With presigned results on (S3 storage), `arrow` is fetched from "
                                             "the short-lived URL in `Location`; send no credentials there."}})
-def get_result(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead,
-               format: Literal["arrow", "parquet", "csv", "json"] = "arrow") -> Response:
-    run = run_service.get_run(session, principal, run_id)
-    if not run_service.is_final(run):
+async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
+                     format: Literal["arrow", "parquet", "csv", "json"] = "arrow",
+                     wait: WaitSeconds = 0) -> Response:
+    """The result of a succeeded run; with ``?wait=``, once the run has finished (long-poll): a
+    submission followed by this request gets its values in two round trips."""
+    run = await _wait_for_final(ctx, principal, run_id, wait)
+    if run.status not in FINAL_STATUSES:
         raise RunNotFinished(f"Run {run_id!r} is {run.status}; its result is not ready.", run_status=run.status)
     if run.status != "succeeded":
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
+    return await run_in_threadpool(_result_response, ctx, run_id, format)
+
+
+def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
     url = result_delivery.presigned_result_url(ctx.storage, ctx.settings, run_id, format)
     if url is not None:
         # A presigned URL is a bearer credential of its own: no cache may keep it.
@@ -172,7 +179,7 @@ def get_result(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: Runs
         stored = result_delivery.open_result(ctx.storage, ctx.settings, run_id)
     except FileNotFoundError:
         raise ResultUnavailable(f"Run {run_id!r} succeeded, but its result is no longer stored.",
-                                run_status=run.status) from None
+                                run_status="succeeded") from None
     return StreamingResponse(stored.converted(format), media_type=fmt.media_type, headers=headers)
 
 

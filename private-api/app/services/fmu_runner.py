@@ -10,7 +10,6 @@ import socket
 import stat
 import threading
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from app.config import Settings
 from app.db import Database
-from app.dispatch.notifier import STARTED
+from app.dispatch.notifier import STARTED, RunNotifier
 from app.models import Fmu, Run
 from app.models.base import utcnow
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
@@ -28,7 +27,6 @@ from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
 from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
 from app.sandbox.staging import result_file_problem
-from app.schemas.run import RunOut
 from app.services import credits, pricing
 from app.services.fmu_cache import FmuCache
 from app.services.run_service import log_key, result_key, to_out
@@ -99,13 +97,13 @@ def _arrow_summary(path: Path) -> tuple[int, list[str]]:
 
 class FmuRunner:
     def __init__(self, settings: Settings, db: Database, storage: Storage, cache: FmuCache,
-                 sandboxes: SandboxPool, on_change: Callable[[str, object], None]) -> None:
+                 sandboxes: SandboxPool, notifier: RunNotifier) -> None:
         self.settings = settings
         self.db = db
         self.storage = storage
         self.cache = cache
         self.sandboxes = sandboxes
-        self.on_change = on_change
+        self.notifier = notifier
         self.worker_id = new_worker_id()
         self.lease = timedelta(seconds=settings.run_lease_s)
         self._live: dict[str, Sandbox] = {}
@@ -123,15 +121,16 @@ class FmuRunner:
         if claimed is None:
             return  # another worker has it, it was cancelled, or it finished: a duplicate message
         runs = [claimed, *self._claim_siblings(claimed)]
-        for run in runs:
-            self.on_change(run.run_id, STARTED)
+        self.notifier.publish_all([(run.run_id, STARTED) for run in runs])
         try:
             pending = runs
             while pending:
                 outcomes, pending = self._run_batch(pending)
-                finals = self._settle(outcomes)
-                for run_id in outcomes:
-                    self.on_change(run_id, finals.get(run_id))
+                finals = {run.id: run for run in self._settle(outcomes)}
+                # A run's public state is handed to whoever waits for it here: no read back.
+                self.notifier.publish_all([
+                    (run_id, to_out(finals[run_id]) if run_id in finals and self.notifier.waited_for(run_id) else None)
+                    for run_id in outcomes])
         finally:
             with self._lock:
                 for run in runs:
@@ -153,8 +152,8 @@ class FmuRunner:
                       "error_message": f"internal error: {type(exc).__name__}"}
             return {run.run_id: dict(failed) for run in runs}, []
 
-    def _settle(self, outcomes: dict[str, dict[str, Any]]) -> dict[str, RunOut]:
-        """Record what may be recorded; returns the final state of each run recorded."""
+    def _settle(self, outcomes: dict[str, dict[str, Any]]) -> list[Run]:
+        """Record what may be recorded; returns the runs recorded, as final."""
         finished: dict[str, dict[str, Any]] = {}
         for run_id, fields in outcomes.items():
             with self._lock:
@@ -165,7 +164,7 @@ class FmuRunner:
                 self._release(run_id)
             elif not abandoned:
                 finished[run_id] = fields
-        return self._finish(finished) if finished else {}
+        return self._finish(finished) if finished else []
 
     def _claim(self, run_id: str) -> Claimed | None:
         """Move queued → running under a lease; only one worker can win the conditional UPDATE."""
@@ -340,7 +339,8 @@ class FmuRunner:
         assert outcome.out_dir is not None
         log_path = outcome.out_dir / f"{run_id}.log"
         child_log = read_regular(log_path, limits.max_log_bytes)
-        self.storage.put_bytes(log_key(run_id), child_log)
+        if child_log:  # an empty log is not stored: it reads as empty
+            self.storage.put_bytes(log_key(run_id), child_log)
         cpu = float(report.get("cpu_time_s") or 0.0) * scale
         wall = min(float(report.get("wall_time_s") or 0.0), outcome.wall_time_s)
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
@@ -372,7 +372,8 @@ class FmuRunner:
 
     def _store(self, run_id: str, outcome: Outcome) -> dict[str, Any]:
         """Copy what must outlive the sandbox (result, log) into storage before it is removed."""
-        self.storage.put_bytes(log_key(run_id), outcome.log.encode("utf-8", "replace"))
+        if outcome.log:  # an empty log is not stored: it reads as empty
+            self.storage.put_bytes(log_key(run_id), outcome.log.encode("utf-8", "replace"))
         fields: dict[str, Any] = {
             "status": outcome.status, "error_code": outcome.error_code,
             "error_message": outcome.error_message, "wall_time_s": outcome.wall_time_s,
@@ -385,9 +386,9 @@ class FmuRunner:
                           result_bytes=outcome.result_path.stat().st_size)
         return fields
 
-    def _finish(self, outcomes: dict[str, dict[str, Any]]) -> dict[str, RunOut]:
+    def _finish(self, outcomes: dict[str, dict[str, Any]]) -> list[Run]:
         """Record outcomes and settle them in one transaction; each only while this process still
-        holds the run's lease. Returns the final state of each run recorded."""
+        holds the run's lease. Returns the runs recorded, as final (loaded, detached)."""
         with self.db.session(write=True) as session:
             runs: list[Run] = []
             for run_id, fields in outcomes.items():
@@ -411,7 +412,7 @@ class FmuRunner:
                 credits.settle_runs(session, user_runs)
             StripeService.charge_per_executions(session, [run for run, _, _ in charges])
             session.commit()
-        return {run.id: to_out(run) for run in runs}
+        return runs
 
     def _release(self, run_id: str) -> None:
         """Shutting down: give a run back to the queue without counting the attempt. If this

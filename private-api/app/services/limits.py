@@ -82,20 +82,18 @@ def _lock_user(session: Session, user_id: str) -> None:
 
 
 def check_active_runs(session: Session, principal: Principal, limits: Limits) -> None:
-    """Refuse a run beyond the tier's concurrent runs; call after the new run is flushed.
-
-    The count runs under the user's row lock (which the credit hold already holds), so under
+    """Refuse a run beyond the tier's concurrent runs; call after the new run is flushed and
+    after its credit hold, whose UPDATE of the user's row is the lock this count runs under: under
     concurrency exactly ``max_concurrent_runs`` runs are active at most. The caller rolls back.
 
     A sweep counts as one submission however many children it has: its children are held and
     paid for up front and wait in the queue like any run, so refusing them one by one would only
     make sweeps impossible on small tiers."""
-    _lock_user(session, principal.user_id)
-    mine = (Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES))
-    single = session.scalar(select(func.count()).select_from(Run).where(*mine, Run.sweep_id.is_(None))) or 0
-    sweeps = session.scalar(select(func.count(func.distinct(Run.sweep_id))).where(
-        *mine, Run.sweep_id.is_not(None))) or 0
-    active = single + sweeps
+    # One statement: COUNT(sweep_id) and COUNT(DISTINCT sweep_id) skip the NULLs of single runs.
+    counted = session.execute(
+        select(func.count() - func.count(Run.sweep_id), func.count(func.distinct(Run.sweep_id)))
+        .where(Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES))).one()
+    active = int(counted[0] or 0) + int(counted[1] or 0)
     if active > limits.max_concurrent_runs:
         raise TooManyActiveRuns(
             f"The {limits.tier.name} tier runs at most {limits.max_concurrent_runs} simulations at a time; "

@@ -129,8 +129,24 @@ class TestRunResults:
     def test_result_of_unfinished_run_is_409(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
         response = alice.post(f"/v1/fmus/{uploaded['Hostile']['id']}/runs",
                               json={"start_values": {"mode": 4}, "timeout_s": 2, "stop_time": 1})
-        assert_problem(alice.get(f"/v1/runs/{response.json()['id']}/result"), 409, "run_not_finished")
-        alice.get(f"/v1/runs/{response.json()['id']}", params={"wait": 30})
+        run_id = response.json()["id"]
+        assert_problem(alice.get(f"/v1/runs/{run_id}/result"), 409, "run_not_finished")
+        started = time.monotonic()
+        assert_problem(alice.get(f"/v1/runs/{run_id}/result", params={"wait": 0.5}), 409, "run_not_finished")
+        assert time.monotonic() - started >= 0.5  # it waited
+        # Waiting for the result of a run that ends without one: the reason, once it has ended.
+        ended = alice.get(f"/v1/runs/{run_id}/result", params={"wait": 30})
+        assert_problem(ended, 409, "result_unavailable")
+        assert ended.json()["run_status"] == "timed_out"
+
+    def test_result_with_wait_comes_once_the_run_finishes(self, alice: httpx.Client,
+                                                          uploaded: dict[str, Any]) -> None:
+        response = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", json={"stop_time": 1})
+        assert response.status_code == 202
+        table = alice.get(f"/v1/runs/{response.json()['id']}/result", params={"wait": 30})
+        assert table.status_code == 200, table.text
+        rows = pa.ipc.open_file(pa.BufferReader(table.content)).read_all().num_rows
+        assert rows == alice.get(f"/v1/runs/{response.json()['id']}").json()["result"]["rows"] > 0
 
     def test_someone_elses_run_is_404(self, alice: httpx.Client, bob: httpx.Client,
                                       uploaded: dict[str, Any]) -> None:
