@@ -143,12 +143,33 @@ def ensure_dev_user(key_file: Annotated[Path, typer.Option(help="Where the dev A
     typer.echo(key)
 
 
+# glibc's mallopt parameter for the number of malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas before any thread starts: by default each busy thread of the
+    pools may get an arena of its own (up to 8 per core), which RSS keeps once it has grown
+    (docs/performance.md). False where there is no glibc ``mallopt`` (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
 @cli.command()
 def serve(host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
           port: Annotated[int, typer.Option(envvar="PORT")] = 8000) -> None:
     """Apply migrations and serve the API."""
     import uvicorn
 
+    limit_malloc_arenas()
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -161,6 +182,7 @@ def worker() -> None:
     import signal
     import threading
 
+    limit_malloc_arenas()
     from app.context import AppContext
 
     settings = get_settings()
