@@ -149,6 +149,8 @@ def main() -> None:
             busy, server, own = machine_busy_s(), process_cpu_s(gateway.process.pid), process_cpu_s(os.getpid())
             started = time.perf_counter()
             list(threads.map(lambda user: gateway_run(user, fmu_id, breakdown=False), clients))
+        for user in clients:
+            user.close()
             gw_tput = args.concurrent / (time.perf_counter() - started)
             server = (process_cpu_s(gateway.process.pid) - server) / args.concurrent
             clients = (process_cpu_s(os.getpid()) - own) / args.concurrent

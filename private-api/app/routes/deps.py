@@ -57,8 +57,8 @@ def identify(ctx: AppContext, authorization: str | None) -> Principal:
 
 
 def identify_and_spend(ctx: AppContext, authorization: str | None, state: dict[str, Any]) -> Principal:
-    """``identify`` and ``spend_request`` for a request handled before its route (the idempotency
-    middleware); the route's own dependency then takes the caller from ``state``."""
+    """``identify`` and ``spend_request`` once per request: whoever does it first (the idempotency
+    middleware, else the route's dependency) leaves the caller in ``state`` for the other."""
     principal = identify(ctx, authorization)
     state["principal"] = principal  # identified even if the budget is spent (429)
     spend_request(ctx, principal, state)
@@ -81,9 +81,7 @@ def get_principal(ctx: Ctx, request: Request,
     if known is not None:
         return known  # identified, and its request spent, by the middleware for this very request
     # The raw header, so a malformed scheme gets our problem+json, not HTTPBearer's error.
-    principal = identify(ctx, request.headers.get("authorization"))
-    spend_request(ctx, principal, state)
-    return principal
+    return identify_and_spend(ctx, request.headers.get("authorization"), state)
 
 
 class RequiresScope:
