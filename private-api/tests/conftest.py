@@ -11,8 +11,13 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS_DIR))
 
+from databases import BACKENDS, temporary_database  # noqa: E402
 from fmus.build import build_all  # noqa: E402
 from s3_server import S3Server, running_s3_server  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.db import Database  # noqa: E402
+from app.migrate import upgrade  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +31,15 @@ def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on 127.0.0.1, started once; tests make buckets of their own on it."""
     with running_s3_server() as server:
         yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated, empty database: SQLite, then PostgreSQL."""
+    with temporary_database(request.param, tmp_path) as url:
+        upgrade(url)
+        database = Database(Settings(var_dir=tmp_path, database_url=url))
+        try:
+            yield database
+        finally:
+            database.dispose()

@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from databases import BACKENDS, temporary_database
-from sqlalchemy import func, select, text, update
+from accounts import make_run, new_user, state
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from app.config import Settings
 from app.db import Database
-from app.migrate import upgrade
-from app.models import IdempotencyRecord, LedgerEntry, Run, User
+from app.models import IdempotencyRecord, Run, User
 from app.models.base import utcnow
 from app.services import credits
-from app.services.auth_service import create_user
 from app.services.idempotency import IdempotencyStore
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with temporary_database(request.param, tmp_path) as url:
-        upgrade(url)
-        database = Database(Settings(var_dir=tmp_path, database_url=url))
-        try:
-            yield database
-        finally:
-            database.dispose()
-
-
-def new_user(db: Database, balance: int = 0) -> str:
-    with db.session(write=True) as session:
-        user = create_user(session, f"{threading.get_ident()}-{utcnow().timestamp()}@example.com", balance)
-        session.commit()
-        return user.id
-
-
-def state(db: Database, user_id: str) -> tuple[int, int, int]:
-    """(balance, debt, sum of ledger entries)."""
-    with db.session() as session:
-        user = session.get(User, user_id)
-        assert user is not None
-        total = session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
-                               .where(LedgerEntry.user_id == user_id))
-        return user.credits, user.debt_credits, int(total or 0)
 
 
 def test_signup_credits_are_a_ledger_entry(db: Database) -> None:
@@ -107,20 +74,6 @@ def test_ledger_entries_cannot_be_changed_or_deleted(db: Database) -> None:
                 session.execute(text(statement))
             session.rollback()
     assert state(db, user) == (5, 0, 5)
-
-
-def make_run(db: Database, user_id: str, held: int) -> Run:
-    with db.session(write=True) as session:
-        session.execute(text("INSERT INTO fmus (id, user_id, sha256, size, fmi_version, model_name, guid, "
-                             "supports_model_exchange, supports_co_simulation, model_info, created_at) VALUES "
-                             "(:id, :user, 'x', 1, '2.0', 'M', 'g', true, true, '{}', :now)"),
-                        {"id": f"fmu_{user_id}", "user": user_id, "now": utcnow()})
-        run = Run(user_id=user_id, fmu_id=f"fmu_{user_id}", spec={}, credits_held=held)
-        session.add(run)
-        session.flush()
-        credits.hold_for_run(session, run)
-        session.commit()
-        return run
 
 
 def test_hold_settle_release(db: Database) -> None:

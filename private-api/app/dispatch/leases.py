@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from app.background import BackgroundThread
 from app.config import Settings
 from app.db import Database
 from app.models import Run
 from app.models.base import utcnow
-from app.services import credits
+from app.models.run import RunStatus
+from app.services import run_lifecycle
 from app.services.fmu_runner import FmuRunner
 
 log = logging.getLogger(__name__)
@@ -59,16 +60,17 @@ class LeaseRenewer(BackgroundThread):
         with self.db.session(write=bool(due)) as session:
             if due:
                 expires = now + self.lease
-                session.execute(update(Run).where(Run.id.in_(due), Run.status == "running", Run.lease_owner == owner)
+                session.execute(update(Run)
+                                .where(Run.id.in_(due), Run.status == RunStatus.RUNNING, Run.lease_owner == owner)
                                 .values(lease_expires_at=expires).execution_options(synchronize_session=False))
             rows = session.execute(select(Run.id, Run.status, Run.lease_owner).where(Run.id.in_(list(held)))).all()
             session.commit()
-        ours = {row.id for row in rows if row.status == "running" and row.lease_owner == owner}
+        ours = {row.id for row in rows if row.status == RunStatus.RUNNING and row.lease_owner == owner}
         if due:
             self.runner.renewed([run_id for run_id in due if run_id in ours], now + self.lease)
         for row in rows:
             if row.id not in ours:
-                reason = "cancelled" if row.status == "cancelled" else f"lease lost ({row.status})"
+                reason = "cancelled" if row.status == RunStatus.CANCELLED else f"lease lost ({row.status})"
                 self.runner.abandon(row.id, reason)
 
     def _fence(self) -> None:
@@ -82,34 +84,12 @@ def reap(db: Database, settings: Settings, limit: int = 100) -> tuple[list[str],
     """Runs 'running' under a lapsed lease: back to the queue (the relay re-sends them) while
     attempts remain, else failed with ``worker_lost`` and refunded. Safe in many processes at
     once: rows are locked (skipping those another reaper holds) and every UPDATE re-checks."""
-    now = utcnow()
-    lapsed = or_(Run.lease_expires_at < now, Run.lease_expires_at.is_(None))
-    requeued: list[str] = []
-    failed: list[str] = []
     with db.session() as session:  # the usual answer is none: no write transaction for it
-        if session.scalar(select(Run.id).where(Run.status == "running", lapsed).limit(1)) is None:
-            return requeued, failed
+        if session.scalar(select(Run.id).where(Run.status == RunStatus.RUNNING,
+                                               run_lifecycle.lapsed_lease(utcnow())).limit(1)) is None:
+            return [], []
     with db.session(write=True) as session:
-        rows = session.execute(select(Run.id, Run.attempts).where(Run.status == "running", lapsed)
-                               .order_by(Run.lease_expires_at).limit(limit).with_for_update(skip_locked=True)).all()
-        for row in rows:
-            still = update(Run).where(Run.id == row.id, Run.status == "running", lapsed)
-            if row.attempts < settings.run_max_attempts:
-                won = session.execute(still.values(
-                    status="queued", started_at=None, lease_owner=None, lease_expires_at=None, enqueued_at=None)
-                    .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-                if won:
-                    requeued.append(row.id)
-            else:
-                won = session.execute(still.values(
-                    status="failed", error_code="worker_lost", finished_at=now, lease_expires_at=None,
-                    error_message=f"the worker executing the run was lost {row.attempts} time(s)")
-                    .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-                if won:
-                    run = session.get(Run, row.id)
-                    assert run is not None
-                    credits.refund_run(session, run, "worker_lost")
-                    failed.append(row.id)
+        requeued, failed = run_lifecycle.requeue_or_fail_lapsed(session, settings.run_max_attempts, limit)
         session.commit()
     if requeued:
         log.warning("requeued %d run(s) whose worker vanished: %s", len(requeued), ", ".join(requeued))

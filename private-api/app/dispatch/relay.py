@@ -15,6 +15,7 @@ from app.dispatch.base import SEND_BATCH, Dispatcher
 from app.dispatch.leases import reap
 from app.models import Run
 from app.models.base import utcnow
+from app.models.run import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everythin
     while True:
         now = utcnow()
         # Never what this call stamped already.
-        due = and_(Run.status == "queued", or_(Run.enqueued_at.is_(None), Run.enqueued_at < started))
+        due = and_(Run.status == RunStatus.QUEUED, or_(Run.enqueued_at.is_(None), Run.enqueued_at < started))
         if not everything:
             due = and_(due, or_(
                 and_(Run.enqueued_at.is_(None), Run.created_at < now - timedelta(seconds=FRESH_S)),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -8,8 +9,21 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
 
-ACTIVE_STATUSES = ("queued", "running")
-FINAL_STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
+
+# Which changes of status are allowed, and what each costs, is app.services.run_lifecycle's alone to say.
+class RunStatus(StrEnum):
+    """queued → running → succeeded, failed or timed_out; queued or running → cancelled. A run whose worker was lost goes back to queued, and fails (refunded) after too many attempts."""  # noqa: E501
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
 
 
 class Run(Base):
@@ -20,7 +34,7 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     fmu_id: Mapped[str] = mapped_column(ForeignKey("fmus.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.QUEUED, index=True)
     # The validated run spec exactly as handed to the sandbox runner.
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # Held at submission for the worst case; the charge is settled from it when the run ends.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text
@@ -9,6 +10,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
 
 SWEEP_METHODS = ("grid", "list", "lhs", "sobol", "random")
+
+
+class SweepStatus(StrEnum):
+    """queued → running → finished (every child final) or cancelled."""
+
+    # Only finished and cancelled are stored; the others are derived from the children when read.
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+FINAL_SWEEP_STATUSES = (SweepStatus.FINISHED, SweepStatus.CANCELLED)
 
 
 class Sweep(Base):
@@ -21,8 +35,7 @@ class Sweep(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("swp"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     fmu_id: Mapped[str] = mapped_column(ForeignKey("fmus.id"), index=True)
-    # queued → running → finished (every child final) or cancelled.
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.QUEUED, index=True)
     method: Mapped[str] = mapped_column(String(16))
     # The parameter space as submitted (values lists, explicit sets, or ranges).
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.models import LedgerEntry, Run, User
 from app.models.billing import LEDGER_KINDS
+from app.models.run import ACTIVE_STATUSES
 from app.routes.deps import BillingRead, BillingWrite, Ctx, DbSession
 from app.routes.params import Cursor, IdFilter, Limit
 from app.schemas.common import Name, Page
@@ -79,7 +80,7 @@ def decrement_user_credits(session: Session, run: Run) -> None:
 def get_balance(session: DbSession, principal: BillingRead) -> Balance:
     user = session.get(User, principal.user_id)
     held = session.scalar(select(func.coalesce(func.sum(Run.credits_held), 0)).where(
-        Run.user_id == principal.user_id, Run.status.in_(("queued", "running"))))
+        Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES)))
     if user is None:
         return Balance(credits=0, held_credits=0, debt_credits=0, tier="free")
     return Balance(credits=user.credits, held_credits=int(held or 0), debt_credits=user.debt_credits, tier=user.tier)

@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from app.context import AppContext
 from app.dispatch.notifier import ANY
 from app.models.run import FINAL_STATUSES
+from app.models.sweep import FINAL_SWEEP_STATUSES
 from app.routes.deps import Ctx, RunsRead
 from app.routes.params import ResourceId
 from app.routes.sweeps import load_sweep
@@ -44,7 +45,6 @@ from app.schemas.run import RunOut
 from app.services import run_service
 from app.services.auth_service import Principal
 from app.services.stream_slots import StreamSlot
-from app.services.sweep_service import FINAL_SWEEP_STATUSES
 
 router = APIRouter(tags=["events"])
 

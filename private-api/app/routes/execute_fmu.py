@@ -16,12 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from app.context import AppContext
 from app.dispatch.notifier import STARTED
 from app.errors import ResultUnavailable, RunNotFinished
-from app.models.run import FINAL_STATUSES
+from app.models.run import FINAL_STATUSES, RunStatus
 from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
 from app.routes.params import Cursor, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
-from app.schemas.run import RunCreate, RunOut, RunStatus
+from app.schemas.run import RunCreate, RunOut
 from app.services import limits, result_delivery, result_formats, run_service
 from app.services.auth_service import Principal
 
@@ -134,7 +134,7 @@ def cancel_run(run_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> RunOut:
     with ctx.db.session(write=True) as session:
         run, previous = run_service.cancel_run(session, principal, run_id)
         session.commit()
-    if previous == "running":
+    if previous == RunStatus.RUNNING:
         ctx.runner.cancel(run_id)
     ctx.notifier.publish(run_id)
     return run_service.to_out(run)
@@ -153,7 +153,7 @@ async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
     run = await _wait_for_final(ctx, principal, run_id, wait)
     if run.status not in FINAL_STATUSES:
         raise RunNotFinished(f"Run {run_id!r} is {run.status}; its result is not ready.", run_status=run.status)
-    if run.status != "succeeded":
+    if run.status != RunStatus.SUCCEEDED:
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
     return await run_in_threadpool(_result_response, ctx, run_id, format)
@@ -179,7 +179,7 @@ def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
         stored = result_delivery.open_result(ctx.storage, ctx.settings, run_id)
     except FileNotFoundError:
         raise ResultUnavailable(f"Run {run_id!r} succeeded, but its result is no longer stored.",
-                                run_status="succeeded") from None
+                                run_status=RunStatus.SUCCEEDED) from None
     return StreamingResponse(stored.converted(format), media_type=fmt.media_type, headers=headers)
 
 

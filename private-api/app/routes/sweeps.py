@@ -15,10 +15,11 @@ from starlette.background import BackgroundTask
 
 from app.context import AppContext
 from app.models import Fmu, Sweep
+from app.models.run import RunStatus
+from app.models.sweep import FINAL_SWEEP_STATUSES
 from app.routes.deps import Ctx, RunsRead, RunsWrite
 from app.routes.params import Cursor, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
-from app.schemas.run import RunStatus
 from app.schemas.sweep import SweepCounts, SweepCreate, SweepOut, SweepRunOut
 from app.services import registry_service, result_formats, sweep_results, sweep_service
 from app.services.auth_service import Principal
@@ -117,7 +118,7 @@ def cancel_sweep(sweep_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> SweepO
 def _final_sweep(ctx: AppContext, session: Session, principal: Principal, sweep_id: str) -> Sweep:
     sweep = sweep_service.get_sweep(session, principal, sweep_id)
     out = sweep_outs(ctx, session, [sweep])[0]
-    if out.status not in sweep_service.FINAL_SWEEP_STATUSES:
+    if out.status not in FINAL_SWEEP_STATUSES:
         raise SweepNotFinished(f"Sweep {sweep_id!r} is {out.status}; its result is not ready.",
                                sweep_status=out.status)
     return sweep

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.models.run import RunStatus
 from app.schemas.common import FiniteFloat, Int64, TextValue, VariableName, reject_unstorable_keys
 
 ScalarValue = bool | int | float | str
@@ -12,7 +13,6 @@ ScalarValue = bool | int | float | str
 StartValue = bool | Int64 | FiniteFloat | TextValue
 StartValues = Annotated[dict[VariableName, StartValue], BeforeValidator(reject_unstorable_keys)]
 InputTable = Annotated[dict[VariableName, list[StartValue]], BeforeValidator(reject_unstorable_keys)]
-RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
 
 
 class RunCreate(BaseModel):

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from app.models.sweep import SweepStatus
 from app.schemas.common import FiniteFloat, Int64, VariableName, reject_unstorable_keys
 from app.schemas.run import RunCreate, RunOut, ScalarValue, StartValue, StartValues
 
 SweepMethod = Literal["grid", "list", "lhs", "sobol", "random"]
-SweepStatus = Literal["queued", "running", "finished", "cancelled"]
 
 
 class ParameterRange(BaseModel):

@@ -84,16 +84,27 @@ def hold_for_sweep(session: Session, sweep: Sweep) -> None:
          details={"sweep_id": sweep.id, "runs": sweep.total})
 
 
+def _settlement(run: Run, cost: int, note: str) -> list[dict[str, Any]]:
+    """The entries that settle a finished run at ``cost`` (already capped at its hold): the
+    settlement itself, and the release of what it did not use."""
+    entries: list[dict[str, Any]] = [
+        {"kind": "settle", "amount": 0, "idempotency_key": f"settle:{run.id}", "run_id": run.id,
+         "description": f"run {run.id} cost {cost} credit(s){note}",
+         "details": {"cost": cost, "held": run.credits_held}}]
+    if run.credits_held > cost:
+        entries.append({"kind": "release", "amount": run.credits_held - cost, "idempotency_key": f"release:{run.id}",
+                        "run_id": run.id, "description": f"unused hold of run {run.id}", "details": None})
+    return entries
+
+
 def settle_run(session: Session, run: Run, cost: int, note: str = "") -> None:
     """Charge a finished run ``cost`` (≤ its hold) and release the rest of the hold."""
     cost = min(cost, run.credits_held)
-    if post(session, run.user_id, "settle", 0, f"settle:{run.id}", run_id=run.id,
-            description=f"run {run.id} cost {cost} credit(s){note}",
-            details={"cost": cost, "held": run.credits_held}) is None:
-        return  # settled before
-    if run.credits_held > cost:
-        post(session, run.user_id, "release", run.credits_held - cost, f"release:{run.id}", run_id=run.id,
-             description=f"unused hold of run {run.id}")
+    for index, entry in enumerate(_settlement(run, cost, note)):
+        posted = post(session, run.user_id, entry["kind"], entry["amount"], entry["idempotency_key"],
+                      run_id=run.id, description=entry["description"], details=entry["details"])
+        if posted is None and index == 0:
+            return  # settled before
     session.execute(update(Run).where(Run.id == run.id).values(credits_charged=cost)
                     .execution_options(synchronize_session=False))
     set_committed_value(run, "credits_charged", cost)  # written above: not again at the flush
@@ -112,13 +123,7 @@ def settle_runs(session: Session, charges: list[tuple[Run, int, str]]) -> None:
     for run, cost, note in charges:
         cost = min(cost, run.credits_held)
         costs.append({"id": run.id, "credits_charged": cost})
-        entries.append({"kind": "settle", "amount": 0, "idempotency_key": f"settle:{run.id}", "run_id": run.id,
-                        "description": f"run {run.id} cost {cost} credit(s){note}",
-                        "details": {"cost": cost, "held": run.credits_held}})
-        if run.credits_held > cost:
-            entries.append({"kind": "release", "amount": run.credits_held - cost,
-                            "idempotency_key": f"release:{run.id}", "run_id": run.id,
-                            "description": f"unused hold of run {run.id}", "details": None})
+        entries.extend(_settlement(run, cost, note))
     total = sum(entry["amount"] for entry in entries)  # releases only: never below zero
     try:
         with session.begin_nested():

@@ -15,30 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db import Database
 from app.dispatch.notifier import STARTED, RunNotifier
 from app.models import Fmu, Run
 from app.models.base import utcnow
+from app.models.run import RunStatus
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
 from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
 from app.sandbox.staging import result_file_problem
-from app.services import credits, pricing
+from app.services import run_lifecycle
 from app.services.fmu_cache import FmuCache
+from app.services.run_lifecycle import PLATFORM_ERRORS
 from app.services.run_service import log_key, result_key, to_out
-from app.services.stripe_service import StripeService
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
 
 # Identifies the runner that checked an FMU's reset(): a new runner checks again.
 RUNNER_DIGEST = runner_digest()
-# Failures that are the platform's fault, not the model's: the run's credits are refunded.
-PLATFORM_ERRORS = frozenset({"sandbox_error", "runner_error", "internal_error", "worker_lost"})
 
 
 def new_worker_id() -> str:
@@ -69,13 +68,6 @@ class Claimed:
     fmu_id: str
     sweep_id: str | None
     reset_exact: bool | None  # the FMU's reset() check by this runner version; None: not checked
-
-
-def group_by_user(charges: list[tuple[Run, int, str]]) -> dict[str, list[tuple[Run, int, str]]]:
-    grouped: dict[str, list[tuple[Run, int, str]]] = {}
-    for charge in charges:
-        grouped.setdefault(charge[0].user_id, []).append(charge)
-    return grouped
 
 
 def read_regular(path: Path, limit: int) -> bytes:
@@ -148,7 +140,7 @@ class FmuRunner:
             return self._run_chunk(runs)
         except Exception as exc:
             log.exception("run %s: platform failure", runs[0].run_id)
-            failed = {"status": "failed", "error_code": "internal_error",
+            failed = {"status": RunStatus.FAILED, "error_code": "internal_error",
                       "error_message": f"internal error: {type(exc).__name__}"}
             return {run.run_id: dict(failed) for run in runs}, []
 
@@ -175,17 +167,11 @@ class FmuRunner:
             row = session.execute(
                 select(Run.status, Run.spec, Run.user_id, Run.sweep_id, Fmu.id, Fmu.sha256, Fmu.reset_exact,
                        Fmu.reset_checked_by).join(Fmu, Fmu.id == Run.fmu_id).where(Run.id == run_id)).one_or_none()
-        if row is None or row.status != "queued":
+        if row is None or row.status != RunStatus.QUEUED:
             return None
-        now = utcnow()
-        expires = now + self.lease
+        expires = utcnow() + self.lease
         with self.db.session(write=True) as session:
-            won = session.execute(
-                update(Run).where(Run.id == run_id, Run.status == "queued")
-                .values(status="running", started_at=now, lease_owner=self.worker_id, lease_expires_at=expires,
-                        attempts=Run.attempts + 1).execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-            if not won:
+            if not run_lifecycle.claim(session, run_id, self.worker_id, expires):
                 return None
             session.commit()
         with self._lock:
@@ -199,20 +185,9 @@ class FmuRunner:
         wanted = self.settings.sweep_chunk_size - 1
         if claimed.sweep_id is None or wanted < 1:
             return []
-        now = utcnow()
-        expires = now + self.lease
+        expires = utcnow() + self.lease
         with self.db.session(write=True) as session:
-            candidates = list(session.scalars(
-                select(Run.id).where(Run.sweep_id == claimed.sweep_id, Run.status == "queued")
-                .order_by(Run.sweep_index).limit(wanted)))
-            if not candidates:
-                return []
-            # started_at stays empty until a child really starts (a cancel charges only what ran).
-            won = set(session.scalars(
-                update(Run).where(Run.id.in_(candidates), Run.status == "queued")
-                .values(status="running", lease_owner=self.worker_id, lease_expires_at=expires,
-                        attempts=Run.attempts + 1).returning(Run.id).execution_options(synchronize_session=False)))
-            rows = session.execute(select(Run.id, Run.spec).where(Run.id.in_(won)).order_by(Run.sweep_index)).all()
+            rows = run_lifecycle.claim_children(session, claimed.sweep_id, self.worker_id, expires, wanted)
             session.commit()
         with self._lock:
             for row in rows:
@@ -311,7 +286,8 @@ class FmuRunner:
             stopping = self._stopping
         rest = [r for r in runs if r.run_id not in outcomes and r.run_id not in abandoned]
         if stopping:  # killed by the shutdown: every unfinished child goes back to the queue
-            interrupted = {"status": "failed", "error_code": "sandbox_error", "error_message": "worker stopping"}
+            interrupted = {"status": RunStatus.FAILED, "error_code": "sandbox_error",
+                           "error_message": "worker stopping"}
             return {**outcomes, **{r.run_id: dict(interrupted) for r in rest}}, []
         if abandoned:
             return outcomes, rest  # our own kill (a cancelled child) ended the process: nobody's fault
@@ -324,7 +300,7 @@ class FmuRunner:
             culprit = next((r for r in rest if r.run_id == started[-1]), rest[0]) if started else rest[0]
             fields: dict[str, Any] = (
                 self._store(culprit.run_id, outcome) if outcome.status != "succeeded" else
-                {"status": "failed", "error_code": "runner_error",
+                {"status": RunStatus.FAILED, "error_code": "runner_error",
                  "error_message": "the runner ended the chunk without finishing this child"})
             # The process's time less what the finished children were charged: its own share.
             for key in ("cpu_time_s", "wall_time_s"):
@@ -350,8 +326,8 @@ class FmuRunner:
         if report.get("ok") is True and problem is None:
             rows, columns = _arrow_summary(result_path)
             self.storage.put_file(result_key(run_id), result_path)
-            return {**fields, "status": "succeeded", "error_code": None, "error_message": None, "result_rows": rows,
-                    "result_columns": columns, "result_bytes": result_path.stat().st_size}
+            return {**fields, "status": RunStatus.SUCCEEDED, "error_code": None, "error_message": None,
+                    "result_rows": rows, "result_columns": columns, "result_bytes": result_path.stat().st_size}
         if report.get("ok") is True:
             assert problem is not None
             code, message = problem
@@ -359,7 +335,7 @@ class FmuRunner:
             claimed = report.get("error_code")
             code = claimed if claimed in REPORTABLE_ERRORS else "runner_error"
             message = str(report.get("message") or code)[:2000]
-        return {**fields, "status": "failed", "error_code": code, "error_message": message}
+        return {**fields, "status": RunStatus.FAILED, "error_code": code, "error_message": message}
 
     def _record_reset(self, fmu_id: str, exact: bool) -> None:
         with self.db.session(write=True) as session:
@@ -390,27 +366,7 @@ class FmuRunner:
         """Record outcomes and settle them in one transaction; each only while this process still
         holds the run's lease. Returns the runs recorded, as final (loaded, detached)."""
         with self.db.session(write=True) as session:
-            runs: list[Run] = []
-            for run_id, fields in outcomes.items():
-                now = utcnow()
-                run = session.scalar(
-                    update(Run).where(Run.id == run_id, Run.status == "running", Run.lease_owner == self.worker_id)
-                    .values(finished_at=now, lease_expires_at=None, started_at=func.coalesce(Run.started_at, now))
-                    .values(**fields).returning(Run)
-                    .execution_options(synchronize_session=False))
-                if run is not None:
-                    runs.append(run)
-            charges: list[tuple[Run, int, str]] = []
-            for run in runs:
-                fields = outcomes[run.id]
-                if fields.get("error_code") in PLATFORM_ERRORS:
-                    credits.refund_run(session, run, fields["error_code"])
-                else:
-                    cpu = fields.get("cpu_time_s")
-                    charges.append((run, pricing.run_cost(cpu, run.credits_held), f" ({cpu or 0:.3f} CPU-s)"))
-            for user_runs in group_by_user(charges).values():
-                credits.settle_runs(session, user_runs)
-            StripeService.charge_per_executions(session, [run for run, _, _ in charges])
+            runs = run_lifecycle.finish(session, outcomes, self.worker_id)
             session.commit()
         return runs
 
@@ -419,11 +375,7 @@ class FmuRunner:
         fails, the lease lapses and the reaper requeues it instead."""
         try:
             with self.db.session(write=True) as session:
-                session.execute(
-                    update(Run).where(Run.id == run_id, Run.status == "running", Run.lease_owner == self.worker_id)
-                    .values(status="queued", started_at=None, lease_owner=None, lease_expires_at=None,
-                            enqueued_at=None, attempts=Run.attempts - 1)
-                    .execution_options(synchronize_session=False))
+                run_lifecycle.release(session, run_id, self.worker_id)
                 session.commit()
         except Exception:
             log.exception("run %s: could not release it; its lease will lapse", run_id)

@@ -6,20 +6,18 @@ import hashlib
 import json
 from datetime import datetime
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import IdempotencyKeyReused, NotFound, ProblemError
 from app.models import Run
-from app.models.base import utcnow
-from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
+from app.models.run import FINAL_STATUSES, RunStatus
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
-from app.services import credits, limits, pricing, registry_service
+from app.services import limits, pricing, registry_service, run_lifecycle
 from app.services.auth_service import Principal
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
-from app.services.stripe_service import StripeService
 
 
 def _owned(principal: Principal) -> Select[Run]:
@@ -51,9 +49,9 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(fmu), settings,
                           max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
-    run = Run(user_id=principal.user_id, fmu_id=fmu.id, status="queued", spec=spec,
-              credits_held=pricing.run_hold(spec["timeout_s"]), credits_charged=0, idempotency_key=idempotency_key,
-              request_hash=request_hash(fmu_id, request) if idempotency_key else None)
+    run = Run(**run_lifecycle.queued(
+        user_id=principal.user_id, fmu_id=fmu.id, spec=spec, credits_held=pricing.run_hold(spec["timeout_s"]),
+        idempotency_key=idempotency_key, request_hash=request_hash(fmu_id, request) if idempotency_key else None))
     session.add(run)
     session.flush()
     return run
@@ -64,23 +62,10 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
     used its credits and gets them back; a running one is charged for the time it ran."""
     run = get_run(session, principal, run_id)
     previous = run.status
-    if previous == "cancelled":
+    if previous == RunStatus.CANCELLED:
         return run, previous  # a retried cancel whose first answer was lost
-    cancelled = session.execute(
-        update(Run).where(Run.id == run.id, Run.status.in_(ACTIVE_STATUSES))
-        .values(status="cancelled", finished_at=utcnow(), error_code="cancelled",
-                error_message=f"cancelled while {previous}").execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if not cancelled:
+    if not run_lifecycle.cancel(session, run):
         raise RunFinished(f"Run {run_id!r} has already finished ({run.status}).", run_status=run.status)
-    session.refresh(run)
-    # Settled here, not by the worker: the worker may be in another process, or gone.
-    used = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else 0.0
-    # A sweep child claimed with its chunk has no started_at until it really starts: it costs nothing.
-    ran = previous == "running" and run.started_at is not None
-    credits.settle_run(session, run, pricing.run_cost(used, run.credits_held) if ran else 0,
-                       f" (cancelled while {previous})")
-    StripeService.charge_per_execution(session, run)
     return run, previous
 
 

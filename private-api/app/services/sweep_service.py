@@ -17,16 +17,16 @@ from app.config import Settings
 from app.errors import InvalidCursor, NotFound, ProblemError
 from app.models import Run, Sweep
 from app.models.base import new_id, utcnow
-from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES
+from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
+from app.models.sweep import FINAL_SWEEP_STATUSES, SweepStatus
 from app.schemas.run import ScalarValue
 from app.schemas.sweep import SweepCounts, SweepCreate, SweepOut, SweepRunOut
-from app.services import credits, limits, pricing, registry_service, run_service
+from app.services import credits, limits, pricing, registry_service, run_lifecycle, run_service
 from app.services.auth_service import Principal
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
 from app.services.sweep_space import expand, parameter_names
 
-FINAL_SWEEP_STATUSES = ("finished", "cancelled")
 # Children made, inserted and dropped at a time.
 CHILD_BATCH = 1000
 
@@ -68,7 +68,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     # Sized and validated from the request alone; nothing is sampled before the hold.
     space = expand(request, info, caller.max_sweep_children, settings.sweep_max_values)
     per_child = pricing.run_hold(base["timeout_s"])
-    sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status="queued", method=request.method,
+    sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status=SweepStatus.QUEUED, method=request.method,
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
                   seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count)
     session.add(sweep)
@@ -79,10 +79,10 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     ids: list[str] = []
     for batch in space.batches(CHILD_BATCH):
         batch_ids = [new_id("run") for _ in batch]
-        rows = [{"id": run_id, "user_id": principal.user_id, "fmu_id": fmu.id, "status": "queued",
-                 "spec": {**base, "start_values": {**base["start_values"], **values}},
-                 "credits_held": per_child, "credits_charged": 0, "attempts": 0,
-                 "sweep_id": sweep.id, "sweep_index": len(ids) + offset, "created_at": now}
+        rows = [run_lifecycle.queued(id=run_id, user_id=principal.user_id, fmu_id=fmu.id,
+                                     spec={**base, "start_values": {**base["start_values"], **values}},
+                                     credits_held=per_child, sweep_id=sweep.id, sweep_index=len(ids) + offset,
+                                     created_at=now)
                 for offset, (run_id, values) in enumerate(zip(batch_ids, batch, strict=True))]
         # One executemany (batched multi-row INSERTs) per batch: memory stays at one batch.
         session.execute(insert(Run), rows)
@@ -123,22 +123,23 @@ def progress_of(session: Session, sweep_ids: Sequence[str]) -> dict[str, Progres
     return {sweep_id: Progress(SweepCounts(**found[sweep_id]), charged[sweep_id]) for sweep_id in sweep_ids}
 
 
-def derived_status(sweep: Sweep, progress: Progress) -> str:
+def derived_status(sweep: Sweep, progress: Progress) -> SweepStatus:
     if sweep.status in FINAL_SWEEP_STATUSES:
-        return sweep.status
+        return SweepStatus(sweep.status)
     if progress.final >= sweep.total:
-        return "finished"
-    return "queued" if progress.counts.queued >= sweep.total else "running"
+        return SweepStatus.FINISHED
+    return SweepStatus.QUEUED if progress.counts.queued >= sweep.total else SweepStatus.RUNNING
 
 
 def needs_finishing(sweep: Sweep, progress: Progress) -> bool:
-    return sweep.status not in FINAL_SWEEP_STATUSES and derived_status(sweep, progress) == "finished"
+    return sweep.status not in FINAL_SWEEP_STATUSES and derived_status(sweep, progress) == SweepStatus.FINISHED
 
 
 def mark_finished(session: Session, sweep_id: str) -> None:
     """Persist that every child is final (once: a concurrent reader may do it first)."""
     session.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status.not_in(FINAL_SWEEP_STATUSES))
-                    .values(status="finished", finished_at=utcnow()).execution_options(synchronize_session=False))
+                    .values(status=SweepStatus.FINISHED, finished_at=utcnow())
+                    .execution_options(synchronize_session=False))
 
 
 def to_out(sweep: Sweep, progress: Progress) -> SweepOut:
@@ -208,22 +209,22 @@ def cancel_sweep(session: Session, principal: Principal, sweep_id: str) -> tuple
     children that were running, whose sandboxes the caller stops after the commit."""
     sweep = get_sweep(session, principal, sweep_id)
     if sweep.status in FINAL_SWEEP_STATUSES:
-        if sweep.status == "cancelled":
+        if sweep.status == SweepStatus.CANCELLED:
             return sweep, []  # a retried cancel whose first answer was lost
         raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status=sweep.status)
     active = list(session.scalars(select(Run.id).where(Run.sweep_id == sweep.id, Run.status.in_(ACTIVE_STATUSES))
                                   .order_by(Run.sweep_index)))
     if not active and needs_finishing(sweep, progress_of(session, [sweep.id])[sweep.id]):
-        raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status="finished")
+        raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status=SweepStatus.FINISHED)
     was_running = []
     for run_id in active:
         try:
             _, previous = run_service.cancel_run(session, principal, run_id)
         except run_service.RunFinished:
             continue  # it ended while we got here
-        if previous == "running":
+        if previous == RunStatus.RUNNING:
             was_running.append(run_id)
-    session.execute(update(Sweep).where(Sweep.id == sweep.id).values(status="cancelled", finished_at=utcnow())
+    session.execute(update(Sweep).where(Sweep.id == sweep.id).values(status=SweepStatus.CANCELLED, finished_at=utcnow())
                     .execution_options(synchronize_session=False))
     session.refresh(sweep)
     return sweep, was_running

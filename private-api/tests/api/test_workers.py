@@ -194,8 +194,11 @@ def owner_of(c: Cluster, run_id: str) -> WorkerProcess:
 
 
 def sandbox_processes(worker: WorkerProcess, run_id: str) -> list[int]:
-    """The processes of the sandbox executing ``run_id`` (named in the worker's log)."""
-    line = next(line for line in worker.log().splitlines() if f"run {run_id}: sandbox " in line)
+    """The processes of the sandbox executing ``run_id`` (named in the worker's log; none before
+    the worker has logged it: a claimed run gets its sandbox a moment later)."""
+    line = next((line for line in worker.log().splitlines() if f"run {run_id}: sandbox " in line), None)
+    if line is None:
+        return []
     sandbox_id = line.rsplit(" ", 1)[1]
     # A cold sandbox's processes carry its id in their environment; a run forked from a warm
     # sandbox carries its zygote's, and is found in the cgroups the worker made for it.

@@ -1,0 +1,160 @@
+"""One owner of the run lifecycle: every status change goes through ``app.services.run_lifecycle``,
+only the changes it allows happen, and a final run is settled exactly once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import ast
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from accounts import make_run, new_user, state
+from sqlalchemy import select, update
+
+from app.db import Database
+from app.models import LedgerEntry, Run
+from app.models.base import utcnow
+from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
+from app.services import run_lifecycle
+
+APP = Path(run_lifecycle.__file__).resolve().parents[1]
+LEASE = timedelta(seconds=30)
+
+
+def status_writes(path: Path) -> list[str]:
+    """Places in a module that write ``runs.status``: a ``status`` keyword or dict key in a
+    statement that builds a Run, inserts into or updates ``runs``."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[str] = []
+    for statement in ast.walk(tree):
+        if not isinstance(statement, ast.stmt) or isinstance(statement, ast.FunctionDef | ast.ClassDef):
+            continue
+        nodes = list(ast.walk(statement))
+        touches_runs = any(
+            isinstance(node, ast.Call) and (
+                (isinstance(node.func, ast.Name) and node.func.id == "Run")
+                or (isinstance(node.func, ast.Name) and node.func.id in ("update", "insert")
+                    and any(isinstance(arg, ast.Name) and arg.id == "Run" for arg in node.args)))
+            for node in nodes)
+        writes_status = any(
+            (isinstance(node, ast.keyword) and node.arg == "status")
+            or (isinstance(node, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == "status"
+                                                   for k in node.keys))
+            for node in nodes)
+        if touches_runs and writes_status:
+            found.append(f"{path.relative_to(APP)}:{statement.lineno}")
+    return found
+
+
+def test_only_the_lifecycle_writes_a_run_status() -> None:
+    lifecycle = Path(run_lifecycle.__file__).resolve()
+    modules = [path for path in APP.rglob("*.py") if "migrations" not in path.parts]
+    assert len(modules) > 50
+    assert status_writes(lifecycle), "the check must see the lifecycle's own writes"
+    assert [place for path in modules if path != lifecycle for place in status_writes(path)] == []
+
+
+def test_statuses_are_one_enum_and_final_ones_lead_nowhere() -> None:
+    assert set(ACTIVE_STATUSES) | set(FINAL_STATUSES) == set(RunStatus)
+    assert not set(ACTIVE_STATUSES) & set(FINAL_STATUSES)
+    assert set(run_lifecycle.TRANSITIONS) == set(ACTIVE_STATUSES)
+    for final in FINAL_STATUSES:
+        for target in RunStatus:
+            with pytest.raises(run_lifecycle.IllegalTransition):
+                run_lifecycle._move((final,), target)
+    with pytest.raises(run_lifecycle.IllegalTransition):
+        run_lifecycle._move((RunStatus.QUEUED,), RunStatus.SUCCEEDED)  # a run must have run to succeed
+
+
+def status_of(db: Database, run_id: str) -> str:
+    with db.session() as session:
+        found = session.scalar(select(Run.status).where(Run.id == run_id))
+        assert found is not None
+        return found
+
+
+def ledger_kinds(db: Database, run_id: str) -> list[str]:
+    with db.session() as session:
+        return sorted(session.scalars(select(LedgerEntry.kind).where(LedgerEntry.run_id == run_id)))
+
+
+def test_a_run_is_claimed_once_finished_once_and_settled_once(db: Database) -> None:
+    user = new_user(db, 20)
+    run = make_run(db, user, 7)
+    expires = utcnow() + LEASE
+    with db.session(write=True) as session:
+        assert run_lifecycle.claim(session, run.id, "worker-a", expires)
+        assert not run_lifecycle.claim(session, run.id, "worker-b", expires)  # the loser learns it
+        session.commit()
+    outcome = {"status": RunStatus.SUCCEEDED, "cpu_time_s": 0.5, "wall_time_s": 0.6}
+    with db.session(write=True) as session:  # not the lease holder: nothing is recorded
+        assert run_lifecycle.finish(session, {run.id: outcome}, "worker-b") == []
+        session.commit()
+    assert status_of(db, run.id) == RunStatus.RUNNING
+    for expected in (1, 0):  # a retried finish records and settles nothing more
+        with db.session(write=True) as session:
+            assert len(run_lifecycle.finish(session, {run.id: outcome}, "worker-a")) == expected
+            session.commit()
+    assert status_of(db, run.id) == RunStatus.SUCCEEDED
+    assert ledger_kinds(db, run.id) == ["hold", "release", "settle"]
+    balance, _, total = state(db, user)
+    with db.session() as session:
+        charged = session.get(Run, run.id)
+        assert charged is not None and 0 < charged.credits_charged < 7
+    assert balance == total == 20 - charged.credits_charged
+
+
+def test_a_cancelled_run_is_never_finished_by_its_worker(db: Database) -> None:
+    user = new_user(db, 20)
+    run = make_run(db, user, 7)
+    with db.session(write=True) as session:
+        assert run_lifecycle.claim(session, run.id, "worker-a", utcnow() + LEASE)
+        session.commit()
+    with db.session(write=True) as session:
+        loaded = session.get(Run, run.id)
+        assert loaded is not None and run_lifecycle.cancel(session, loaded)
+        assert not run_lifecycle.cancel(session, loaded)  # final: a second cancel moves nothing
+        session.commit()
+    with db.session(write=True) as session:
+        finished = run_lifecycle.finish(session, {run.id: {"status": RunStatus.FAILED, "error_code": "model_error"}},
+                                        "worker-a")
+        session.commit()
+    assert finished == []
+    assert status_of(db, run.id) == RunStatus.CANCELLED
+    assert ledger_kinds(db, run.id).count("settle") == 1
+    assert state(db, user)[0] == state(db, user)[2]
+
+
+def test_a_platform_failure_is_refunded_and_a_shutdown_gives_the_run_back(db: Database) -> None:
+    user = new_user(db, 20)
+    failed, released = make_run(db, user, 7), make_run(db, user, 5)
+    with db.session(write=True) as session:
+        for run in (failed, released):
+            assert run_lifecycle.claim(session, run.id, "worker-a", utcnow() + LEASE)
+        session.commit()
+    with db.session(write=True) as session:
+        run_lifecycle.finish(session, {failed.id: {"status": RunStatus.FAILED, "error_code": "sandbox_error",
+                                                   "cpu_time_s": 9.0}}, "worker-a")
+        run_lifecycle.release(session, released.id, "worker-a")
+        session.commit()
+    assert ledger_kinds(db, failed.id) == ["hold", "refund", "settle"]
+    assert status_of(db, released.id) == RunStatus.QUEUED
+    with db.session() as session:
+        back = session.get(Run, released.id)
+        assert back is not None and back.attempts == 0 and back.lease_owner is None  # the attempt does not count
+    assert state(db, user) == (15, 0, 15)  # 7 refunded; 5 still held by the queued run
+
+
+def test_a_lapsed_lease_requeues_then_fails_and_refunds(db: Database) -> None:
+    user = new_user(db, 20)
+    run = make_run(db, user, 7)
+    for attempt in (1, 2):
+        with db.session(write=True) as session:
+            assert run_lifecycle.claim(session, run.id, f"worker-{attempt}", utcnow() + LEASE)
+            session.execute(update(Run).where(Run.id == run.id).values(lease_expires_at=utcnow() - LEASE))
+            requeued, failed = run_lifecycle.requeue_or_fail_lapsed(session, max_attempts=2, limit=10)
+            session.commit()
+        assert (requeued, failed) == (([run.id], []) if attempt == 1 else ([], [run.id]))
+    assert status_of(db, run.id) == RunStatus.FAILED
+    assert ledger_kinds(db, run.id) == ["hold", "refund", "settle"]
+    assert state(db, user) == (20, 0, 20)
