@@ -91,8 +91,9 @@ def embedded(processes: int) -> Iterator[httpx.Client]:
 
 
 @contextmanager
-def workers(processes: int) -> Iterator[httpx.Client]:
-    with cluster(f"bench-sweep-{processes}w", REDIS_URL, workers=processes, FMU_GATEWAY_WORKERS="1") as c:
+def workers(processes: int, threads: int | None = None) -> Iterator[httpx.Client]:
+    overrides = {"FMU_GATEWAY_WORKERS": str(threads)} if threads else {}
+    with cluster(f"bench-sweep-{processes}w", REDIS_URL, workers=processes, **overrides) as c:
         yield c.gateway.client(c.gateway.create_user(credits=10_000_000, tier="enterprise"))
 
 
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--setup", choices=["embedded", "workers"], nargs="+", default=["embedded", "workers"])
     parser.add_argument("--processes", type=int, default=2, help="raw pool size = gateway worker threads/processes")
+    parser.add_argument("--worker-threads", type=int, default=None,
+                        help="threads of each worker process (default: the worker's own, one per CPU)")
     args = parser.parse_args()
     spec, ranges = MODELS[args.fmu]
     samples = samples_of(ranges, args.samples)
@@ -113,7 +116,9 @@ def main() -> None:
         print(f"{'setup':>9} | {'raw FMPy Pool(' + str(args.processes) + ')':>16} | {'gateway sweep':>14} | ratio")
         for setup in args.setup:
             raw = raw_rate(extracted, spec, samples, args.processes)
-            with (embedded if setup == "embedded" else workers)(args.processes) as client:
+            gateway = (embedded(args.processes) if setup == "embedded"
+                       else workers(args.processes, args.worker_threads))
+            with gateway as client:
                 rate = sweep_rate(client, fmu, spec, ranges, args.samples, warm_runs=4 * args.processes)
             print(f"{setup:>9} | {raw:>11.1f} runs/s | {rate:>9.1f} runs/s | {rate / raw:.2f}x")
 

@@ -158,3 +158,46 @@ def test_a_lapsed_lease_requeues_then_fails_and_refunds(db: Database) -> None:
     assert status_of(db, run.id) == RunStatus.FAILED
     assert ledger_kinds(db, run.id) == ["hold", "refund", "settle"]
     assert state(db, user) == (20, 0, 20)
+
+
+def test_a_chunk_is_finished_in_one_go_skipping_the_runs_no_longer_ours(db: Database) -> None:
+    user = new_user(db, 100)
+    runs = [make_run(db, user, 7) for _ in range(4)]
+    with db.session(write=True) as session:
+        for run in runs:
+            assert run_lifecycle.claim(session, run.id, "worker-a", utcnow() + LEASE)
+        # As a chunk's children are claimed: started only when the runner says so.
+        session.execute(update(Run).where(Run.id == runs[0].id).values(started_at=None))
+        session.commit()
+    with db.session(write=True) as session:  # one is cancelled while the chunk runs
+        cancelled = session.get(Run, runs[3].id)
+        assert cancelled is not None and run_lifecycle.cancel(session, cancelled)
+        session.commit()
+    started = utcnow() - timedelta(seconds=5)
+    outcomes: dict[str, dict[str, object]] = {
+        runs[0].id: {"status": RunStatus.SUCCEEDED, "cpu_time_s": 0.2, "wall_time_s": 0.3, "started_at": started,
+                     "result_rows": 11, "result_columns": ["time", "x"], "result_bytes": 900},
+        runs[1].id: {"status": RunStatus.FAILED, "error_code": "model_error", "error_message": "diverged",
+                     "cpu_time_s": 0.1, "wall_time_s": 0.1},
+        runs[2].id: {"status": RunStatus.FAILED, "error_code": "runner_error", "error_message": "lost"},
+        runs[3].id: {"status": RunStatus.SUCCEEDED, "cpu_time_s": 0.1},
+    }
+    for expected in (3, 0):
+        with db.session(write=True) as session:
+            finished = run_lifecycle.finish(session, outcomes, "worker-a")
+            session.commit()
+        assert len(finished) == expected
+    with db.session() as session:
+        stored = {run.id: run for run in session.scalars(select(Run).where(Run.id.in_([r.id for r in runs])))}
+    first = stored[runs[0].id]
+    assert (first.status, first.result_rows, first.result_columns, first.result_bytes) == \
+        (RunStatus.SUCCEEDED, 11, ["time", "x"], 900)
+    assert first.started_at is not None and abs((first.started_at - started).total_seconds()) < 1
+    assert first.finished_at is not None and first.lease_expires_at is None
+    assert (stored[runs[1].id].status, stored[runs[1].id].error_message) == (RunStatus.FAILED, "diverged")
+    assert stored[runs[3].id].status == RunStatus.CANCELLED
+    assert ledger_kinds(db, runs[2].id) == ["hold", "refund", "settle"]  # the platform's failure
+    for run in runs:
+        assert ledger_kinds(db, run.id).count("settle") == 1
+    balance, _, total = state(db, user)
+    assert balance == total == 100 - sum(run.credits_charged for run in stored.values())

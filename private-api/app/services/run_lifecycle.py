@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Update, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Table, Update, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.models import Run
 from app.models.base import utcnow
@@ -79,19 +80,18 @@ def claim_children(session: Session, sweep_id: str, owner: str, expires: datetim
     return list(session.execute(select(Run.id, Run.spec).where(Run.id.in_(won)).order_by(Run.sweep_index)))
 
 
+# The columns a finish writes; a chunk's children are finished in one executemany of them all.
+_FINAL_COLUMNS = ("status", "error_code", "error_message", "wall_time_s", "cpu_time_s", "max_rss_bytes",
+                  "result_rows", "result_columns", "result_bytes", "started_at", "finished_at", "lease_expires_at")
+
+
 def finish(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: str) -> list[Run]:
     """running → the outcome's status, for each run ``owner`` still holds, settled. ``outcomes``
     maps run ids to the columns to record (``status`` among them). Returns the runs recorded."""
-    runs: list[Run] = []
-    for run_id, fields in outcomes.items():
-        now = utcnow()
-        run = session.scalar(
-            _move((RUNNING,), RunStatus(fields["status"])).where(Run.id == run_id, Run.lease_owner == owner)
-            .values(**{k: v for k, v in fields.items() if k != "status"})
-            .values(finished_at=now, lease_expires_at=None, started_at=func.coalesce(Run.started_at, now))
-            .returning(Run))
-        if run is not None:
-            runs.append(run)
+    for fields in outcomes.values():
+        _move((RUNNING,), RunStatus(fields["status"]))  # checked before anything is written
+    runs = _finish_one(session, *next(iter(outcomes.items())), owner) if len(outcomes) == 1 else \
+        _finish_many(session, outcomes, owner)
     charges: list[tuple[Run, int, str]] = []
     refunds: list[tuple[Run, str]] = []
     for run in runs:
@@ -102,6 +102,45 @@ def finish(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: s
             cpu = fields.get("cpu_time_s")
             charges.append((run, pricing.run_cost(cpu, run.credits_held), f" ({cpu or 0:.3f} CPU-s)"))
     _settle(session, charges, refunds)
+    return runs
+
+
+def _finish_one(session: Session, run_id: str, fields: Mapping[str, Any], owner: str) -> list[Run]:
+    """A single run: one UPDATE … RETURNING."""
+    now = utcnow()
+    values = {k: v for k, v in fields.items() if k != "status"}
+    run = session.scalar(
+        _move((RUNNING,), RunStatus(fields["status"])).where(Run.id == run_id, Run.lease_owner == owner)
+        .values(**values)
+        .values(finished_at=now, lease_expires_at=None,
+                started_at=func.coalesce(Run.started_at, values.get("started_at", now)))
+        .returning(Run))
+    return [] if run is None else [run]
+
+
+def _finish_many(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: str) -> list[Run]:
+    """A chunk's children: the rows still ours, locked, then one executemany by primary key whose
+    values are also set on the loaded rows (what the database now holds: no read back)."""
+    runs = list(session.scalars(select(Run).where(Run.id.in_(list(outcomes)), Run.status == RUNNING,
+                                                  Run.lease_owner == owner).with_for_update()))
+    if not runs:
+        return []
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        fields = outcomes[run.id]
+        values = {column: fields.get(column, getattr(run, column)) for column in _FINAL_COLUMNS}
+        values.update(status=RunStatus(fields["status"]), finished_at=now, lease_expires_at=None,
+                      started_at=run.started_at or fields.get("started_at") or now)
+        for column, value in values.items():
+            set_committed_value(run, column, value)
+        rows.append({"b_id": run.id, **values})
+    table = cast(Table, Run.__table__)
+    # Core, not the ORM's bulk UPDATE: the row's status and lease are re-checked in the WHERE.
+    statement = (update(table)
+                 .where(table.c.id == bindparam("b_id"), table.c.status == RUNNING, table.c.lease_owner == owner)
+                 .values({column: bindparam(column) for column in _FINAL_COLUMNS}))
+    session.connection().execute(statement, rows)
     return runs
 
 
