@@ -3,6 +3,7 @@ credits settled, status final. Called by a dispatcher's worker, never a request 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -36,6 +37,8 @@ from app.storage import Storage
 
 log = logging.getLogger(__name__)
 
+# Sweep children remembered as claimed here (about 2 MB at most).
+_MAX_TAKEN = 20_000
 # Identifies the runner that checked an FMU's reset(): a new runner checks again.
 RUNNER_DIGEST = runner_digest()
 
@@ -105,10 +108,18 @@ class FmuRunner:
         self._abandoned: set[str] = set()
         # Runs whose sandbox the shutdown killed.
         self._interrupted: set[str] = set()
+        # Sweep children this process claimed with a chunk: their own message, when it comes here,
+        # is dropped without a query (once: a later message finds the row, e.g. if it was requeued).
+        self._taken: set[str] = set()
+        self._taken_order: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
         self._stopping = False
 
     def execute(self, run_id: str) -> None:
+        with self._lock:
+            if run_id in self._taken:
+                self._taken.discard(run_id)
+                return
         claimed = self._claim(run_id)
         if claimed is None:
             return  # another worker has it, it was cancelled, or it finished: a duplicate message
@@ -192,6 +203,10 @@ class FmuRunner:
         with self._lock:
             for row in rows:
                 self._held[row.id] = expires
+                self._taken.add(row.id)
+                self._taken_order.append(row.id)
+            while len(self._taken_order) > _MAX_TAKEN:
+                self._taken.discard(self._taken_order.popleft())
         return [dataclasses.replace(claimed, run_id=row.id, spec=row.spec) for row in rows]
 
     def held(self) -> dict[str, datetime]:
