@@ -1,4 +1,5 @@
-# The sandbox runner image: one fresh container of it per run (FMU_GATEWAY_SANDBOX=docker).
+# The sandbox runner image (FMU_GATEWAY_SANDBOX=docker): a fresh container of it per run, or per
+# tenant with its zygote forking the runs (FMU_GATEWAY_SANDBOX_REUSE).
 # Built by deploy/images/build.sh from the repository root, offline, from .build/wheelhouse.
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -14,8 +15,8 @@ RUN python3 -m venv /opt/venv \
 FROM ${BASE_IMAGE}
 ARG RUNNER_DIGEST=unknown
 COPY --from=venv /opt/venv /opt/venv
-COPY private-api/app/sandbox/runner.py /runner/runner.py
-# The backend compares this with the sha256 of its own runner.py: host and image speak one protocol.
+COPY private-api/app/sandbox/runner.py private-api/app/sandbox/zygote.py /runner/
+# The backend compares this with the sha256 of its own runner.py + zygote.py: host and image speak one protocol.
 LABEL org.fmu-gateway.runner-digest=${RUNNER_DIGEST}
 USER 65534:65534
 WORKDIR /tmp

@@ -39,8 +39,8 @@ wheel 'async-timeout>=4.0.3'
 # The bundled S3 server of deploy/docker-compose.yml (moto, in memory), only when asked for.
 if $want_s3; then wheel 'moto[server]'; fi
 
-# The runner image carries the runner script; the docker sandbox refuses an image built from another one.
-runner_digest=$(sha256sum private-api/app/sandbox/runner.py | cut -d' ' -f1)
+# The runner image carries the runner and zygote scripts; the docker sandbox refuses an image built from others.
+runner_digest=$(cat private-api/app/sandbox/runner.py private-api/app/sandbox/zygote.py | sha256sum | cut -d' ' -f1)
 # The API and SDK images carry the digest of their sources, so a stale image is told from a current one.
 source_digest=$("$python" deploy/images/source_digest.py)
 

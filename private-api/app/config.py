@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     # Sandboxes kept started with FMPy imported, so a run skips Python's start-up (0 = none).
     warm_sandboxes: int | None = None
-    # bwrap: one warm sandbox per tenant forks each run into namespaces of its own (docs/security.md);
-    # false: a new sandbox per run. A warm sandbox is retired after this many runs or idle seconds.
+    # bwrap, docker: one warm sandbox per tenant forks each run into namespaces of its own
+    # (docs/security.md); false: a new sandbox per run. Retired after this many runs or idle seconds.
     sandbox_reuse: bool = True
     sandbox_reuse_max_runs: int = Field(default=1000, ge=1)
     sandbox_reuse_idle_s: float = Field(default=300.0, gt=0)

@@ -13,7 +13,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from app.sandbox.warm import Zygote
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +115,16 @@ class Sandbox(ABC):
 class SandboxBackend(ABC):
     name: ClassVar[str]
     work_dir: Path
+    # Whether start_zygote gives warm sandboxes (app.sandbox.warm) of this backend.
+    has_zygotes: bool = False
 
     @abstractmethod
     def start(self, limits: Limits) -> Sandbox:
         """Spawn a sandbox now; its runner imports FMPy and waits for a job."""
+
+    def start_zygote(self, limits: Limits, *, prefork: bool = False) -> Zygote:
+        """A warm sandbox for one tenant, forking a sandbox per run; SandboxError where there is none."""
+        raise SandboxError(f"the {self.name} backend has no warm sandboxes")
 
     def remove_leftovers(self) -> list[str]:
         """Remove what a previous process on this work dir left (crash, kill -9); call before start()."""

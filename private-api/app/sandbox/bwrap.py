@@ -16,11 +16,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.sandbox.base import Limits, SandboxBackend, SandboxError
 from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env, spawn_child
 from app.sandbox.resources import create_resource_control
 from app.sandbox.staging import SandboxDirs
+
+if TYPE_CHECKING:
+    from app.sandbox.warm import Zygote
 
 SANDBOX_UID = 65534  # "nobody": not root inside, so bwrap keeps no capabilities
 SANDBOX_RUNNER = "/runner/runner.py"
@@ -68,6 +72,7 @@ def covered(path: str, roots: set[str]) -> bool:
 
 class BubblewrapBackend(SandboxBackend):
     name = "bwrap"
+    has_zygotes = True
 
     def __init__(
         self, *, work_dir: Path, python: Path | None = None, bwrap: str | None = None, use_cgroups: bool = True
@@ -81,6 +86,11 @@ class BubblewrapBackend(SandboxBackend):
         self.use_cgroups = use_cgroups
         self.features = bwrap_features(found)
         self.python_dirs = python_dirs(self.python)
+
+    def start_zygote(self, limits: Limits, *, prefork: bool = False) -> Zygote:
+        from app.sandbox.warm import BwrapZygote  # it builds on this module
+
+        return BwrapZygote(self, limits, prefork=prefork)
 
     def start(self, limits: Limits) -> ChildProcessSandbox:
         sandbox_id = new_sandbox_id()

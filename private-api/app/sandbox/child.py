@@ -56,11 +56,13 @@ _POLL_FALLBACK_S = 0.005
 _OUTPUT_CHECK_S = 0.05
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
+ZYGOTE_PATH = Path(__file__).with_name("zygote.py")  # a warm sandbox's (app.sandbox.warm)
 
 
-def runner_digest(path: Path = RUNNER_PATH) -> str:
-    """Names a runner version: host and runner speak one protocol, and checks of an FMU are per runner."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def runner_digest() -> str:
+    """Names the version of what runs inside sandboxes (runner.py, then zygote.py): host and sandbox
+    speak one protocol, and checks of an FMU are per runner. The runner image carries it as a label."""
+    return hashlib.sha256(RUNNER_PATH.read_bytes() + ZYGOTE_PATH.read_bytes()).hexdigest()
 
 # One thread per numeric library: the sandbox has a small pids limit and one job.
 SINGLE_THREADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -34,6 +34,8 @@ from app.sandbox.staging import SandboxDirs, stage_job
 if TYPE_CHECKING:
     import docker
 
+    from app.sandbox.warm import Zygote
+
 logger = logging.getLogger(__name__)
 
 LABEL_SANDBOX = "org.fmu-gateway.sandbox"
@@ -79,6 +81,7 @@ def connect(base_url: str | None = None) -> docker.DockerClient:
 
 class DockerBackend(SandboxBackend):
     name = "docker"
+    python_in_image = RUNNER_PYTHON
 
     def __init__(
         self,
@@ -100,16 +103,24 @@ class DockerBackend(SandboxBackend):
             labels = image_labels(self.client, image)
         except docker.errors.ImageNotFound as e:
             raise SandboxError(f"runner image {image!r} is not in the engine; build it with `make build`") from e
-        # Host and runner speak one line protocol: an image of another runner.py would fail obscurely.
+        # Host and sandbox speak one line protocol: an image of another runner.py or zygote.py would fail obscurely.
         if labels.get(LABEL_RUNNER_DIGEST) != runner_digest():
             raise SandboxError(
-                f"runner image {image!r} was built from another runner.py than this server's; rebuild it with "
-                "`make build`"
+                f"runner image {image!r} was built from another runner.py or zygote.py than this server's; "
+                "rebuild it with `make build`"
             )
+        # A zygote builds namespaces with the host kernel's calls; another runtime (gVisor's) keeps a
+        # container per run, the isolation it is chosen for.
+        self.has_zygotes = self.runtime is None
         if self.runtime is not None:
             runtimes = self.client.info().get("Runtimes") or {}
             if self.runtime not in runtimes:
                 raise SandboxError(f"the Docker engine has no runtime {self.runtime!r} (it has {sorted(runtimes)})")
+
+    def start_zygote(self, limits: Limits, *, prefork: bool = False) -> Zygote:
+        from app.sandbox.docker_warm import DockerZygote  # it builds on this module
+
+        return DockerZygote(self, limits, prefork=prefork)
 
     def start(self, limits: Limits) -> ChildProcessSandbox:
         sandbox_id = new_sandbox_id()
@@ -133,48 +144,75 @@ class DockerBackend(SandboxBackend):
 
     def container_config(self, sandbox_id: str, dirs: SandboxDirs, limits: Limits) -> dict[str, Any]:
         """The body of the engine's create-container request."""
-        from docker.types import LogConfig, Mount
+        from docker.types import Mount
 
-        host_config = self.client.api.create_host_config(
-            network_mode="none",
-            read_only=True,
+        host_config = self.hardened_host_config(
+            limits, memory_bytes=limits.memory_bytes, max_processes=limits.max_processes,
             # tmpfs pages count against the container's memory limit; the size caps /tmp on its own too.
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.memory_bytes},mode=1777"},
             mounts=[
                 Mount(CONTAINER_JOB, str(dirs.job), type="bind", read_only=True),
                 Mount(CONTAINER_OUT, str(dirs.out), type="bind"),
             ],
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=limits.max_processes,
-            mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes,  # equal: no swap beyond the memory limit
-            nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
             ulimits=container_ulimits(limits),
             init=True,  # docker-init reaps orphans and turns the runner's death by signal into 128 + N
+        )
+        config = self.hardened_container_config(
+            sandbox_id, host_config,
+            command=[RUNNER_PYTHON, "-I", "-B", CONTAINER_RUNNER, "--job-dir", CONTAINER_JOB,
+                     "--out-dir", CONTAINER_OUT, "--sandbox-id", sandbox_id],
+            environment=runner_env("/tmp", sandbox_id), stdin_open=True,
+        )
+        # The engine closes the runner's stdin when our attach connection goes (this process died): the
+        # runner's supervisor then ends the job instead of running it past a deadline nobody keeps.
+        config["StdinOnce"] = True
+        return config
+
+    def hardened_host_config(
+        self, limits: Limits, *, memory_bytes: int, max_processes: int, tmpfs: dict[str, str], mounts: list[Any],
+        ulimits: list[Any] | None = None, security_opt: tuple[str, ...] = (), cpu_limit: bool = True,
+        init: bool = False, auto_remove: bool = False,
+    ) -> dict[str, Any]:
+        """What every sandbox container gets (cold, or a warm one's zygote), with its own mounts."""
+        from docker.types import LogConfig, Ulimit
+
+        host_config: dict[str, Any] = self.client.api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            tmpfs=tmpfs,
+            mounts=mounts,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges", *security_opt],
+            pids_limit=max_processes,
+            mem_limit=memory_bytes,
+            memswap_limit=memory_bytes,  # equal: no swap beyond the memory limit
+            nano_cpus=int(self.cpus * 1e9) if self.cpus and cpu_limit else None,
+            ulimits=ulimits if ulimits is not None else [Ulimit(name="core", soft=0, hard=0)],
+            init=init,
             # We read the output from the attach stream; a logging driver would also copy all of it to the
             # engine's disk, where a model printing without end could fill it before its deadline.
             log_config=LogConfig(type=LogConfig.types.NONE),
             oom_score_adj=1000,  # under host memory pressure, a sandbox goes before anything else
             ipc_mode="private",
             runtime=self.runtime,
+            auto_remove=auto_remove,
         )
+        return host_config
+
+    def hardened_container_config(self, sandbox_id: str, host_config: dict[str, Any], *, command: list[str],
+                                  environment: dict[str, str], stdin_open: bool) -> dict[str, Any]:
         config: dict[str, Any] = self.client.api.create_container_config(
             image=self.image,
-            command=[RUNNER_PYTHON, "-I", "-B", CONTAINER_RUNNER, "--job-dir", CONTAINER_JOB,
-                     "--out-dir", CONTAINER_OUT, "--sandbox-id", sandbox_id],
+            command=command,
             user=SANDBOX_USER,
-            stdin_open=True,
-            environment=runner_env("/tmp", sandbox_id),
+            stdin_open=stdin_open,
+            environment=environment,
             working_dir="/tmp",
             hostname="sandbox",
             network_disabled=True,
             labels={LABEL_SANDBOX: sandbox_id, LABEL_WORK_DIR: str(self.work_dir)},
             host_config=host_config,
         )
-        # The engine closes the runner's stdin when our attach connection goes (this process died): the
-        # runner's supervisor then ends the job instead of running it past a deadline nobody keeps.
-        config["StdinOnce"] = True
         return config
 
     def remove_leftovers(self) -> list[str]:

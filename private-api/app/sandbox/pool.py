@@ -1,6 +1,6 @@
 """Warm sandboxes, so a run does not pay Python's start-up.
 
-With reuse (bwrap): one zygote per tenant (`app.sandbox.warm`), started with the runner's imports
+With reuse (bwrap, docker): one zygote per tenant (`app.sandbox.warm`), started with the runner's imports
 done, forks an isolated sandbox per run; it serves that tenant only, and is retired after
 `Reuse.max_runs` runs or `Reuse.idle_s` idle seconds. Zygotes are pre-started unassigned and
 given to a tenant at its first run. Without reuse (or for a backend without zygotes): single-use
@@ -15,7 +15,6 @@ import threading
 import time
 
 from app.sandbox.base import Limits, Sandbox, SandboxBackend, SandboxError
-from app.sandbox.bwrap import BubblewrapBackend
 from app.sandbox.warm import Reuse, Zygote
 
 logger = logging.getLogger(__name__)
@@ -30,8 +29,8 @@ class SandboxPool:
         self.backend = backend
         self.limits = limits.fixed_at_start()
         self.size = size
-        # Only bwrap has zygotes so far; docker and process keep one sandbox per run.
-        self.reuse = reuse if isinstance(backend, BubblewrapBackend) else None
+        # bwrap and docker have zygotes; process keeps one sandbox per run.
+        self.reuse = reuse if backend.has_zygotes else None
         self._idle: collections.deque[Sandbox] = collections.deque()
         self._spare: collections.deque[Zygote] = collections.deque()  # started, no tenant yet
         self._tenants: dict[str, Zygote] = {}
@@ -138,8 +137,7 @@ class SandboxPool:
             try:
                 started: Sandbox | Zygote
                 if self.reuse is not None:
-                    assert isinstance(self.backend, BubblewrapBackend)
-                    started = Zygote(self.backend, self.limits, prefork=True)
+                    started = self.backend.start_zygote(self.limits, prefork=True)
                     started.fork_spare()  # its first run need not wait for its namespaces either
                 else:
                     started = self.backend.start(self.limits)

@@ -155,7 +155,8 @@ class CgroupControl(ResourceControl):
     def pids(self) -> set[int]:
         found: set[int] = set()
         for d in self.dirs:
-            with contextlib.suppress(FileNotFoundError):
+            # Gone, or being removed by another thread (ENODEV while it is): no processes left there.
+            with contextlib.suppress(FileNotFoundError, OSError):
                 found.update(int(line) for line in (d / "cgroup.procs").read_text().split())
         return found
 
@@ -212,6 +213,13 @@ def create_resource_control(limits: Limits, sandbox_id: str, *, use_cgroups: boo
             if control is not None:
                 return control
     return RlimitControl(limits, sandbox_id)
+
+
+def cgroups_usable(limits: Limits, name: str) -> bool:
+    """Whether sandboxes started now would get cgroups (one is made under ``name`` and removed)."""
+    control = create_resource_control(limits, name)
+    control.close()
+    return isinstance(control, CgroupControl)
 
 
 def create_cgroup_control(limits: Limits, name: str) -> CgroupControl | None:

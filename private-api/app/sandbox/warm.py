@@ -22,20 +22,20 @@ import socket
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.sandbox.base import Limits, SandboxBackend, SandboxError
 from app.sandbox.bwrap import SANDBOX_RUNNER, BubblewrapBackend
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
-from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
+from app.sandbox.child import RUNNER_PATH, ZYGOTE_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
 from app.sandbox.resources import ResourceControl, create_resource_control
 from app.sandbox.runner import DONE, EXIT, FMU_DIR, GO
 from app.sandbox.staging import SandboxDirs, link_tree, write_spec
 
 logger = logging.getLogger(__name__)
 
-ZYGOTE_PATH = Path(__file__).with_name("zygote.py")
 SANDBOX_ZYGOTE = "/runner/zygote.py"
 # Kept in the zygote's own user namespace to build each run's namespaces; every run drops all.
 ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_SYS_RESOURCE")
@@ -44,13 +44,25 @@ _END_TIMEOUT_S = 5.0
 _ZYGOTE_LOG_BYTES = 64 << 10
 
 
-class Zygote:
-    """One long-lived bwrap sandbox that forks isolated runs for a single tenant."""
+class ZygoteProcess(Protocol):
+    """What the host holds of a zygote's outermost process (a ``Popen``, or a container's init)."""
 
-    def __init__(self, backend: BubblewrapBackend, limits: Limits, *, prefork: bool = False) -> None:
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+
+class Zygote(ABC):
+    """One long-lived sandbox that forks isolated runs for a single tenant; how it is started and
+    stopped (bwrap, a container) is the subclass's, everything about its runs is here."""
+
+    log_name = "zygote.log"  # below root: the zygote's stderr
+
+    def __init__(self, work_dir: Path, limits: Limits, *, use_cgroups: bool, prefork: bool = False) -> None:
         self.id = new_sandbox_id()
-        self.backend = backend
         self.limits = limits.fixed_at_start()
+        self.use_cgroups = use_cgroups
         # Keep one run forked ahead, namespaces built and runner waiting, so a run skips that wait.
         self.prefork = prefork
         self._spare: ChildProcessSandbox | None = None
@@ -64,7 +76,7 @@ class Zygote:
         self._lock = threading.Lock()
         self._ready = False
         self._closed = False
-        self.root = backend.work_dir / self.id
+        self.root = work_dir / self.id
         self.runs_dir = self.root / "runs"
         # Each FMU this zygote's runs use, linked here once; a run's init binds its own at "go".
         self.fmus_dir = self.root / "fmus"
@@ -73,49 +85,34 @@ class Zygote:
         self.root.mkdir(parents=True, mode=0o700)
         self.runs_dir.mkdir(mode=0o700)
         self.fmus_dir.mkdir(mode=0o700)
-        # The zygote itself: bounded like one run (it forks its runs before they join their own cgroups).
-        self.resources = create_resource_control(self.limits, self.id, use_cgroups=backend.use_cgroups)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.resources = self._own_resources()
         try:
-            with open(self.root / "zygote.log", "wb") as log:
-                self._proc = subprocess.Popen(
-                    self.argv(theirs.fileno()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                    pass_fds=(theirs.fileno(),), env=runner_env("/tmp", self.id), cwd=self.root,
-                    start_new_session=True, preexec_fn=self.resources.preexec,
-                )  # fmt: skip
-        except (OSError, subprocess.SubprocessError) as e:
-            ours.close()
+            self._proc, self._sock = self._launch()
+        except BaseException:
             self.resources.close()
             shutil.rmtree(self.root, ignore_errors=True)
-            raise SandboxError(f"cannot start a warm sandbox: {e}") from e
-        finally:
-            theirs.close()
-        self.resources.attach(self._proc.pid)
-        self._sock = ours
+            raise
+
+    @abstractmethod
+    def _own_resources(self) -> ResourceControl:
+        """What bounds the zygote itself (its runs join their own cgroups, or take rlimits, at once)."""
+
+    @abstractmethod
+    def _launch(self) -> tuple[ZygoteProcess, socket.socket]:
+        """Start the zygote; its process and the host's end of its socket. SandboxError if it cannot."""
+
+    @abstractmethod
+    def _stop(self) -> None:
+        """Kill the zygote's process and with it every run still in its namespace; wait for it."""
+
+    @abstractmethod
+    def _prepare_run(self, dirs: SandboxDirs) -> None:
+        """Make a new run's dirs reachable for the zygote's user (before its request is sent)."""
 
     @property
     def pid(self) -> int:
+        """The zygote's outermost process: killing it ends the zygote and every run it forked."""
         return self._proc.pid
-
-    def argv(self, socket_fd: int) -> list[str]:
-        b = self.backend
-        return [
-            b.bwrap,
-            *b.isolation_args(keep_caps=ZYGOTE_CAPS),
-            *b.env_args(self.id),
-            *b.system_args(self.limits),
-            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
-            "--ro-bind", str(ZYGOTE_PATH), SANDBOX_ZYGOTE,
-            "--bind", str(self.runs_dir), "/runs",
-            "--ro-bind", str(self.fmus_dir), "/fmus",
-            "--dir", "/job",
-            "--dir", "/out",
-            "--chdir", "/tmp",
-            "--",
-            b.python, "-I", "-B", SANDBOX_ZYGOTE,
-            "--socket-fd", str(socket_fd),
-            "--sandbox-id", self.id,
-        ]  # fmt: skip
 
     def stage_fmu(self, fmu_dir: Path) -> str:
         """The name under /fmus of this extracted FMU, linked there on its first run here."""
@@ -202,7 +199,8 @@ class Zygote:
             raise SandboxError(f"warm sandbox {self.id} did not become ready: {self.log_tail()}")
         run_id = new_sandbox_id()
         dirs = SandboxDirs.create(self.runs_dir, run_id)
-        resources = create_resource_control(limits, run_id, use_cgroups=self.backend.use_cgroups)
+        self._prepare_run(dirs)
+        resources = create_resource_control(limits, run_id, use_cgroups=self.use_cgroups)
 
         def spawn(control: ControlMessages, log: BoundedLog) -> ForkedTree:
             return ForkedTree(self, run_id, limits, resources, control, log)
@@ -266,24 +264,80 @@ class Zygote:
             spare.close()
         self._sock.close()
         self.resources.kill_all()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        try:
-            self._proc.wait(_END_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.error("warm sandbox %s did not die after SIGKILL", self.id)
+        self._stop()
         self.resources.detach()
         self.resources.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log_tail(self) -> str:
         try:
-            with open(self.root / "zygote.log", "rb") as f:
+            with open(self.root / self.log_name, "rb") as f:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(f.tell() - _ZYGOTE_LOG_BYTES, 0))
                 return f.read().decode("utf-8", "replace").strip()
         except OSError:
             return ""
+
+
+class BwrapZygote(Zygote):
+    """The zygote in a bwrap sandbox of its own, spoken to over an inherited socketpair."""
+
+    def __init__(self, backend: BubblewrapBackend, limits: Limits, *, prefork: bool = False) -> None:
+        self.backend = backend
+        super().__init__(backend.work_dir, limits, use_cgroups=backend.use_cgroups, prefork=prefork)
+
+    def _own_resources(self) -> ResourceControl:
+        # Bounded like one run (it forks its runs before they join their own cgroups).
+        return create_resource_control(self.limits, self.id, use_cgroups=self.use_cgroups)
+
+    def _launch(self) -> tuple[ZygoteProcess, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with open(self.root / self.log_name, "wb") as log:
+                proc = subprocess.Popen(
+                    self.argv(theirs.fileno()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    pass_fds=(theirs.fileno(),), env=runner_env("/tmp", self.id), cwd=self.root,
+                    start_new_session=True, preexec_fn=self.resources.preexec,
+                )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as e:
+            ours.close()
+            raise SandboxError(f"cannot start a warm sandbox: {e}") from e
+        finally:
+            theirs.close()
+        self.resources.attach(proc.pid)
+        self._popen = proc
+        return proc, ours
+
+    def argv(self, socket_fd: int) -> list[str]:
+        b = self.backend
+        return [
+            b.bwrap,
+            *b.isolation_args(keep_caps=ZYGOTE_CAPS),
+            *b.env_args(self.id),
+            *b.system_args(self.limits),
+            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
+            "--ro-bind", str(ZYGOTE_PATH), SANDBOX_ZYGOTE,
+            "--bind", str(self.runs_dir), "/runs",
+            "--ro-bind", str(self.fmus_dir), "/fmus",
+            "--dir", "/job",
+            "--dir", "/out",
+            "--chdir", "/tmp",
+            "--",
+            b.python, "-I", "-B", SANDBOX_ZYGOTE,
+            "--socket-fd", str(socket_fd),
+            "--sandbox-id", self.id,
+        ]  # fmt: skip
+
+    def _prepare_run(self, dirs: SandboxDirs) -> None:
+        pass  # the zygote is the host's user, root in its namespace: it reaches them as they are
+
+    def _stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
+        try:
+            self._popen.wait(_END_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logger.error("warm sandbox %s did not die after SIGKILL", self.id)
 
 
 class ForkedTree:
@@ -406,14 +460,15 @@ class Reuse:
 
 
 class ZygoteBackend(SandboxBackend):
-    """Every sandbox forked from a warm zygote, one zygote per set of limits (so one tenant): for
-    tools and the conformance suite. The server's `SandboxPool` keeps one zygote per tenant."""
+    """Every sandbox forked from a warm zygote of ``backend``, one zygote per set of limits (so one
+    tenant): for tools and the conformance suite. The server's `SandboxPool` keeps one per tenant."""
 
-    name = "bwrap-warm"
-
-    def __init__(self, bwrap: BubblewrapBackend) -> None:
-        self.bwrap = bwrap
-        self.work_dir = bwrap.work_dir
+    def __init__(self, backend: SandboxBackend) -> None:
+        if not backend.has_zygotes:
+            raise SandboxError(f"the {backend.name} backend has no warm sandboxes")
+        self.inner = backend
+        self.name = f"{backend.name}-warm"  # type: ignore[misc]
+        self.work_dir = backend.work_dir
         self._zygotes: dict[Limits, Zygote] = {}
         self._lock = threading.Lock()
 
@@ -422,8 +477,11 @@ class ZygoteBackend(SandboxBackend):
         with self._lock:
             zygote = self._zygotes.get(key)
             if zygote is None or not zygote.usable():
-                zygote = self._zygotes[key] = Zygote(self.bwrap, key)
+                zygote = self._zygotes[key] = self.inner.start_zygote(key)
         return zygote.fork(limits)
+
+    def remove_leftovers(self) -> list[str]:
+        return self.inner.remove_leftovers()
 
     def close(self) -> None:
         with self._lock:

@@ -1,17 +1,20 @@
 """Warm sandbox zygote: one long-lived process per tenant, forking one isolated process tree per run.
 
-Standalone script, bound into a bwrap sandbox next to ``runner.py`` (it imports the runner's
-functions, never the app). The sandbox gives it ``CAP_SYS_ADMIN`` and ``CAP_SETPCAP`` in its own
-user namespace, and nothing else; no run keeps either.
+Standalone script, next to ``runner.py`` (it imports the runner's functions, never the app), run
+either in a bwrap sandbox (``--socket-fd``), which gives it ``CAP_SYS_ADMIN`` and ``CAP_SETPCAP``
+in its own user namespace and nothing else, or as a hardened container's command
+(``--socket-path --own-namespaces``), where it makes those namespaces itself
+(``enter_own_namespaces``). No run keeps any capability.
 
-Protocol with the host (``--socket-fd``, a Unix stream socket; requests carry file descriptors):
+Protocol with the host (the socket, Unix stream; requests carry file descriptors):
   1. zygote: imports FMPy, NumPy and pyarrow (warm), makes itself non-dumpable, writes
      ``{"event": "ready", ...}`` as one JSON line on the socket
   2. host:   sends one JSON line per run, ``{"run": NAME, "rlimits": {...}, "tmpfs_bytes": N}``,
      with the descriptors ``[stdin, control, log, *cgroup.procs]`` of that run
   3. zygote: forks the run's init (below) into a new PID namespace and forgets the descriptors;
      it never reads the run's pipes, never loads a model and never waits on a run
-When the socket closes (the host is gone) the zygote exits, and bwrap's init kills every run.
+When the socket closes (the host is gone) the zygote exits, and the init of its PID namespace
+(bwrap's, or the container's) kills every run.
 
 A run, seen from the host, speaks the runner's protocol (see ``runner.py``) on its own pipes:
 ``ready``, ``running``, ``done`` and ``exit`` on control, the model's output on log, ``go`` (with
@@ -53,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # python -I leav
 import runner
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -101,11 +105,31 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--socket-fd", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket-fd", type=int)  # bwrap: a socketpair's end, inherited
+    where.add_argument("--socket-path")  # a container: the host listens on a socket in a bound dir
+    parser.add_argument("--own-namespaces", action="store_true",
+                        help="make the user, mount and PID namespaces bwrap would have made (in a container)")
+    parser.add_argument("--log-file", help="stderr goes here (a container's own output is not kept)")
+    parser.add_argument("--address-space", type=int,
+                        help="RLIMIT_AS of the zygote, set before its imports (runs without cgroups get it)")
     parser.add_argument("--sandbox-id", default="")  # makes the process tree findable in ps and tests
     args = parser.parse_args(argv)
 
-    sock = socket.socket(fileno=args.socket_fd)
+    if args.log_file:
+        log = os.open(args.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.dup2(log, 2)
+        os.close(log)
+    if args.socket_path:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(args.socket_path)
+    else:
+        sock = socket.socket(fileno=args.socket_fd)
+    if args.own_namespaces:
+        enter_own_namespaces(sock)
+    if args.address_space:
+        # Allocators that reserve address space up front (pyarrow's) then fit under it, as in a run.
+        resource.setrlimit(resource.RLIMIT_AS, (args.address_space, args.address_space))
     runner.warm_up()
     # Objects of the imports are never collected: a run's garbage collector then does not touch
     # (and copy) the pages it shares with the zygote.
@@ -121,6 +145,26 @@ def main(argv: list[str] | None = None) -> None:
     ready = {"event": runner.READY, "pid": os.getpid(), "cpu_time_s": times.user + times.system}
     sock.sendall(json.dumps({**ready, **runner.memory_status()}).encode() + b"\n")
     serve(sock, own_pid_ns)
+
+
+def enter_own_namespaces(sock: socket.socket) -> None:
+    """What bwrap does for the zygote, done by itself (in a container, whose seccomp profile lets
+    it): a user namespace where it is root with every capability (the container's user outside),
+    a mount namespace, and a PID namespace whose init it becomes, which lets it mount a fresh
+    /proc. The process that called this stays outside, waits, and passes the zygote's end on."""
+    uid, gid = os.getuid(), os.getgid()
+    check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID), "unshare(CLONE_NEWUSER|NEWNS|NEWPID)")
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
+                       ("/proc/self/gid_map", f"0 {gid} 1")):
+        with open(path, "w", encoding="ascii") as f:
+            f.write(text)
+    pid = os.fork()
+    if pid:
+        sock.close()
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
 def serve(sock: socket.socket, own_pid_ns: int) -> None:

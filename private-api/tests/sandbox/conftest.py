@@ -19,14 +19,13 @@ import pytest
 from docker_engine import require_docker, sandbox_containers
 
 from app.sandbox import Job, Limits, Outcome, SandboxBackend, create_backend
-from app.sandbox.bwrap import BubblewrapBackend
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.docker import LABEL_SANDBOX, ContainerResources
-from app.sandbox.warm import ForkedTree, ZygoteBackend
+from app.sandbox.warm import BwrapZygote, ForkedTree, Zygote, ZygoteBackend
 
-BACKENDS = ("bwrap", "bwrap-warm", "docker", "process")
-# The backends that isolate: what bwrap hides, docker and a warm bwrap's forked runs must hide too.
-ISOLATING = ("bwrap", "bwrap-warm", "docker")
+BACKENDS = ("bwrap", "bwrap-warm", "docker", "docker-warm", "process")
+# The backends that isolate: what bwrap hides, docker and the runs forked by warm sandboxes must hide too.
+ISOLATING = ("bwrap", "bwrap-warm", "docker", "docker-warm")
 # Small enough that hang tests stay fast, large enough for a cold runner to import FMPy.
 DEFAULT_LIMITS = Limits(memory_bytes=512 << 20, deadline_s=20.0, max_processes=32)
 
@@ -54,13 +53,14 @@ def fmu_dirs(fmus: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def make_backend(name: str, work_dir: Path) -> SandboxBackend:
-    if name.startswith("bwrap") and not bwrap_usable():
+    """A backend by name; ``<name>-warm``: every sandbox forked from a warm one of ``<name>``."""
+    base = name.removesuffix("-warm")
+    if base == "bwrap" and not bwrap_usable():
         pytest.skip("bubblewrap is not installed or cannot create namespaces here")
-    if name == "docker":
+    if base == "docker":
         require_docker()
-    if name == ZygoteBackend.name:
-        return ZygoteBackend(BubblewrapBackend(work_dir=work_dir))
-    return create_backend(name, work_dir=work_dir)
+    backend = create_backend(base, work_dir=work_dir)
+    return ZygoteBackend(backend) if name.endswith("-warm") else backend
 
 
 @contextlib.contextmanager
@@ -130,13 +130,26 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def zygote_pids(sandbox: ChildProcessSandbox) -> set[int]:
-    """The zygote's own processes: bwrap, bwrap's init inside, the zygote's Python, the run forked ahead."""
+    """The zygote's own processes (see zygote_chain) and the run forked ahead."""
     assert isinstance(sandbox.tree, ForkedTree)
     zygote = sandbox.tree.zygote
-    parents = {pid: parent_of(pid) for pid in processes_mentioning(zygote.id)}
-    inner = {pid for pid, parent in parents.items() if parent == zygote.pid}
-    python = {pid for pid, parent in parents.items() if parent in inner}
-    return {zygote.pid, *inner, *python, *zygote.spare_pids()}
+    return {pid for level in zygote_levels(zygote) for pid in level} | zygote.spare_pids()
+
+
+def zygote_levels(zygote: Zygote) -> list[list[int]]:
+    """The zygote's processes from the outermost to its Python, which forks the runs (last): bwrap,
+    bwrap's init, the Python; or, in a container, the process that made its namespaces, the Python."""
+    levels = [[zygote.pid]]
+    for _ in range(2 if isinstance(zygote, BwrapZygote) else 1):
+        levels.append([child for pid in levels[-1] for child in children_of(pid)])
+    return levels
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def parent_of(pid: int) -> int:

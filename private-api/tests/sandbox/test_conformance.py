@@ -174,9 +174,9 @@ class TestResultsMatchRawFmpy:
     def test_outcome_reports_resources_used(self, backend: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
         outcome = succeeded(run_once(backend, fmu_dirs["VanDerPol"], {"stop_time": 1.0})).outcome
         # A forked warm run ends at its "done" (its cgroup has the figures); its exit is not waited for.
-        assert outcome.exit_code == (None if backend.name == "bwrap-warm" else 0) and outcome.signal is None
+        assert outcome.exit_code == (None if backend.name.endswith("-warm") else 0) and outcome.signal is None
         # FMPy + NumPy loaded; a forked warm run is charged only what it added to the zygote's pages.
-        least = 1 << 20 if backend.name == "bwrap-warm" else 10 << 20
+        least = 1 << 20 if backend.name.endswith("-warm") else 10 << 20
         assert outcome.max_rss_bytes is not None and outcome.max_rss_bytes > least
         assert outcome.cpu_time_s is not None and outcome.cpu_time_s > 0
         assert 0 < outcome.wall_time_s < DEFAULT_LIMITS.deadline_s
@@ -492,20 +492,18 @@ _DYING_HOST = """
 import sys, threading
 from pathlib import Path
 from app.sandbox import Job, Limits, create_backend
-from app.sandbox.bwrap import BubblewrapBackend
 from app.sandbox.warm import ZygoteBackend
 limits = Limits(memory_bytes=512 << 20, deadline_s=600.0)
 work_dir = Path(sys.argv[2])
-if sys.argv[1] == ZygoteBackend.name:
-    backend = ZygoteBackend(BubblewrapBackend(work_dir=work_dir))
-else:
-    backend = create_backend(sys.argv[1], work_dir=work_dir)
+warm = sys.argv[1].endswith("-warm")
+backend = create_backend(sys.argv[1].removesuffix("-warm"), work_dir=work_dir)
+backend = ZygoteBackend(backend) if warm else backend
 sandbox = backend.start(limits)
 assert sandbox.wait_ready(60)
 spec = {"fmi_type": "CoSimulation", "start_values": {"mode": 3}}
 threading.Thread(target=sandbox.run, args=(Job("run-1", Path(sys.argv[3]), spec, limits),), daemon=True).start()
 # A forked run's processes carry its zygote's command line.
-print(sandbox.tree.zygote.id if sys.argv[1] == ZygoteBackend.name else sandbox.id, flush=True)
+print(sandbox.tree.zygote.id if warm else sandbox.id, flush=True)
 threading.Event().wait()
 """
 

@@ -1,8 +1,9 @@
 """Warm sandboxes: runs forked from one zygote per tenant stay isolated from each other, from the
 zygote and from other tenants; the pool gives each tenant its own zygote and retires them.
 
-Real bwrap, namespaces and cgroups, the project's Hostile FMU; no mocks. The whole conformance
-suite also runs on the warm path (the `bwrap-warm` backend in test_conformance.py).
+Real bwrap and Docker, namespaces and cgroups, the project's Hostile FMU; no mocks. The whole
+conformance suite also runs on the warm path (the `bwrap-warm` and `docker-warm` backends in
+test_conformance.py).
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ from typing import Any
 
 import pytest
 
-from app.sandbox import Job, Limits, Sandbox
-from app.sandbox.bwrap import BubblewrapBackend
+from app.sandbox import Job, Limits, Sandbox, SandboxBackend
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.pool import SandboxPool
 from app.sandbox.warm import ForkedTree, Reuse, Zygote
 
-from .conftest import DEFAULT_LIMITS, assert_nothing_left, bwrap_usable, read_table
-
-pytestmark = pytest.mark.skipif(not bwrap_usable(), reason="bubblewrap is not installed or cannot create namespaces")
+from .conftest import DEFAULT_LIMITS, assert_nothing_left, backend_named, children_of, read_table, zygote_levels
 
 # What mode 15 reports, bit by bit, for what mode 14 planted.
 PLANTED_BITS = {1: "/tmp file", 2: "/dev/shm file", 4: "cwd file", 8: "SysV segment", 16: "a process",
@@ -55,9 +53,19 @@ def zygote_of(sandbox: Sandbox) -> Zygote:
     return sandbox.tree.zygote
 
 
+# Where warm sandboxes are: every test runs on both.
+WARM = ("bwrap", "docker")
+
+
+@pytest.fixture(params=WARM)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxBackend]:
+    with backend_named(request.param, tmp_path / "sandboxes") as backend:
+        yield backend
+
+
 @pytest.fixture
-def pool(tmp_path: Path) -> Iterator[SandboxPool]:
-    pool = SandboxPool(BubblewrapBackend(work_dir=tmp_path / "sandboxes"), DEFAULT_LIMITS, size=1, reuse=Reuse())
+def pool(backend: SandboxBackend) -> Iterator[SandboxPool]:
+    pool = SandboxPool(backend, DEFAULT_LIMITS, size=1, reuse=Reuse())
     pool.start()
     try:
         yield pool
@@ -152,6 +160,7 @@ class TestHarm:
         zygote = zygote_of(sandbox)
         assert sandbox.wait_ready(20.0)
         os.kill(zygote.pid, signal.SIGKILL)
+        wait_until(lambda: not zygote.usable())  # the kill takes its namespace's processes down first
         outcome, _ = run(sandbox, fmu_dirs["VanDerPol"], {"stop_time": 1.0})
         assert (outcome.status, outcome.error_code) == ("failed", "sandbox_error")
         replacement = pool.acquire(DEFAULT_LIMITS, "alice")
@@ -174,9 +183,10 @@ class TestHarm:
 
 
 class TestRecycling:
-    def test_a_zygote_is_retired_after_its_runs_and_when_idle(self, tmp_path: Path, fmu_dirs: dict[str, Path]) -> None:
-        pool = SandboxPool(BubblewrapBackend(work_dir=tmp_path), DEFAULT_LIMITS, size=0,
-                           reuse=Reuse(max_runs=2, idle_s=0.5))  # fmt: skip
+    def test_a_zygote_is_retired_after_its_runs_and_when_idle(
+        self, backend: SandboxBackend, fmu_dirs: dict[str, Path]
+    ) -> None:
+        pool = SandboxPool(backend, DEFAULT_LIMITS, size=0, reuse=Reuse(max_runs=2, idle_s=0.5))
         pool.start()
         try:
             spec = {"stop_time": 1.0}
@@ -199,19 +209,12 @@ class TestRecycling:
 
 
 def zygote_processes(zygote: Zygote) -> list[int]:
-    """The zygote's Python process (bwrap's init's child), not bwrap."""
-    return [pid for pid in children(zygote.pid) for pid in children(pid)]
+    """The zygote's Python process, not what starts it (bwrap, or the container's first process)."""
+    return zygote_levels(zygote)[-1]
 
 
 def zygote_children(zygote: Zygote) -> list[int]:
-    return [child for pid in zygote_processes(zygote) for child in children(pid)]
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    return [child for pid in zygote_processes(zygote) for child in children_of(pid)]
 
 
 def wait_until(condition: Any, timeout: float = 10.0) -> None:
