@@ -109,9 +109,12 @@ class DockerBackend(SandboxBackend):
                 f"runner image {image!r} was built from another runner.py or zygote.py than this server's; "
                 "rebuild it with `make build`"
             )
-        # A zygote builds namespaces with the host kernel's calls; another runtime (gVisor's) keeps a
-        # container per run, the isolation it is chosen for.
-        self.has_zygotes = self.runtime is None
+        # A zygote builds namespaces with the host kernel's calls: another runtime (gVisor's) keeps a
+        # container per run, the isolation it is chosen for, and so does an engine that confines
+        # containers with AppArmor or SELinux, whose default policies forbid the mounts.
+        confined = any(("apparmor" in option or "selinux" in option)
+                       for option in self.client.info().get("SecurityOptions") or [])
+        self.has_zygotes = self.runtime is None and not confined
         if self.runtime is not None:
             runtimes = self.client.info().get("Runtimes") or {}
             if self.runtime not in runtimes:
@@ -120,6 +123,8 @@ class DockerBackend(SandboxBackend):
     def start_zygote(self, limits: Limits, *, prefork: bool = False) -> Zygote:
         from app.sandbox.docker_warm import DockerZygote  # it builds on this module
 
+        if not self.has_zygotes:
+            return super().start_zygote(limits, prefork=prefork)  # raises: none here
         return DockerZygote(self, limits, prefork=prefork)
 
     def start(self, limits: Limits) -> ChildProcessSandbox:

@@ -87,3 +87,16 @@ def test_unknown_runtime_is_refused(tmp_path: Path) -> None:
 def test_unreachable_engine_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="cannot reach the Docker engine"):
         DockerBackend(work_dir=tmp_path, image=RUNNER_IMAGE, base_url=f"unix://{tmp_path}/no-such.sock")
+
+
+def test_warm_containers_only_on_the_engine_s_own_runtime_without_mac_confinement(tmp_path: Path) -> None:
+    """A zygote builds namespaces with the host kernel's calls: another runtime (gVisor) or an engine
+    confining containers with AppArmor or SELinux keeps a container per run."""
+    require_docker()
+    options = connect().info().get("SecurityOptions") or []
+    confined = any("apparmor" in option or "selinux" in option for option in options)
+    assert DockerBackend(work_dir=tmp_path, image=RUNNER_IMAGE).has_zygotes is not confined
+    chosen = DockerBackend(work_dir=tmp_path, image=RUNNER_IMAGE, runtime="runc")  # every engine has runc
+    assert not chosen.has_zygotes
+    with pytest.raises(SandboxError, match="no warm sandboxes"):
+        chosen.start_zygote(Limits())
