@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 from functools import cache
 from pathlib import Path
@@ -125,10 +126,13 @@ class ContainerProcess:
     def poll(self) -> int | None:
         if not self._ended:
             try:
-                self._ended = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                # select first: a socket with a timeout (wait_ready sets one) makes recv wait for data
+                # whatever its flags say, and this is called with the pool's lock held.
+                if select.select([self._sock], [], [], 0)[0]:
+                    self._ended = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
             except (BlockingIOError, InterruptedError):
-                pass  # nothing to read: open
-            except OSError:
+                pass  # readable a moment ago, nothing now: open
+            except (OSError, ValueError):  # closed here
                 self._ended = True
         return -9 if self._ended else None
 
