@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import socket
 from functools import cache
 from pathlib import Path
@@ -120,21 +119,26 @@ class ContainerProcess:
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
-        self._sock = sock
+        # Peeked through a socket object of its own without a timeout: recv on one with a timeout
+        # (wait_ready sets one on the zygote's) waits for data whatever its flags say, and this is
+        # called with the pool's lock held.
+        self._peek = sock.dup()
+        self._peek.settimeout(None)
         self._ended = False
 
     def poll(self) -> int | None:
         if not self._ended:
             try:
-                # select first: a socket with a timeout (wait_ready sets one) makes recv wait for data
-                # whatever its flags say, and this is called with the pool's lock held.
-                if select.select([self._sock], [], [], 0)[0]:
-                    self._ended = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                self._ended = self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
             except (BlockingIOError, InterruptedError):
-                pass  # readable a moment ago, nothing now: open
-            except (OSError, ValueError):  # closed here
+                pass  # nothing to read: open
+            except OSError:  # closed here
                 self._ended = True
         return -9 if self._ended else None
+
+    def close(self) -> None:
+        self._ended = True
+        self._peek.close()
 
 
 class DockerZygote(Zygote):
@@ -249,3 +253,5 @@ class DockerZygote(Zygote):
 
     def _stop(self) -> None:
         self._remove()  # the engine kills the container (every run in it) and waits for it
+        assert isinstance(self._proc, ContainerProcess)
+        self._proc.close()
