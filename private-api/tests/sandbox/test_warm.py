@@ -97,7 +97,8 @@ class TestOneZygotePerTenant:
         spare = zygote.spare_pids()
         assert run(first, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
         second = pool.acquire(DEFAULT_LIMITS, "alice")
-        assert isinstance(second, ChildProcessSandbox) and second.resources.pids() == spare
+        # The run forked ahead (its init was seen, its runner may have joined it since), not a new fork.
+        assert isinstance(second, ChildProcessSandbox) and spare <= second.resources.pids()
         assert second.wait_ready(0)  # no waiting: it is ready
         assert run(second, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
 
