@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 
 WRITE_OPTION = "fmu_gateway_write"
+_HOLDS_WRITE_LOCK = "fmu_gateway_holds_write_lock"
+_WRITE_LOCK_WAIT_S = 30.0  # as long as SQLite's busy_timeout: past it, SQLite's own lock decides
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -25,12 +28,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
-    # A deferred transaction that reads and then writes cannot wait for the lock (SQLITE_BUSY at
-    # once); writers take the lock up front and queue on busy_timeout instead. Readers stay
-    # deferred, so they never block anyone in WAL mode.
-    mode = "IMMEDIATE" if connection.get_execution_options().get(WRITE_OPTION) else "DEFERRED"
-    connection.exec_driver_sql(f"BEGIN {mode}")
+class _SqliteWriters:
+    """One SQLite writer at a time, queued in this process.
+
+    A deferred transaction that reads and then writes cannot wait for the lock (SQLITE_BUSY at
+    once): writers begin IMMEDIATE. Left to SQLite alone, writers that find the lock taken sleep in
+    its busy handler (1, 2, 5, … up to 100 ms a try) and the database idles while they sleep; under
+    a burst of requests that, not the work, bounds the rate. So writers of this process queue on a
+    lock of its own, handed over the moment a transaction ends (the pool's check-in of its
+    connection), and only other processes meet SQLite's busy handler. Readers stay deferred: in WAL
+    mode they never block anyone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def begin(self, connection: Any) -> None:
+        write = bool(connection.get_execution_options().get(WRITE_OPTION))
+        if write and self._lock.acquire(timeout=_WRITE_LOCK_WAIT_S):
+            connection.connection.info[_HOLDS_WRITE_LOCK] = True
+        try:
+            connection.exec_driver_sql(f"BEGIN {'IMMEDIATE' if write else 'DEFERRED'}")
+        except BaseException:
+            if connection.connection.info.pop(_HOLDS_WRITE_LOCK, False):
+                self._lock.release()
+            raise
+
+    def end(self, _dbapi_connection: Any, record: Any) -> None:
+        """A connection's transaction is over (committed or rolled back before its check-in)."""
+        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
+            self._lock.release()
 
 
 def make_engine(url: str) -> Engine:
@@ -39,8 +66,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
                                                   "isolation_level": None},
                                pool_size=10, max_overflow=50)
+        writers = _SqliteWriters()
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", writers.begin)
+        # Check-in follows the commit or rollback; invalidation and detach end it too.
+        event.listen(engine, "checkin", writers.end)
+        event.listen(engine, "invalidate", lambda conn, record, _exc: writers.end(conn, record))
+        event.listen(engine, "detach", writers.end)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 

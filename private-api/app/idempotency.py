@@ -1,7 +1,10 @@
 """``Idempotency-Key`` on every POST: the first response is stored and replayed to retries.
 
-ASGI middleware, so each creating route (upload, run, API key, checkout, cancel) gets the same
+ASGI middleware, so each creating route (upload, API key, checkout, cancel) gets the same
 semantics without code of its own; the store and its rules live in ``app.services.idempotency``.
+A route that keeps the key with what it creates, in the same transaction (run submission: the run
+row), is marked ``@owns_idempotency_key`` and passed through: it replays from its own rows, and
+the hottest request of the service spends no write on a stored response.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
@@ -37,6 +40,17 @@ EXEMPT_PATHS = ("/v1/billing/webhooks/", "/v1/auth/token")
 NOT_STORED = frozenset({401, 403, 408, 409, 425, 429})
 _MAX_STORED_BODY = 1 << 20
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_OWNS_KEY = "owns_idempotency_key"
+Endpoint = TypeVar("Endpoint")
+
+
+def owns_idempotency_key(endpoint: Endpoint) -> Endpoint:
+    """Marks a route that makes retries under one key safe itself, by the key stored with what it
+    creates: the same request under the key answers with that (``Idempotent-Replayed: true``),
+    another request or credential with 422 ``idempotency_key_reused``, a key another route took
+    with 422 too (``app.services.idempotency``)."""
+    setattr(endpoint, _OWNS_KEY, True)
+    return endpoint
 
 
 class IdempotencyKeyInUse(ProblemError):
@@ -75,6 +89,9 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)  # the router answers 404 or 405 itself
             return
         dependant, path_params = route
+        if getattr(dependant.call, _OWNS_KEY, False):
+            await self.app(scope, receive, send)
+            return
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         state = scope.setdefault("state", {})

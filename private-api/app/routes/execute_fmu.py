@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from app.context import AppContext
 from app.dispatch.notifier import STARTED
 from app.errors import ResultUnavailable, RunNotFinished
+from app.idempotency import owns_idempotency_key
 from app.models.run import FINAL_STATUSES, RunStatus
 from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
@@ -74,6 +75,7 @@ def _respond(run: RunOut) -> JSONResponse:
 
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
+@owns_idempotency_key  # the run row keeps the key: a retry is answered with the run as it is now
 async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: RunsWrite,
                      wait: WaitSeconds = 0, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
@@ -82,8 +84,9 @@ async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: R
     def submit() -> tuple[RunOut, bool]:
         with ctx.db.session(write=True) as session:
             if idempotency_key is not None:
-                earlier = run_service.find_idempotent(session, principal, idempotency_key,
-                                                      run_service.request_hash(fmu_id, body))
+                earlier = run_service.find_idempotent(
+                    session, principal, fmu_id, idempotency_key,
+                    run_service.request_hash(fmu_id, body, principal.api_key_id))
                 if earlier is not None:
                     return run_service.to_out(earlier), True
             run = run_service.create_run(session, principal, fmu_id, body, ctx.settings, idempotency_key)

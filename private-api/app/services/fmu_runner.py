@@ -90,6 +90,12 @@ def _arrow_summary(path: Path) -> tuple[int, list[str]]:
         return rows, list(reader.schema.names)
 
 
+def close_all(sandboxes: list[Sandbox]) -> None:
+    """Close sandboxes whose results are stored (their teardown in the background); empties the list."""
+    while sandboxes:
+        sandboxes.pop().close(wait=False)
+
+
 class FmuRunner:
     def __init__(self, settings: Settings, db: Database, storage: Storage, cache: FmuCache,
                  sandboxes: SandboxPool, notifier: RunNotifier) -> None:
@@ -125,30 +131,37 @@ class FmuRunner:
             return  # another worker has it, it was cancelled, or it finished: a duplicate message
         runs = [claimed, *self._claim_siblings(claimed)]
         self.notifier.publish_all([(run.run_id, STARTED) for run in runs])
+        # Sandboxes whose results are stored: closed once their runs are final and published (their
+        # teardown, files and processes, is nobody's wait, and no competition for the finish).
+        used: list[Sandbox] = []
         try:
             pending = runs
             while pending:
-                outcomes, pending = self._run_batch(pending)
+                outcomes, pending = self._run_batch(pending, used)
                 finals = {run.id: run for run in self._settle(outcomes)}
                 # A run's public state is handed to whoever waits for it here: no read back.
                 self.notifier.publish_all([
                     (run_id, to_out(finals[run_id]) if run_id in finals and self.notifier.waited_for(run_id) else None)
                     for run_id in outcomes])
+                close_all(used)
         finally:
+            close_all(used)
             with self._lock:
                 for run in runs:
                     self._held.pop(run.run_id, None)
                     self._abandoned.discard(run.run_id)
                     self._interrupted.discard(run.run_id)
 
-    def _run_batch(self, runs: list[Claimed]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
+    def _run_batch(self, runs: list[Claimed],
+                   used: list[Sandbox]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
         """Run one sandbox: a single run, or a chunk of one sweep's children. Returns the outcome of
-        each run that has one, and the runs to try again in a fresh sandbox (a chunk cut short)."""
+        each run that has one, and the runs to try again in a fresh sandbox (a chunk cut short);
+        the sandbox, once its results are stored, is appended to ``used`` for the caller to close."""
         try:
             if len(runs) == 1:
                 run = runs[0]
-                return {run.run_id: self._run_in_sandbox(run.run_id, run.spec, run.sha256, run.tenant)}, []
-            return self._run_chunk(runs)
+                return {run.run_id: self._run_in_sandbox(run.run_id, run.spec, run.sha256, run.tenant, used)}, []
+            return self._run_chunk(runs, used)
         except Exception as exc:
             log.exception("run %s: platform failure", runs[0].run_id)
             failed = {"status": RunStatus.FAILED, "error_code": "internal_error",
@@ -232,10 +245,12 @@ class FmuRunner:
         if sandbox is not None:
             sandbox.close()
 
-    def _run_in_sandbox(self, run_id: str, spec: dict[str, Any], sha256: str, tenant: str) -> dict[str, Any]:
+    def _run_in_sandbox(self, run_id: str, spec: dict[str, Any], sha256: str, tenant: str,
+                        used: list[Sandbox]) -> dict[str, Any]:
         fmu_dir = self.cache.ensure(sha256)
         limits = limits_for(spec, self.settings)
         sandbox = self.sandboxes.acquire(limits, tenant)
+        used.append(sandbox)
         try:
             log.info("run %s: sandbox %s", run_id, sandbox.id)
             with self._lock:
@@ -248,9 +263,9 @@ class FmuRunner:
         finally:
             with self._lock:
                 self._live.pop(run_id, None)
-            sandbox.close(wait=False)  # result and log are stored: its teardown is nobody's wait
 
-    def _run_chunk(self, runs: list[Claimed]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
+    def _run_chunk(self, runs: list[Claimed],
+                   used: list[Sandbox]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
         """Children of one sweep in one sandbox: one process, the model parsed once and, where its
         reset() is exact, one instance. A child that kills the process fails alone; the children
         after it are returned to run in a fresh sandbox."""
@@ -262,6 +277,7 @@ class FmuRunner:
         job = Job(run_id=first.run_id, fmu_dir=fmu_dir, spec=spec, limits=limits,
                   child_deadline_s=per_child.deadline_s, output_quota_bytes=per_child.max_output_bytes * len(runs))
         sandbox = self.sandboxes.acquire(limits, first.tenant)
+        used.append(sandbox)
         try:
             log.info("runs %s..%s (%d of sweep %s): sandbox %s", first.run_id, runs[-1].run_id, len(runs),
                      first.sweep_id, sandbox.id)
@@ -277,7 +293,6 @@ class FmuRunner:
             with self._lock:
                 for run in runs:
                     self._live.pop(run.run_id, None)
-            sandbox.close(wait=False)  # results are stored: its teardown is nobody's wait
 
     def _store_chunk(self, runs: list[Claimed], outcome: Outcome,
                      limits: Limits) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:

@@ -7,6 +7,10 @@ request takes a short lock that it renews while it runs; a concurrent duplicate 
 request that died without an answer stops holding its lock within ``LOCK_S``; a retry then runs
 it again, which routes make safe (a run's own Idempotency-Key column finds the run it created).
 Responses are kept encrypted for 24 h: one of them carries a new API key's secret.
+
+Run submission keeps its key on the run row alone (``app.idempotency.owns_idempotency_key``); a
+user's keys are still one namespace: a key a run holds is refused here, and a key held here is
+refused to a run (``response_holds_key``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import IdempotencyRecord
+from app.models import IdempotencyRecord, Run
 from app.models.base import utcnow
 
 TTL = timedelta(hours=24)
@@ -50,6 +55,17 @@ def request_hash(method: str, path: str, body_digest: str, subject: str) -> str:
     (``?wait=``) only shape the answer, so they are left out."""
     return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body_digest.encode(),
                                        subject.encode()])).hexdigest()
+
+
+def response_holds_key(session: Session, user_id: str, key: str) -> bool:
+    """Whether a request to another route took this key (its response stored, or being made)."""
+    return session.scalar(select(IdempotencyRecord.id).where(
+        IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key,
+        IdempotencyRecord.expires_at > utcnow())) is not None
+
+
+def _run_holds_key(session: Session, user_id: str, key: str) -> bool:
+    return session.scalar(select(Run.id).where(Run.user_id == user_id, Run.idempotency_key == key)) is not None
 
 
 class IdempotencyStore:
@@ -87,6 +103,8 @@ class IdempotencyStore:
                 session.flush()
                 record = None
             if record is None:
+                if _run_holds_key(session, user_id, key):
+                    return Claim("mismatch")  # a run submission took it
                 record = IdempotencyRecord(user_id=user_id, key=key, request_hash=digest,
                                            locked_until=now + timedelta(seconds=lock_s), expires_at=now + TTL)
                 session.add(record)

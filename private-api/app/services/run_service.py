@@ -14,7 +14,7 @@ from app.errors import IdempotencyKeyReused, NotFound, ProblemError
 from app.models import Run
 from app.models.run import FINAL_STATUSES, RunStatus
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
-from app.services import limits, pricing, registry_service, run_lifecycle
+from app.services import idempotency, limits, pricing, registry_service, run_lifecycle
 from app.services.auth_service import Principal
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
@@ -30,16 +30,26 @@ class RunFinished(ProblemError):
     title = "Run has already finished"
 
 
-def request_hash(fmu_id: str, request: RunCreate) -> str:
-    canonical = json.dumps({"fmu_id": fmu_id, **request.model_dump(mode="json")}, sort_keys=True)
+def request_hash(fmu_id: str, request: RunCreate, api_key_id: str) -> str:
+    """What a run's Idempotency-Key is bound to: the FMU, the request and the credential that sent
+    it (another key of the same user gets 422, as on every route)."""
+    canonical = json.dumps({"fmu_id": fmu_id, "api_key_id": api_key_id, **request.model_dump(mode="json")},
+                           sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def find_idempotent(session: Session, principal: Principal, key: str, digest: str) -> Run | None:
-    """The run an earlier request with this key created; another request under the key is refused."""
+def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: str, digest: str) -> Run | None:
+    """The run an earlier request with this key created, while its FMU is still the caller's (a
+    deleted one answers 404, as any replay); another request, credential or route under the key
+    is refused."""
     run = session.scalar(_owned(principal).where(Run.idempotency_key == key))
-    if run is not None and run.request_hash != digest:
+    if run is None:
+        if idempotency.response_holds_key(session, principal.user_id, key):
+            raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
+        return None
+    if run.request_hash != digest:
         raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
+    registry_service.get_fmu(session, principal, fmu_id)
     return run
 
 
@@ -51,7 +61,8 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
                           max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
     run = Run(**run_lifecycle.queued(
         user_id=principal.user_id, fmu_id=fmu.id, spec=spec, credits_held=pricing.run_hold(spec["timeout_s"]),
-        idempotency_key=idempotency_key, request_hash=request_hash(fmu_id, request) if idempotency_key else None))
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(fmu_id, request, principal.api_key_id) if idempotency_key else None))
     session.add(run)
     session.flush()
     return run
