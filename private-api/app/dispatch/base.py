@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import update
 
@@ -56,6 +56,18 @@ class Dispatcher(ABC):
         """``submit`` for a batch (a sweep's children): sent in pipelined batches."""
         for run_id in run_ids:
             self._outbox.put(run_id)
+
+    def reserve(self) -> bool:
+        """Book a worker of this process that is free now, for a run its submission claims itself
+        (``FmuRunner.claim_submitted``); then ``run_reserved`` or ``cancel_reservation``. Only a
+        dispatcher whose workers are this process's threads has them."""
+        return False
+
+    def run_reserved(self, work: Callable[[], None]) -> None:
+        raise RuntimeError("this dispatcher books no workers")
+
+    def cancel_reservation(self) -> None:
+        raise RuntimeError("this dispatcher books no workers")
 
     @abstractmethod
     def send(self, run_ids: Sequence[str]) -> None:

@@ -28,6 +28,9 @@ class InProcessDispatcher(Dispatcher):
         self._executor: ThreadPoolExecutor | None = None
         # Handed to the pool and not started yet: the relay handing them over again adds nothing.
         self._pending: set[str] = set()
+        # Tasks handed to the pool and not finished, and workers booked: below `workers`, a booked
+        # task starts at once.
+        self._outstanding = 0
         self._lock = threading.Lock()
 
     @property
@@ -54,7 +57,40 @@ class InProcessDispatcher(Dispatcher):
                 if run_id in self._pending:
                     continue
                 self._pending.add(run_id)
+                self._outstanding += 1
             executor.submit(self._safe_execute, run_id)
+
+    def reserve(self) -> bool:
+        with self._lock:
+            if self._executor is None or self._outstanding >= self._workers:
+                return False
+            self._outstanding += 1
+            return True
+
+    def run_reserved(self, work: Callable[[], None]) -> None:
+        executor = self._executor
+        try:
+            if executor is None:
+                raise RuntimeError("dispatcher not started")
+            executor.submit(self._run_booked, work)
+        except RuntimeError:  # shutting down: the claimed run's lease lapses and it runs again
+            self._task_ended()
+            log.warning("a claimed run was not started, the pool is shut down")
+
+    def cancel_reservation(self) -> None:
+        self._task_ended()
+
+    def _task_ended(self) -> None:
+        with self._lock:
+            self._outstanding -= 1
+
+    def _run_booked(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:  # the executor swallows exceptions; make them visible
+            log.exception("a claimed run: worker failed")
+        finally:
+            self._task_ended()
 
     def _safe_execute(self, run_id: str) -> None:
         with self._lock:
@@ -63,6 +99,8 @@ class InProcessDispatcher(Dispatcher):
             self._execute(run_id)
         except Exception:  # the executor swallows exceptions; make them visible
             log.exception("run %s: worker failed", run_id)
+        finally:
+            self._task_ended()
 
     def shutdown(self) -> None:
         super().shutdown()

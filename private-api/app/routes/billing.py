@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from app.models import LedgerEntry, Run, User
 from app.models.billing import LEDGER_KINDS
@@ -18,7 +17,7 @@ from app.models.run import ACTIVE_STATUSES
 from app.routes.deps import BillingRead, BillingWrite, Ctx, DbSession
 from app.routes.params import Cursor, IdFilter, Limit
 from app.schemas.common import Name, Page
-from app.services import credits, stripe_webhooks
+from app.services import stripe_webhooks
 from app.services.pagination import paginate
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
@@ -68,12 +67,6 @@ class CheckoutOut(BaseModel):
 class WebhookReceived(BaseModel):
     received: bool = True
     duplicate: bool = Field(description="The event was received before; nothing changed.")
-
-
-def decrement_user_credits(session: Session, run: Run) -> None:
-    """Hold a new run's worst-case credits in the caller's transaction (402 ``insufficient_credits``
-    if short); the worker settles the hold when the run ends."""
-    credits.hold_for_run(session, run)
 
 
 @router.get("/balance", response_model=Balance)

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -18,18 +20,20 @@ from app.dispatch.notifier import STARTED
 from app.errors import ResultUnavailable, RunNotFinished
 from app.idempotency import owns_idempotency_key
 from app.models.run import FINAL_STATUSES, RunStatus
-from app.routes.billing import decrement_user_credits
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
 from app.routes.params import Cursor, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
 from app.schemas.run import RunCreate, RunOut
-from app.services import limits, result_delivery, result_formats, run_service
+from app.services import result_delivery, result_formats, run_service
 from app.services.auth_service import Principal
 
 router = APIRouter(tags=["runs"])
 
 # Results up to this size are sent from memory in one piece; larger ones are streamed.
 SMALL_RESULT_BYTES = 1 << 20
+# A long-poll re-reads its run after this long without news, then twice as long each time, up to
+# events_poll_max_s.
+_FIRST_REREAD_S = 1.0
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=255,
@@ -53,10 +57,14 @@ async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wa
             subscribed()
         if run is None:
             run = await run_in_threadpool(_load, ctx, principal, run_id)
+        reread_s = _FIRST_REREAD_S
         while run.status not in FINAL_STATUSES and (remaining := deadline - time.monotonic()) > 0:
-            # Re-read at least every second: another process may have finished the run.
+            # Another process changing the run wakes us over Redis; the re-read is for a message
+            # lost on the way, backing off as streams do (200 parked requests re-reading every
+            # second cost more than the runs they wait for).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+                await asyncio.wait_for(changed.wait(), min(remaining, reread_s))
+            reread_s = min(reread_s * 2, max(ctx.settings.events_poll_max_s, _FIRST_REREAD_S))
             woken, state = changed.is_set(), changed.state
             if isinstance(state, RunOut):
                 return state  # finished by this process's worker: no read back
@@ -81,34 +89,22 @@ async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: R
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
     finished run if it ends in time."""
 
-    def submit() -> tuple[RunOut, bool]:
-        with ctx.db.session(write=True) as session:
-            if idempotency_key is not None:
-                earlier = run_service.find_idempotent(
-                    session, principal, fmu_id, idempotency_key,
-                    run_service.request_hash(fmu_id, body, principal.api_key_id))
-                if earlier is not None:
-                    return run_service.to_out(earlier), True
-            run = run_service.create_run(session, principal, fmu_id, body, ctx.settings, idempotency_key)
-            decrement_user_credits(session, run)
-            # After the hold, which locks the user's row: concurrent submissions count one by one.
-            limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
-            session.commit()
-            return run_service.to_out(run), False
-
-    try:
-        run, replayed = await run_in_threadpool(submit)
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key committed first: answer with its run.
-        run, replayed = await run_in_threadpool(submit)
-    if replayed:
+    submit = partial(run_service.submit_run, ctx, principal, fmu_id, body, idempotency_key)
+    # Shielded: once committed, the run is started whatever happens to this request (a booked
+    # worker must not be lost; below, nothing awaits before ``start`` is called).
+    with anyio.CancelScope(shield=True):
+        try:
+            run, replayed, start = await run_in_threadpool(submit)
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key committed first: answer with its run.
+            run, replayed, start = await run_in_threadpool(submit)
+    if start is None:
         if wait > 0:
             run = await _wait_for_final(ctx, principal, run.id, wait)
     elif wait > 0:
-        created = run
-        run = await _wait_for_final(ctx, principal, run.id, wait, created, lambda: ctx.dispatcher.submit(created.id))
+        run = await _wait_for_final(ctx, principal, run.id, wait, run, start)
     else:
-        ctx.dispatcher.submit(run.id)
+        start()
     response = _respond(run)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

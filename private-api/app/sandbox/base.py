@@ -92,6 +92,12 @@ class Sandbox(ABC):
         """Stage the job, release the waiting runner, wait until done or the deadline."""
 
     @abstractmethod
+    def remove_files(self) -> None:
+        """Remove the host-side dirs (the result included) now, once what must outlive them is
+        stored: an output that filled the disk frees it before the run is final. close() still
+        ends the processes. Idempotent."""
+
+    @abstractmethod
     def close(self, *, wait: bool = True) -> None:
         """Kill anything left and remove the host-side dirs (including the result). Idempotent.
 

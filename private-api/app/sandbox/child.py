@@ -296,6 +296,9 @@ class ChildProcessSandbox(Sandbox):
             return self._failed("sandbox was closed during the run", started, outcome_exit(outcome))
         return outcome
 
+    def remove_files(self) -> None:
+        self.dirs.remove()
+
     def close(self, *, wait: bool = True) -> None:
         with self._lock:
             previous, self._state = self._state, "closed"

@@ -64,6 +64,8 @@ class Zygote(ABC):
         self.limits = limits.fixed_at_start()
         self.use_cgroups = use_cgroups
         # Keep one run forked ahead, namespaces built and runner waiting, so a run skips that wait.
+        # The next one is forked when a run ends, not when it starts: the host's share of forking
+        # (dirs, cgroups, a pump thread) then never competes with a run on its way for the GIL.
         self.prefork = prefork
         self._spare: ChildProcessSandbox | None = None
         self._spare_pending = False
@@ -160,10 +162,7 @@ class Zygote(ABC):
         if spare is not None and spare.tree.wait_exited(time.monotonic()):
             spare.close()  # its run died while it waited (its cgroup was killed, say): not handed out
             spare = None
-        sandbox = spare or self._fork()
-        if self.prefork:
-            self.fork_spare()
-        return sandbox
+        return spare or self._fork()
 
     def fork_spare(self) -> None:
         """Fork the next run now, in the background; it waits, ready, for the next fork()."""
@@ -186,6 +185,17 @@ class Zygote(ABC):
                 self._spare = sandbox
         if sandbox is not None and not keep:
             sandbox.close()
+
+    def settle_spare(self, timeout: float) -> bool:
+        """Wait until no run is being forked ahead and the spare, if any, is ready (its processes all
+        in its cgroup); False if that took longer than ``timeout``. For tools and tests."""
+        deadline = time.monotonic() + timeout
+        while self._spare_pending:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        spare = self._spare
+        return spare is None or spare.wait_ready(max(deadline - time.monotonic(), 0.0))
 
     def spare_pids(self) -> set[int]:
         """The processes of the run forked ahead (where its cgroup shows them)."""
@@ -228,6 +238,8 @@ class Zygote(ABC):
             close = (self.retiring or self.broken is not None) and self.active == 0
         if close:
             self.close()
+        elif self.prefork:
+            self.fork_spare()
 
     def retire(self) -> None:
         """No new runs; closed once the runs it serves have ended."""

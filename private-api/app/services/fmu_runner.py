@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import Database
@@ -129,10 +130,29 @@ class FmuRunner:
         claimed = self._claim(run_id)
         if claimed is None:
             return  # another worker has it, it was cancelled, or it finished: a duplicate message
-        runs = [claimed, *self._claim_siblings(claimed)]
+        self._execute([claimed, *self._claim_siblings(claimed)])
+
+    def claim_submitted(self, session: Session, run: Run, fmu: Fmu) -> tuple[Claimed, datetime] | None:
+        """Claim a single run in the transaction that creates it, for a worker of this process that
+        is free now (its submitter reserved it): no read of the run and no transaction of its own
+        on the way to its sandbox. ``execute_claimed`` then runs it, after the commit."""
+        expires = utcnow() + self.lease
+        if run.sweep_id is not None or not run_lifecycle.claim(
+                session, run.id, self.worker_id, expires, loaded=run):
+            return None
+        reset = fmu.reset_exact if fmu.reset_checked_by == RUNNER_DIGEST else None
+        return Claimed(run.id, run.spec, fmu.sha256, run.user_id, fmu.id, None, reset), expires
+
+    def execute_claimed(self, claimed: Claimed, expires: datetime) -> None:
+        """Run what ``claim_submitted`` claimed (its transaction committed)."""
+        with self._lock:
+            self._held[claimed.run_id] = expires
+        self._execute([claimed])
+
+    def _execute(self, runs: list[Claimed]) -> None:
         self.notifier.publish_all([(run.run_id, STARTED) for run in runs])
-        # Sandboxes whose results are stored: closed once their runs are final and published (their
-        # teardown, files and processes, is nobody's wait, and no competition for the finish).
+        # Sandboxes whose results are stored (and files removed): closed once their runs are final and
+        # published (ending their processes is nobody's wait, and no competition for the finish).
         used: list[Sandbox] = []
         try:
             pending = runs
@@ -263,6 +283,7 @@ class FmuRunner:
         finally:
             with self._lock:
                 self._live.pop(run_id, None)
+            sandbox.remove_files()  # stored: the disk its output used is free before the run is final
 
     def _run_chunk(self, runs: list[Claimed],
                    used: list[Sandbox]) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:
@@ -293,6 +314,7 @@ class FmuRunner:
             with self._lock:
                 for run in runs:
                     self._live.pop(run.run_id, None)
+            sandbox.remove_files()  # stored: the disk their output used is free before they are final
 
     def _store_chunk(self, runs: list[Claimed], outcome: Outcome,
                      limits: Limits) -> tuple[dict[str, dict[str, Any]], list[Claimed]]:

@@ -42,11 +42,15 @@ class IllegalTransition(ValueError):
     """A change the lifecycle does not allow (a programming error, never a request's)."""
 
 
-def _move(sources: tuple[RunStatus, ...], target: RunStatus) -> Update:
-    """The conditional UPDATE of every status change: only rows still in one of ``sources`` move."""
+def _check(sources: tuple[RunStatus, ...], target: RunStatus) -> None:
     for source in sources:
         if target not in TRANSITIONS.get(source, frozenset()):
             raise IllegalTransition(f"a run cannot go from {source} to {target}")
+
+
+def _move(sources: tuple[RunStatus, ...], target: RunStatus) -> Update:
+    """The conditional UPDATE of every status change: only rows still in one of ``sources`` move."""
+    _check(sources, target)
     where = Run.status == sources[0] if len(sources) == 1 else Run.status.in_(sources)
     return update(Run).where(where).values(status=target).execution_options(synchronize_session=False)
 
@@ -56,13 +60,18 @@ def queued(**fields: Any) -> dict[str, Any]:
     return {**fields, "status": QUEUED, "credits_charged": 0, "attempts": 0}
 
 
-def claim(session: Session, run_id: str, owner: str, expires: datetime) -> bool:
-    """queued → running under ``owner``'s lease; False if another worker (or a cancel) was first."""
+def claim(session: Session, run_id: str, owner: str, expires: datetime, loaded: Run | None = None) -> bool:
+    """queued → running under ``owner``'s lease; False if another worker (or a cancel) was first.
+    ``loaded``: the run as this session holds it (just created), told what was written."""
     now = utcnow()
     won: int = session.execute(
         _move((QUEUED,), RUNNING).where(Run.id == run_id)
         .values(started_at=now, lease_owner=owner, lease_expires_at=expires, attempts=Run.attempts + 1)
     ).rowcount  # type: ignore[attr-defined]
+    if won and loaded is not None:
+        for key, value in (("status", RUNNING), ("started_at", now), ("lease_owner", owner),
+                           ("lease_expires_at", expires), ("attempts", loaded.attempts + 1)):
+            set_committed_value(loaded, key, value)
     return won > 0
 
 
@@ -89,7 +98,7 @@ def finish(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: s
     """running → the outcome's status, for each run ``owner`` still holds, settled. ``outcomes``
     maps run ids to the columns to record (``status`` among them). Returns the runs recorded."""
     for fields in outcomes.values():
-        _move((RUNNING,), RunStatus(fields["status"]))  # checked before anything is written
+        _check((RUNNING,), RunStatus(fields["status"]))  # before anything is written
     runs = _finish_one(session, *next(iter(outcomes.items())), owner) if len(outcomes) == 1 else \
         _finish_many(session, outcomes, owner)
     charges: list[tuple[Run, int, str]] = []

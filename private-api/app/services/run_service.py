@@ -1,23 +1,30 @@
-"""Runs: creation (validated spec + credit hold), lookup, listing and their public shape."""
+"""Runs: submission (validated spec, credit hold, claim by a free worker), lookup, listing and their
+public shape."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import IdempotencyKeyReused, NotFound, ProblemError
-from app.models import Run
+from app.models import Fmu, Run
 from app.models.run import FINAL_STATUSES, RunStatus
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
-from app.services import idempotency, limits, pricing, registry_service, run_lifecycle
+from app.services import credits, idempotency, limits, pricing, registry_service, run_lifecycle
 from app.services.auth_service import Principal
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
+
+if TYPE_CHECKING:
+    from app.context import AppContext
 
 
 def _owned(principal: Principal) -> Select[Run]:
@@ -54,8 +61,9 @@ def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: st
 
 
 def create_run(session: Session, principal: Principal, fmu_id: str, request: RunCreate,
-               settings: Settings, idempotency_key: str | None = None) -> Run:
-    """Validate and insert a queued run; the caller holds its credits and commits."""
+               settings: Settings, idempotency_key: str | None = None) -> tuple[Run, Fmu]:
+    """Validate and insert a queued run (returned with its FMU); the caller holds its credits and
+    commits."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(fmu), settings,
                           max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
@@ -65,7 +73,40 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
         request_hash=request_hash(fmu_id, request, principal.api_key_id) if idempotency_key else None))
     session.add(run)
     session.flush()
-    return run
+    return run, fmu
+
+
+def submit_run(ctx: AppContext, principal: Principal, fmu_id: str, request: RunCreate,
+               idempotency_key: str | None) -> tuple[RunOut, bool, Callable[[], None] | None]:
+    """A run submission in one transaction: the run (or the one its Idempotency-Key names, then
+    nothing more happens), its credit hold, the tenant's active-run cap, and, when a worker of
+    this process is free now, its claim. Returns the run, whether it existed before, and what
+    starts it: to be called once the caller listens for its changes (``None`` for an earlier run)."""
+    with ctx.db.session(write=True) as session:
+        if idempotency_key is not None:
+            earlier = find_idempotent(session, principal, fmu_id, idempotency_key,
+                                      request_hash(fmu_id, request, principal.api_key_id))
+            if earlier is not None:
+                return to_out(earlier), True, None
+        run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key)
+        credits.hold_for_run(session, run)  # 402 if the balance is short
+        # After the hold, which locks the user's row: concurrent submissions count one by one.
+        limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
+        # A free worker of this process takes the run in this very transaction: no hand-over, no
+        # claim of its own on the way to a sandbox.
+        reserved = ctx.dispatcher.reserve()
+        try:
+            claimed = ctx.runner.claim_submitted(session, run, fmu) if reserved else None
+            session.commit()
+        except BaseException:
+            if reserved:
+                ctx.dispatcher.cancel_reservation()
+            raise
+        if claimed is None:
+            if reserved:
+                ctx.dispatcher.cancel_reservation()
+            return to_out(run), False, partial(ctx.dispatcher.submit, run.id)
+        return to_out(run), False, partial(ctx.dispatcher.run_reserved, partial(ctx.runner.execute_claimed, *claimed))
 
 
 def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run, str]:

@@ -351,7 +351,8 @@ class TestTwoServers:
 
         with ThreadPoolExecutor(20) as pool:
             responses = list(pool.map(submit, [client_a, client_b] * 10))
-        assert len({r.json()["id"] for r in responses if r.status_code == 202}) == 1
-        assert all(r.status_code in (202, 409) for r in responses)
+        # Each is answered with the one run (200 once it has finished), whichever server took it.
+        assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses]
+        assert len({r.json()["id"] for r in responses}) == 1
         assert len(client_a.get("/v1/runs").json()["data"]) == 1
         assert Counter(e["kind"] for e in ledger(client_a))["hold"] == 1

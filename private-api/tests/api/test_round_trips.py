@@ -23,13 +23,13 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.services import auth_service
 
-# Statements per run, submission to download, BEGINs and savepoints included (28 today): API-key
-# checks 4; submit 10 (FMU, insert, hold, the user's lock, the active-run count); claim 4 (one
-# read of all it needs, then the conditional update); finish 8 (the result fields returning the
-# row, settle and release in one insert, the charge, the usage event); the download's read 2. The
-# in-process hand-over writes nothing, and ``?wait=`` answers from the worker's own outcome. A
-# change that adds a round trip to every run says so here.
-BUDGET = 28
+# Statements per run, submission to download, BEGINs and savepoints included (23 today): API-key
+# checks 4; submit 9 (FMU, insert, hold, the user's lock, the active-run count, and the claim: a
+# worker of this process that is free takes the run in the same transaction, with nothing to read);
+# finish 8 (the result fields returning the row, settle and release in one insert, the charge, the
+# usage event); the download's read 2. The in-process hand-over writes nothing, and ``?wait=``
+# answers from the worker's own outcome. A change that adds a round trip to every run says so here.
+BUDGET = 23
 # With an Idempotency-Key (the SDK always sends one): two reads in the submit transaction (a run
 # under the key, another route's response under it), no write of a stored response.
 KEYED_BUDGET = BUDGET + 2

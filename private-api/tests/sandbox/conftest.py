@@ -163,6 +163,8 @@ def parent_of(pid: int) -> int:
 def assert_nothing_left(sandbox: ChildProcessSandbox) -> None:
     survivors = processes_mentioning(sandbox.id)
     if isinstance(sandbox.tree, ForkedTree) and sandbox.tree.zygote.usable():
+        # The run's end forks the next one ahead: once it is the ready spare, its processes are known.
+        sandbox.tree.zygote.settle_spare(30)
         # A forked run's processes carry its zygote's command line: only the zygote may remain.
         survivors = [pid for pid in processes_mentioning(sandbox.tree.zygote.id) if pid not in zygote_pids(sandbox)]
     for pid in survivors:  # do not leak them into the next test

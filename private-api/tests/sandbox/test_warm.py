@@ -93,9 +93,10 @@ class TestOneZygotePerTenant:
     def test_the_next_run_is_forked_ahead_and_waits_ready(self, pool: SandboxPool, fmu_dirs: dict[str, Path]) -> None:
         first = pool.acquire(DEFAULT_LIMITS, "alice")
         zygote = zygote_of(first)
+        assert run(first, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
+        first.close()  # the next run is forked when one ends (not while one is on its way)
         wait_until(lambda: zygote.spare_pids() != set())  # forked, namespaces built, runner waiting
         spare = zygote.spare_pids()
-        assert run(first, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
         second = pool.acquire(DEFAULT_LIMITS, "alice")
         # The run forked ahead (its init was seen, its runner may have joined it since), not a new fork.
         assert isinstance(second, ChildProcessSandbox) and spare <= second.resources.pids()
