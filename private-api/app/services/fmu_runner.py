@@ -135,7 +135,7 @@ class FmuRunner:
     def claim_submitted(self, session: Session, run: Run, fmu: Fmu) -> tuple[Claimed, datetime] | None:
         """Claim a single run in the transaction that creates it, for a worker of this process that
         is free now (its submitter reserved it): no read of the run and no transaction of its own
-        on the way to its sandbox. ``execute_claimed`` then runs it, after the commit."""
+        on the way to its sandbox. After the commit: ``hold``, then ``execute_claimed``."""
         expires = utcnow() + self.lease
         if run.sweep_id is not None or not run_lifecycle.claim(
                 session, run.id, self.worker_id, expires, loaded=run):
@@ -143,10 +143,14 @@ class FmuRunner:
         reset = fmu.reset_exact if fmu.reset_checked_by == RUNNER_DIGEST else None
         return Claimed(run.id, run.spec, fmu.sha256, run.user_id, fmu.id, None, reset), expires
 
-    def execute_claimed(self, claimed: Claimed, expires: datetime) -> None:
-        """Run what ``claim_submitted`` claimed (its transaction committed)."""
+    def hold(self, run_id: str, expires: datetime) -> None:
+        """A claim is committed: its lease is renewed, and a cancel reaches its sandbox, from now on
+        (not before the commit: a renewal that found no row would abandon the run)."""
         with self._lock:
-            self._held[claimed.run_id] = expires
+            self._held[run_id] = expires
+
+    def execute_claimed(self, claimed: Claimed) -> None:
+        """Run what ``claim_submitted`` claimed (committed and held)."""
         self._execute([claimed])
 
     def _execute(self, runs: list[Claimed]) -> None:

@@ -106,7 +106,9 @@ def submit_run(ctx: AppContext, principal: Principal, fmu_id: str, request: RunC
             if reserved:
                 ctx.dispatcher.cancel_reservation()
             return to_out(run), False, partial(ctx.dispatcher.submit, run.id)
-        return to_out(run), False, partial(ctx.dispatcher.run_reserved, partial(ctx.runner.execute_claimed, *claimed))
+        work, expires = claimed
+        ctx.runner.hold(run.id, expires)
+        return to_out(run), False, partial(ctx.dispatcher.run_reserved, partial(ctx.runner.execute_claimed, work))
 
 
 def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run, str]:

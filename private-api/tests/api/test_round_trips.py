@@ -5,6 +5,7 @@ lifespan, dispatcher and warm sandboxes), real SQLite, a real bwrap sandbox."""
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,19 @@ BUDGET = 23
 KEYED_BUDGET = BUDGET + 2
 
 
+BACKGROUND_THREADS = frozenset({"dispatch-housekeeper", "lease-renewer", "usage-reporter"})
+
+
+def wait_for_a_free_worker(client: TestClient) -> None:
+    """Until the worker has put the last run's sandbox away (it is booked until then)."""
+    dispatcher = client.app.state.ctx.dispatcher  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not dispatcher.reserve():
+        assert time.monotonic() < deadline, "a booked worker was never given back"
+        time.sleep(0.01)
+    dispatcher.cancel_reservation()
+
+
 class StatementCounter:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -42,7 +56,8 @@ class StatementCounter:
         self.on = False
 
     def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if self.on:
+        # The run's own statements: the background loops' (relay, lease renewal) run on a timer.
+        if self.on and threading.current_thread().name not in BACKGROUND_THREADS:
             with self.lock:
                 self.counts[" ".join(statement.split()[:3])] += 1
 
@@ -77,6 +92,7 @@ def test_one_run_costs_few_database_round_trips(app_client: tuple[TestClient, St
     spec = {"stop_time": 1.0}
     for i in range(3):  # warm: the FMU cache, the tenant's warm sandbox, every prepared path
         headers = {"Idempotency-Key": f"lean-{keyed}-{i}"} if keyed else {}
+        wait_for_a_free_worker(client)
         counter.on = i == 2
         run = client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 30}, json=spec, headers=headers)
         assert run.status_code == 200 and run.json()["status"] == "succeeded", run.text
@@ -86,3 +102,33 @@ def test_one_run_costs_few_database_round_trips(app_client: tuple[TestClient, St
     assert counter.total <= budget, f"{counter.total} statements: {dict(counter.counts)}"
     assert not any("idempotency_records" in statement and not statement.startswith("SELECT")
                    for statement in counter.counts), dict(counter.counts)
+
+
+def test_a_free_worker_takes_the_run_in_its_submission_and_a_busy_one_leaves_it_queued(
+        app_client: tuple[TestClient, StatementCounter, str], fmus: dict[str, Path]) -> None:
+    client, _, _ = app_client  # one worker thread
+    hostile = fmus["Hostile"]
+    fmu_id = client.post("/v1/fmus", files={"file": (hostile.name, hostile.read_bytes())}).json()["id"]
+    sleeper = {"start_values": {"mode": 4}, "timeout_s": 2}  # sleeps until its deadline
+    first = client.post(f"/v1/fmus/{fmu_id}/runs", json=sleeper)
+    assert first.status_code == 202 and first.json()["status"] == "running", first.text  # claimed on submission
+    second = client.post(f"/v1/fmus/{fmu_id}/runs", json=sleeper)
+    assert second.status_code == 202 and second.json()["status"] == "queued", second.text  # the worker is busy
+    for run in (first, second):
+        final = client.get(f"/v1/runs/{run.json()['id']}", params={"wait": 30}).json()
+        assert final["status"] == "timed_out", final
+        assert final["credits_charged"] <= final["credits_held"]
+    wait_for_a_free_worker(client)  # every booking was given back
+
+
+def test_a_run_claimed_in_its_submission_is_cancelled_at_once(
+        app_client: tuple[TestClient, StatementCounter, str], fmus: dict[str, Path]) -> None:
+    client, _, _ = app_client
+    hostile = fmus["Hostile"]
+    fmu_id = client.post("/v1/fmus", files={"file": (hostile.name, hostile.read_bytes())}).json()["id"]
+    run = client.post(f"/v1/fmus/{fmu_id}/runs", json={"start_values": {"mode": 4}, "timeout_s": 60})
+    assert run.json()["status"] == "running", run.text
+    cancelled = client.post(f"/v1/runs/{run.json()['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    wait_for_a_free_worker(client)  # its sandbox was killed: the worker is free long before the 60 s deadline
+    assert client.get(f"/v1/runs/{run.json()['id']}").json()["status"] == "cancelled"
