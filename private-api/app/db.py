@@ -50,8 +50,7 @@ class _SqliteWriters:
         try:
             connection.exec_driver_sql(f"BEGIN {'IMMEDIATE' if write else 'DEFERRED'}")
         except BaseException:
-            if connection.connection.info.pop(_HOLDS_WRITE_LOCK, False):
-                self._lock.release()
+            self.end(None, connection.connection)  # the pooled connection shares its record's info
             raise
 
     def end(self, _dbapi_connection: Any, record: Any) -> None:

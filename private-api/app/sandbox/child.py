@@ -308,8 +308,7 @@ class ChildProcessSandbox(Sandbox):
             if wait:
                 self._dispose()
             else:
-                # The files go now (an output that filled the disk frees it before the run is final).
-                self.dirs.remove()
+                self.remove_files()
                 threading.Thread(target=self._dispose, name=f"sandbox-dispose-{self.id}", daemon=True).start()
 
     def _run(self, job: Job, spec_json: bytes, started: float) -> Outcome:

@@ -222,8 +222,7 @@ class FmuRunner:
             if not run_lifecycle.claim(session, run_id, self.worker_id, expires):
                 return None
             session.commit()
-        with self._lock:
-            self._held[run_id] = expires
+        self.hold(run_id, expires)
         reset = row.reset_exact if row.reset_checked_by == RUNNER_DIGEST else None
         return Claimed(run_id, row.spec, row.sha256, row.user_id, row.id, row.sweep_id, reset)
 

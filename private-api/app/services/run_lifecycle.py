@@ -63,14 +63,12 @@ def queued(**fields: Any) -> dict[str, Any]:
 def claim(session: Session, run_id: str, owner: str, expires: datetime, loaded: Run | None = None) -> bool:
     """queued → running under ``owner``'s lease; False if another worker (or a cancel) was first.
     ``loaded``: the run as this session holds it (just created), told what was written."""
-    now = utcnow()
+    values = {"started_at": utcnow(), "lease_owner": owner, "lease_expires_at": expires}
     won: int = session.execute(
-        _move((QUEUED,), RUNNING).where(Run.id == run_id)
-        .values(started_at=now, lease_owner=owner, lease_expires_at=expires, attempts=Run.attempts + 1)
+        _move((QUEUED,), RUNNING).where(Run.id == run_id).values(**values, attempts=Run.attempts + 1)
     ).rowcount  # type: ignore[attr-defined]
     if won and loaded is not None:
-        for key, value in (("status", RUNNING), ("started_at", now), ("lease_owner", owner),
-                           ("lease_expires_at", expires), ("attempts", loaded.attempts + 1)):
+        for key, value in {**values, "status": RUNNING, "attempts": loaded.attempts + 1}.items():
             set_committed_value(loaded, key, value)
     return won > 0
 
