@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import Database
 from app.dispatch.notifier import STARTED, RunNotifier
-from app.models import Fmu, Run
+from app.models import Fmu, Run, Sweep
 from app.models.base import utcnow
 from app.models.run import RunStatus
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
@@ -72,6 +72,15 @@ class Claimed:
     fmu_id: str
     sweep_id: str | None
     reset_exact: bool | None  # the FMU's reset() check by this runner version; None: not checked
+    sweep_left: int = 0  # a sweep child: about how many of its sweep's children are still queued
+
+
+def chunk_size(left: int, largest: int, threads: int) -> int:
+    """Children to claim in one chunk when about ``left`` are queued: guided self-scheduling, a
+    share of what is left (``2 * threads``: the fleet has more than this process) up to ``largest``.
+    Big chunks early amortize each chunk's own cost (a process, the model read and instantiated,
+    a claim and a settlement); small ones at the end keep every worker busy until the last."""
+    return max(1, min(largest, -(-left // (2 * max(threads, 1)))))
 
 
 def read_regular(path: Path, limit: int) -> bytes:
@@ -213,8 +222,10 @@ class FmuRunner:
             # sweep child a chunk already took (most of a sweep's messages) costs no write
             # transaction, and the one that wins holds the write lock for one statement.
             row = session.execute(
-                select(Run.status, Run.spec, Run.user_id, Run.sweep_id, Fmu.id, Fmu.sha256, Fmu.reset_exact,
-                       Fmu.reset_checked_by).join(Fmu, Fmu.id == Run.fmu_id).where(Run.id == run_id)).one_or_none()
+                select(Run.status, Run.spec, Run.user_id, Run.sweep_id, Run.sweep_index, Sweep.total, Fmu.id,
+                       Fmu.sha256, Fmu.reset_exact, Fmu.reset_checked_by)
+                .join(Fmu, Fmu.id == Run.fmu_id).outerjoin(Sweep, Sweep.id == Run.sweep_id)
+                .where(Run.id == run_id)).one_or_none()
         if row is None or row.status != RunStatus.QUEUED:
             return None
         expires = utcnow() + self.lease
@@ -224,12 +235,14 @@ class FmuRunner:
             session.commit()
         self.hold(run_id, expires)
         reset = row.reset_exact if row.reset_checked_by == RUNNER_DIGEST else None
-        return Claimed(run_id, row.spec, row.sha256, row.user_id, row.id, row.sweep_id, reset)
+        # Children are claimed in sweep order: those after this one are about what is left.
+        left = row.total - row.sweep_index if row.total is not None and row.sweep_index is not None else 0
+        return Claimed(run_id, row.spec, row.sha256, row.user_id, row.id, row.sweep_id, reset, left)
 
     def _claim_siblings(self, claimed: Claimed) -> list[Claimed]:
         """More queued children of the claimed run's sweep, to run in the same sandbox (a chunk).
         Their own dispatch messages then find them taken, as for any duplicate."""
-        wanted = self.settings.sweep_chunk_size - 1
+        wanted = chunk_size(claimed.sweep_left, self.settings.sweep_chunk_size, self.settings.workers) - 1
         if claimed.sweep_id is None or wanted < 1:
             return []
         expires = utcnow() + self.lease
