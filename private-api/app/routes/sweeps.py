@@ -67,7 +67,7 @@ async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principa
         with ctx.db.session(write=True) as session:
             sweep, run_ids = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings)
             session.commit()
-            return sweep_service.to_out(sweep, Progress(SweepCounts(queued=len(run_ids)), 0)), run_ids
+            return sweep_service.to_out(sweep, Progress(SweepCounts(queued=sweep.total), 0)), run_ids
 
     sweep, run_ids = await run_in_threadpool(submit)
     ctx.dispatcher.submit_many(run_ids)

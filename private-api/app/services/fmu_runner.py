@@ -3,7 +3,6 @@ credits settled, status final. Called by a dispatcher's worker, never a request 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import os
@@ -30,7 +29,7 @@ from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
 from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
 from app.sandbox.staging import result_file_problem
-from app.services import run_lifecycle
+from app.services import run_lifecycle, sweep_service
 from app.services.fmu_cache import FmuCache
 from app.services.run_lifecycle import PLATFORM_ERRORS
 from app.services.run_service import log_key, result_key, to_out
@@ -38,8 +37,6 @@ from app.storage import Storage
 
 log = logging.getLogger(__name__)
 
-# Sweep children remembered as claimed here (about 2 MB at most).
-_MAX_TAKEN = 20_000
 # Identifies the runner that checked an FMU's reset(): a new runner checks again.
 RUNNER_DIGEST = runner_digest()
 
@@ -74,13 +71,6 @@ class Claimed:
     reset_exact: bool | None  # the FMU's reset() check by this runner version; None: not checked
     sweep_left: int = 0  # a sweep child: about how many of its sweep's children are still queued
 
-
-def chunk_size(left: int, largest: int, threads: int) -> int:
-    """Children to claim in one chunk when about ``left`` are queued: guided self-scheduling, a
-    share of what is left (``2 * threads``: the fleet has more than this process) up to ``largest``.
-    Big chunks early amortize each chunk's own cost (a process, the model read and instantiated,
-    a claim and a settlement); small ones at the end keep every worker busy until the last."""
-    return max(1, min(largest, -(-left // (2 * max(threads, 1)))))
 
 
 def read_regular(path: Path, limit: int) -> bytes:
@@ -124,22 +114,22 @@ class FmuRunner:
         self._abandoned: set[str] = set()
         # Runs whose sandbox the shutdown killed.
         self._interrupted: set[str] = set()
-        # Sweep children this process claimed with a chunk: their own message, when it comes here,
-        # is dropped without a query (once: a later message finds the row, e.g. if it was requeued).
-        self._taken: set[str] = set()
-        self._taken_order: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
         self._stopping = False
 
     def execute(self, run_id: str) -> None:
-        with self._lock:
-            if run_id in self._taken:
-                self._taken.discard(run_id)
-                return
-        claimed = self._claim(run_id)
-        if claimed is None:
-            return  # another worker has it, it was cancelled, or it finished: a duplicate message
-        self._execute([claimed, *self._claim_siblings(claimed)])
+        """A dispatch message: its run, claimed with a chunk of its sweep's children if it has one.
+        A sweep gets one message per few children (``sweep_service.message_spacing``), each of which
+        stands for a chunk: if another worker took its own child first, it claims other queued
+        children of the sweep instead."""
+        found = self._claim(run_id)
+        if found is None:
+            return  # gone, or a single run another worker has, cancelled or finished: a duplicate
+        claimed, won = found
+        runs = [claimed] if won else []
+        runs += self._claim_siblings(claimed, won)
+        if runs:
+            self._execute(runs)
 
     def claim_submitted(self, session: Session, run: Run, fmu: Fmu) -> tuple[Claimed, datetime] | None:
         """Claim a single run in the transaction that creates it, for a worker of this process that
@@ -215,35 +205,43 @@ class FmuRunner:
                 finished[run_id] = fields
         return self._finish(finished) if finished else []
 
-    def _claim(self, run_id: str) -> Claimed | None:
-        """Move queued → running under a lease; only one worker can win the conditional UPDATE."""
+    def _claim(self, run_id: str) -> tuple[Claimed, bool] | None:
+        """Move queued → running under a lease; only one worker can win the conditional UPDATE.
+        Returns the run and whether this worker won it; a sweep child that was not won still names
+        its sweep, for ``_claim_siblings``. None: nothing to do."""
         with self.db.session() as session:
             # A read first, of everything executing it needs (none of it changes once queued): a
-            # sweep child a chunk already took (most of a sweep's messages) costs no write
-            # transaction, and the one that wins holds the write lock for one statement.
+            # message whose run is taken costs no write transaction, and the one that wins holds
+            # the write lock for one statement.
             row = session.execute(
                 select(Run.status, Run.spec, Run.user_id, Run.sweep_id, Run.sweep_index, Sweep.total, Fmu.id,
                        Fmu.sha256, Fmu.reset_exact, Fmu.reset_checked_by)
                 .join(Fmu, Fmu.id == Run.fmu_id).outerjoin(Sweep, Sweep.id == Run.sweep_id)
                 .where(Run.id == run_id)).one_or_none()
-        if row is None or row.status != RunStatus.QUEUED:
+        if row is None or (row.status != RunStatus.QUEUED and row.sweep_id is None):
             return None
-        expires = utcnow() + self.lease
-        with self.db.session(write=True) as session:
-            if not run_lifecycle.claim(session, run_id, self.worker_id, expires):
-                return None
-            session.commit()
-        self.hold(run_id, expires)
         reset = row.reset_exact if row.reset_checked_by == RUNNER_DIGEST else None
         # Children are claimed in sweep order: those after this one are about what is left.
         left = row.total - row.sweep_index if row.total is not None and row.sweep_index is not None else 0
-        return Claimed(run_id, row.spec, row.sha256, row.user_id, row.id, row.sweep_id, reset, left)
+        claimed = Claimed(run_id, row.spec, row.sha256, row.user_id, row.id, row.sweep_id, reset, left)
+        if row.status != RunStatus.QUEUED:
+            return claimed, False
+        expires = utcnow() + self.lease
+        with self.db.session(write=True) as session:
+            won = run_lifecycle.claim(session, run_id, self.worker_id, expires)
+            session.commit()
+        if won:
+            self.hold(run_id, expires)
+        return (claimed, won) if won or row.sweep_id is not None else None
 
-    def _claim_siblings(self, claimed: Claimed) -> list[Claimed]:
-        """More queued children of the claimed run's sweep, to run in the same sandbox (a chunk).
-        Their own dispatch messages then find them taken, as for any duplicate."""
-        wanted = chunk_size(claimed.sweep_left, self.settings.sweep_chunk_size, self.settings.workers) - 1
-        if claimed.sweep_id is None or wanted < 1:
+    def _claim_siblings(self, claimed: Claimed, won: bool) -> list[Claimed]:
+        """More queued children of ``claimed``'s sweep, to run in one sandbox (a chunk): with the
+        run itself (``won``), or instead of it, up to a chunk's size in all."""
+        if claimed.sweep_id is None:
+            return []
+        wanted = sweep_service.chunk_size(claimed.sweep_left, self.settings.sweep_chunk_size,
+                                          self.settings.workers) - (1 if won else 0)
+        if wanted < 1:
             return []
         expires = utcnow() + self.lease
         with self.db.session(write=True) as session:
@@ -252,10 +250,6 @@ class FmuRunner:
         with self._lock:
             for row in rows:
                 self._held[row.id] = expires
-                self._taken.add(row.id)
-                self._taken_order.append(row.id)
-            while len(self._taken_order) > _MAX_TAKEN:
-                self._taken.discard(self._taken_order.popleft())
         return [dataclasses.replace(claimed, run_id=row.id, spec=row.spec) for row in rows]
 
     def held(self) -> dict[str, datetime]:

@@ -76,9 +76,11 @@ def claim(session: Session, run_id: str, owner: str, expires: datetime, loaded: 
 def claim_children(session: Session, sweep_id: str, owner: str, expires: datetime,
                    limit: int) -> list[Row[Any]]:
     """Up to ``limit`` more queued children of a sweep, in sweep order, to run as one chunk:
-    (id, spec) of those won. Their ``started_at`` stays empty until each really starts."""
+    (id, spec) of those won. Their ``started_at`` stays empty until each really starts.
+    Concurrent claims take disjoint children (rows another claim has locked are skipped): each
+    gets a full chunk while enough are queued, which the sweep's sparse messages rely on."""
     candidates = list(session.scalars(select(Run.id).where(Run.sweep_id == sweep_id, Run.status == QUEUED)
-                                      .order_by(Run.sweep_index).limit(limit)))
+                                      .order_by(Run.sweep_index).limit(limit).with_for_update(skip_locked=True)))
     if not candidates:
         return []
     won = set(session.scalars(

@@ -29,6 +29,24 @@ from app.services.sweep_space import expand, parameter_names
 
 # Children made, inserted and dropped at a time.
 CHILD_BATCH = 1000
+# A sweep is dispatched as one message per this many children: each message claims a chunk of at
+# least this many while that many are queued (``chunk_size``), so the messages cover every child.
+MESSAGE_SPACING = 8
+
+
+def message_spacing(largest_chunk: int) -> int:
+    """Children per dispatch message of a sweep: never more than a chunk may hold."""
+    return max(1, min(MESSAGE_SPACING, largest_chunk))
+
+
+def chunk_size(left: int, largest: int, threads: int) -> int:
+    """Children to claim in one chunk when about ``left`` are queued: guided self-scheduling, a
+    share of what is left (``2 * threads``: the fleet has more than this process), at least a
+    message's worth and at most ``largest``. Big chunks early amortize each chunk's own cost (a
+    process, the model read and instantiated, a claim and a settlement); small ones at the end
+    keep every worker busy until the last."""
+    share = -(-left // (2 * max(threads, 1)))
+    return max(1, min(largest, max(share, message_spacing(largest))))
 
 
 class SweepNotFinished(ProblemError):
@@ -60,7 +78,9 @@ def _owned(principal: Principal) -> Select[Sweep]:
 def create_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
                  settings: Settings) -> tuple[Sweep, list[str]]:
     """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep
-    and the child run ids in sweep_index order. The caller commits, then dispatches the children."""
+    and the ids of the children to dispatch (one per ``message_spacing``, in sweep_index order;
+    the others are stamped handed over, for the relay to leave alone). The caller commits, then
+    dispatches them."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     info = registry_service.model_info(fmu)
     caller = limits.for_caller(principal, settings)
@@ -76,21 +96,25 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     # Before the children: a sweep the balance cannot cover leaves nothing behind.
     credits.hold_for_sweep(session, sweep)
     now = utcnow()
+    spacing = message_spacing(settings.sweep_chunk_size)
     ids: list[str] = []
+    leaders: list[str] = []
     for batch in space.batches(CHILD_BATCH):
         batch_ids = [new_id("run") for _ in batch]
         rows = [run_lifecycle.queued(id=run_id, user_id=principal.user_id, fmu_id=fmu.id,
                                      spec={**base, "start_values": {**base["start_values"], **values}},
                                      credits_held=per_child, sweep_id=sweep.id, sweep_index=len(ids) + offset,
-                                     created_at=now)
+                                     created_at=now,
+                                     enqueued_at=None if (len(ids) + offset) % spacing == 0 else now)
                 for offset, (run_id, values) in enumerate(zip(batch_ids, batch, strict=True))]
+        leaders.extend(row["id"] for row in rows if row["enqueued_at"] is None)
         # One executemany (batched multi-row INSERTs) per batch: memory stays at one batch.
         session.execute(insert(Run), rows)
         if not ids:
             # Once the sweep has a child it counts as one active submission.
             limits.check_active_runs(session, principal, caller)
         ids.extend(batch_ids)
-    return sweep, ids
+    return sweep, leaders
 
 
 def get_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:

@@ -18,7 +18,7 @@ from test_sweeps import BASE, children, create, new_client, upload, wait
 
 from app.config import Settings
 from app.sandbox.child import runner_digest
-from app.services.fmu_runner import chunk_size
+from app.services.sweep_service import chunk_size, message_spacing
 
 pytestmark = pytest.mark.timeout(300)
 LARGEST_CHUNK = Settings.model_fields["sweep_chunk_size"].default
@@ -70,22 +70,24 @@ def test_every_child_equals_the_same_spec_run_alone(gateway: Gateway, fmus: dict
 def test_chunks_take_a_share_of_what_is_left_up_to_the_largest() -> None:
     assert chunk_size(1000, 64, threads=2) == 64  # capped
     assert chunk_size(100, 64, threads=2) == 25  # a quarter: 2 threads here, more elsewhere
-    assert chunk_size(9, 64, threads=2) == 3
-    assert chunk_size(1, 64, threads=2) == chunk_size(0, 64, threads=2) == 1
-    assert chunk_size(100, 1, threads=2) == 1  # FMU_GATEWAY_SWEEP_CHUNK_SIZE=1: each child alone
     assert chunk_size(100, 64, threads=0) == 50
+    # Never below a message's worth of children: a sweep's messages cover all of it.
+    assert message_spacing(64) == 8
+    assert chunk_size(9, 64, threads=2) == chunk_size(0, 64, threads=2) == 8
+    assert message_spacing(4) == chunk_size(100, 4, threads=2) == 4
+    assert message_spacing(1) == chunk_size(100, 1, threads=2) == 1  # SWEEP_CHUNK_SIZE=1: each child alone
 
 
 def test_chunks_shrink_as_a_sweep_drains(gateway: Gateway, fmus: dict[str, Any]) -> None:
     """Big chunks first (each chunk's own cost amortized), small ones last (no worker idles while
-    another finishes a long chunk). The last children, one per claim, run as single runs do."""
+    another finishes a long chunk)."""
     client = new_client(gateway, 1000, tier="pro")
     fmu_id = upload(client, fmus["VanDerPol"])
     sweep = create(client, fmu_id, method="list", parameters=[{"mu": 1.0 + i / 100} for i in range(40)])
     assert wait(client, sweep["id"])["counts"]["succeeded"] == 40
     sizes = chunk_sizes(gateway, sweep["id"])
     assert sizes[0] == chunk_size(40, LARGEST_CHUNK, threads=int(gateway.env["FMU_GATEWAY_WORKERS"])), sizes
-    assert sizes[0] == max(sizes) > sizes[-1] and sum(sizes) < 40, sizes
+    assert sizes[0] == max(sizes) > sizes[-1] and sum(sizes) <= 40, sizes
 
 
 def test_a_crashing_child_fails_alone(gateway: Gateway, fmus: dict[str, Any]) -> None:
