@@ -84,6 +84,7 @@ _RELAYED_ONCE = frozenset({runner.READY, runner.RUNNING, runner.DONE})
 _RELAYED_EACH = frozenset({runner.CHILD_STARTED, runner.CHILD_DONE, runner.RESET_CHECKED})
 _MAX_REPORT_BYTES = 64 << 10
 _POLL_MS = 10
+_IDLE_POLL_MS = 1000
 _REAP_POLL_S = 0.5
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -385,14 +386,18 @@ def supervise(pid: int, stdin: int, report: int, go: int, control: IO[str]) -> N
     relay = Relay(control)
     status: int | None = None
     peak_vm = 0
-    go_open = True
+    go_open = report_open = True
     while status is None:
-        for fd, events in poller.poll(_POLL_MS):
+        # Before "go" nothing runs whose memory could grow: a warm run waiting for its job wakes
+        # when the host or the runner says something, else once a second (not a hundred times).
+        waiting = go_open and report_open
+        for fd, events in poller.poll(_IDLE_POLL_MS if waiting else _POLL_MS):
             data = os.read(fd, 65536) if events & (select.POLLIN | select.POLLHUP) else b""
             if fd == report:
                 relay.feed(data)
                 if not data:
                     poller.unregister(report)
+                    report_open = False
             elif data and go_open and data.startswith(runner.GO[:2]):
                 bind_fmu(data.split(b"\n", 1)[0][3:].decode("ascii", "replace"))
                 os.write(go, runner.GO)

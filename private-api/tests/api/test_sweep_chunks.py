@@ -86,8 +86,9 @@ def test_chunks_shrink_as_a_sweep_drains(gateway: Gateway, fmus: dict[str, Any])
     sweep = create(client, fmu_id, method="list", parameters=[{"mu": 1.0 + i / 100} for i in range(40)])
     assert wait(client, sweep["id"])["counts"]["succeeded"] == 40
     sizes = chunk_sizes(gateway, sweep["id"])
-    assert sizes[0] == chunk_size(40, LARGEST_CHUNK, threads=int(gateway.env["FMU_GATEWAY_WORKERS"])), sizes
-    assert sizes[0] == max(sizes) > sizes[-1] and sum(sizes) <= 40, sizes
+    # The first claim (its message is among the first two taken) gets the largest share.
+    assert max(sizes) == chunk_size(40, LARGEST_CHUNK, threads=int(gateway.env["FMU_GATEWAY_WORKERS"])), sizes
+    assert min(sizes) < max(sizes) and sum(sizes) <= 40, sizes
 
 
 def test_a_crashing_child_fails_alone(gateway: Gateway, fmus: dict[str, Any]) -> None:

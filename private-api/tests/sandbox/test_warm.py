@@ -73,6 +73,15 @@ def pool(backend: SandboxBackend) -> Iterator[SandboxPool]:
         pool.close()
 
 
+def wakeups(pid: int) -> int:
+    """How often a live process went to sleep and woke up (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def found(probe: float) -> list[str]:
     return [what for bit, what in PLANTED_BITS.items() if int(probe) & bit]
 
@@ -102,6 +111,18 @@ class TestOneZygotePerTenant:
         assert isinstance(second, ChildProcessSandbox) and spare <= second.resources.pids()
         assert second.wait_ready(0)  # no waiting: it is ready
         assert run(second, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
+
+    def test_a_run_waiting_for_its_job_sleeps(self, pool: SandboxPool) -> None:
+        """Warm runs may wait for hours on an idle server: they sleep, they do not poll."""
+        sandbox = pool.acquire(DEFAULT_LIMITS, "alice")
+        try:
+            assert isinstance(sandbox, ChildProcessSandbox) and sandbox.wait_ready(30)
+            pids = sandbox.resources.pids()
+            before = sum(map(wakeups, pids))
+            time.sleep(3)
+            assert sum(map(wakeups, pids)) - before < 30  # polling every 10 ms woke it 300 times
+        finally:
+            sandbox.close()
 
     def test_runs_without_a_tenant_or_with_other_limits_get_a_sandbox_of_their_own(
         self, pool: SandboxPool
