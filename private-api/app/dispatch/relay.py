@@ -4,9 +4,10 @@ executes runs. Each pass is a cheap indexed query; several processes may run the
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Row, and_, or_, select, update
 
 from app.background import BackgroundThread
 from app.config import Settings
@@ -16,6 +17,7 @@ from app.dispatch.leases import reap
 from app.models import Run
 from app.models.base import utcnow
 from app.models.run import RunStatus
+from app.services.sweep_service import message_spacing
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,17 @@ def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everythin
                 return sent
         with db.session(write=True) as session:
             # Stamped before sending, so other relays skip them; un-stamped if the send fails.
-            run_ids = list(session.scalars(select(Run.id).where(due).order_by(Run.created_at).limit(SEND_BATCH)
-                                           .with_for_update(skip_locked=True)))
-            if not run_ids:
+            rows = session.execute(select(Run.id, Run.sweep_id).where(due)
+                                   .order_by(Run.created_at, Run.sweep_index).limit(SEND_BATCH)
+                                   .with_for_update(skip_locked=True)).all()
+            if not rows:
                 return sent
+            run_ids = [row.id for row in rows]
             session.execute(update(Run).where(Run.id.in_(run_ids)).values(enqueued_at=now)
                             .execution_options(synchronize_session=False))
             session.commit()
         try:
-            dispatcher.send(run_ids)
+            dispatcher.send(messages_for(rows, message_spacing(settings.sweep_chunk_size)))
         except Exception:
             with db.session(write=True) as session:
                 session.execute(update(Run).where(Run.id.in_(run_ids), Run.enqueued_at == now)
@@ -62,6 +66,24 @@ def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everythin
         log.info("relay: handed %d queued run(s) over", len(run_ids))
         if len(run_ids) < SEND_BATCH:
             return sent
+
+
+def messages_for(rows: Sequence[Row[str, str | None]], spacing: int) -> list[str]:
+    """The runs to send a message for, of queued (id, sweep_id) rows in sweep order: every single
+    run, and of each sweep's children every ``spacing``-th, as when the sweep was created (each
+    message claims a chunk of at least ``spacing`` of them: a long sweep's waiting children are not
+    sent again one message each)."""
+    seen: dict[str, int] = {}
+    chosen: list[str] = []
+    for row in rows:
+        if row.sweep_id is None:
+            chosen.append(row.id)
+            continue
+        position = seen.get(row.sweep_id, 0)
+        seen[row.sweep_id] = position + 1
+        if position % spacing == 0:
+            chosen.append(row.id)
+    return chosen
 
 
 class Housekeeper(BackgroundThread):
