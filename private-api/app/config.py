@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     # request before anything is sampled.
     sweep_max_values: int = Field(default=200_000, ge=1)
     # Most children of one sweep a worker runs in one sandbox process, one after another (1: each
-    # alone); a chunk takes a share of what is left of its sweep, up to this (fmu_runner.chunk_size).
+    # alone); a chunk takes a share of what is left of its sweep, up to this (sweep_service.chunk_size).
     sweep_chunk_size: int = Field(default=64, ge=1, le=256)
     # Server-Sent Events: how often a stream re-reads the database (other processes' changes) and
     # how long it may stay silent before a heartbeat comment keeps proxies from closing it.

@@ -72,7 +72,6 @@ class Claimed:
     sweep_left: int = 0  # a sweep child: about how many of its sweep's children are still queued
 
 
-
 def read_regular(path: Path, limit: int) -> bytes:
     """Up to `limit` bytes of a regular file the sandbox wrote; never follows a link it planted."""
     try:

@@ -19,7 +19,6 @@ from app.config import Settings
 from app.db import Database
 from app.errors import NotFound, ProblemError
 from app.models import Run, UsageEvent, User
-from app.models.base import new_id, utcnow
 from app.services.pricing import load_pricing
 
 log = logging.getLogger(__name__)
@@ -82,12 +81,11 @@ class StripeService:
 
     @staticmethod
     def charge_per_executions(session: Session, runs: list[Run]) -> None:
-        """``charge_per_execution`` for several runs, in one executemany. Every column is given: no
-        RETURNING, so PostgreSQL gets one statement text, prepared once, for any number of runs."""
-        now = utcnow()
-        rows = [{"id": new_id("use"), "user_id": run.user_id, "identifier": run.id, "event_name": METER_EVENT_NAME,
-                 "value": run.credits_charged, "occurred_at": now, "attempts": 0, "next_attempt_at": now,
-                 "status": "pending"} for run in runs if run.credits_charged > 0]
+        """``charge_per_execution`` for several runs, in one Core executemany: the model's defaults
+        fill the other columns, and nothing is read back (the ORM's flush asked for RETURNING, so
+        PostgreSQL got a multi-row statement whose text was parsed afresh each time)."""
+        rows = [{"user_id": run.user_id, "identifier": run.id, "event_name": METER_EVENT_NAME,
+                 "value": run.credits_charged} for run in runs if run.credits_charged > 0]
         if rows:
             session.execute(insert(UsageEvent), rows)
 

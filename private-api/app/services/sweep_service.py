@@ -97,23 +97,21 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     credits.hold_for_sweep(session, sweep)
     now = utcnow()
     spacing = message_spacing(settings.sweep_chunk_size)
-    ids: list[str] = []
+    made = 0
     leaders: list[str] = []
     for batch in space.batches(CHILD_BATCH):
-        batch_ids = [new_id("run") for _ in batch]
-        rows = [run_lifecycle.queued(id=run_id, user_id=principal.user_id, fmu_id=fmu.id,
+        rows = [run_lifecycle.queued(id=new_id("run"), user_id=principal.user_id, fmu_id=fmu.id,
                                      spec={**base, "start_values": {**base["start_values"], **values}},
-                                     credits_held=per_child, sweep_id=sweep.id, sweep_index=len(ids) + offset,
-                                     created_at=now,
-                                     enqueued_at=None if (len(ids) + offset) % spacing == 0 else now)
-                for offset, (run_id, values) in enumerate(zip(batch_ids, batch, strict=True))]
+                                     credits_held=per_child, sweep_id=sweep.id, sweep_index=index,
+                                     created_at=now, enqueued_at=None if index % spacing == 0 else now)
+                for index, values in enumerate(batch, start=made)]
         leaders.extend(row["id"] for row in rows if row["enqueued_at"] is None)
         # One executemany (batched multi-row INSERTs) per batch: memory stays at one batch.
         session.execute(insert(Run), rows)
-        if not ids:
+        if not made:
             # Once the sweep has a child it counts as one active submission.
             limits.check_active_runs(session, principal, caller)
-        ids.extend(batch_ids)
+        made += len(rows)
     return sweep, leaders
 
 
