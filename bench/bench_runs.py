@@ -158,12 +158,12 @@ def main() -> None:
             busy, server, own = machine_busy_s(), process_cpu_s(gateway.process.pid), process_cpu_s(os.getpid())
             started = time.perf_counter()
             list(threads.map(lambda user: gateway_run(user, fmu_id, breakdown=False), clients))
-        for user in clients:
-            user.close()
             gw_tput = args.concurrent / (time.perf_counter() - started)
             server = (process_cpu_s(gateway.process.pid) - server) / args.concurrent
-            clients = (process_cpu_s(os.getpid()) - own) / args.concurrent
-            sandboxes = (machine_busy_s() - busy) / args.concurrent - server - clients
+            own = (process_cpu_s(os.getpid()) - own) / args.concurrent
+            sandboxes = (machine_busy_s() - busy) / args.concurrent - server - own
+        for user in clients:
+            user.close()
     shutil.rmtree(work, ignore_errors=True)
 
     mode = "a new sandbox per run" if args.no_reuse else "warm sandboxes"
@@ -178,7 +178,7 @@ def main() -> None:
           f"{gw_tput / raw_tput:8.2f}x")
     print(f"CPU per run in that burst (ms): raw FMPy {raw_cpu * 1000:.1f}; gateway {(server + sandboxes) * 1000:.1f} = "
           f"API process {server * 1000:.1f} + sandboxes and kernel {sandboxes * 1000:.1f} "
-          f"(the benchmark's clients: {clients * 1000:.1f})")
+          f"(the benchmark's clients: {own * 1000:.1f})")
     print_breakdown(raw_spaced_ms, spaced)
 
 

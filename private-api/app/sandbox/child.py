@@ -275,6 +275,11 @@ class ChildProcessSandbox(Sandbox):
     def wait_ready(self, timeout: float) -> bool:
         return self._control.wait_for(READY, timeout) is not None
 
+    @property
+    def ready(self) -> dict[str, Any] | None:
+        """The runner's ready message (its pid, warm-up CPU, memory, whether it warmed up), once sent."""
+        return self._control.get(READY)
+
     def run(self, job: Job) -> Outcome:
         if job.limits.fixed_at_start() != self.limits.fixed_at_start():
             raise SandboxError("job limits differ from the limits this sandbox was started with (only deadline_s may)")

@@ -503,15 +503,17 @@ def main(argv: list[str] | None = None) -> None:
     serve(args.job_dir, args.out_dir, control)
 
 
-def serve(job_dir: Path, out_dir: Path, control: IO[str]) -> None:
-    """The runner proper: warm up, wait for the job, run it, report, exit."""
+def serve(job_dir: Path, out_dir: Path, control: IO[str], *, warm: bool = True) -> None:
+    """The runner proper: warm up (``warm=False``: forked from a process that did), wait for the
+    job, run it, report, exit."""
     faulthandler.enable(file=sys.stderr)  # Python stack in the log when the model crashes
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
     unbuffer_native_stdout()
-    warm_up()
+    if warm:
+        warm_up()
     # CPU spent warming up, sent before any model code runs: the host subtracts it from the job's.
     times = os.times()
-    send(control, READY, pid=os.getpid(), cpu_time_s=times.user + times.system, **memory_status())
+    send(control, READY, pid=os.getpid(), cpu_time_s=times.user + times.system, warm=warm, **memory_status())
 
     if sys.stdin.buffer.readline() != GO:
         os._exit(0)  # closed before a job arrived

@@ -31,6 +31,8 @@ stdin. Inside:
     PID 1, cannot be signalled from inside: the model cannot forge its report.
   * runner (PID 2): rlimits, then drops every capability for good (bounding and ambient
     sets cleared, no new privileges) and runs ``runner.serve``: reads ``/job``, writes ``/out``.
+    Its imports are the zygote's; it warms up again only when the request says ``"warm": true``
+    (forked ahead of its job, it has the time: see ``Zygote._fork``).
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ def init(name: str, request: dict[str, Any], fds: list[int]) -> None:
             set_rlimits(request.get("rlimits") or {})
             drop_privileges()
             control = os.fdopen(report_w, "w", buffering=1, encoding="utf-8")
-            runner.serve(Path(JOB_DIR), Path(OUT_DIR), control)
+            runner.serve(Path(JOB_DIR), Path(OUT_DIR), control, warm=request.get("warm") is True)
         except BaseException:
             traceback.print_exc()
         os._exit(70)

@@ -112,6 +112,31 @@ class TestOneZygotePerTenant:
         assert second.wait_ready(0)  # no waiting: it is ready
         assert run(second, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
 
+    def test_a_run_forked_ahead_warms_up_and_one_forked_for_its_job_does_not(
+        self, pool: SandboxPool, fmu_dirs: dict[str, Path]
+    ) -> None:
+        """Forked ahead, a run has the time to take its first faults before its job; forked for a
+        job at hand, it goes straight to it. The results are the same."""
+        first = pool.acquire(DEFAULT_LIMITS, "alice")
+        zygote = zygote_of(first)
+        assert run(first, fmu_dirs["VanDerPol"], {"stop_time": 1.0})[0].status == "succeeded"
+        wait_until(lambda: zygote.spare_pids() != set())
+        ahead = pool.acquire(DEFAULT_LIMITS, "alice")
+        now = pool.acquire(DEFAULT_LIMITS, "alice")  # nothing forked ahead any more
+        tables = []
+        try:
+            for sandbox, warm in ((ahead, True), (now, False)):
+                assert isinstance(sandbox, ChildProcessSandbox) and sandbox.wait_ready(30)
+                assert sandbox.ready is not None and sandbox.ready["warm"] is warm
+                outcome = sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], {"stop_time": 1.0}, DEFAULT_LIMITS))
+                assert outcome.status == "succeeded" and outcome.result_path is not None, outcome
+                tables.append(read_table(outcome.result_path))
+        finally:
+            ahead.close()
+            now.close()
+        assert_nothing_left(now)
+        assert tables[0].equals(tables[1])
+
     def test_a_run_waiting_for_its_job_sleeps(self, pool: SandboxPool) -> None:
         """Warm runs may wait for hours on an idle server: they sleep, they do not poll."""
         sandbox = pool.acquire(DEFAULT_LIMITS, "alice")
