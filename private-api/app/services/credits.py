@@ -11,9 +11,9 @@ A run's money: ``hold`` (minus the worst case) at submission → ``settle`` (rec
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,6 +21,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.errors import NotFound, ProblemError
 from app.models import LedgerEntry, Run, Sweep, User
 from app.models.base import new_id, utcnow
+
+_USERS, _LEDGER, _RUNS = (cast(Table, model.__table__) for model in (User, LedgerEntry, Run))
+# The settlement of every finished run, built once (building them per call cost more than running
+# them), in Core: nothing is loaded or synchronised, every value is given.
+# A balance change that would go below zero changes nothing (and returns no row).
+_APPLY = (update(_USERS).where(_USERS.c.id == bindparam("b_user"), _USERS.c.credits + bindparam("b_amount") >= 0)
+          .values(credits=_USERS.c.credits + bindparam("b_amount")).returning(_USERS.c.credits))
+_INSERT_ENTRIES = insert(_LEDGER)
+_SET_CHARGED = update(_RUNS).where(_RUNS.c.id == bindparam("b_id")).values(credits_charged=bindparam("b_charged"))
 
 
 class InsufficientCredits(ProblemError):
@@ -44,11 +53,8 @@ def post(session: Session, user_id: str, kind: str, amount: int, key: str, *, ru
     the savepoint undoes the balance change (one statement less on every run's way)."""
     try:
         with session.begin_nested():
-            balance = session.execute(
-                update(User).where(User.id == user_id, User.credits + amount >= 0)
-                .values(credits=User.credits + amount).returning(User.credits)
-                .execution_options(synchronize_session=False)
-            ).scalar_one_or_none()
+            connection = session.connection()
+            balance = connection.execute(_APPLY, {"b_user": user_id, "b_amount": amount}).scalar_one_or_none()
             if balance is None:
                 if has_entry(session, key):
                     return None  # a debit applied before, when the balance still covered it
@@ -56,17 +62,16 @@ def post(session: Session, user_id: str, kind: str, amount: int, key: str, *, ru
                     raise NotFound(f"No user {user_id!r}.")
                 raise InsufficientCredits(f"This needs {-amount} credit(s); your balance is too low.",
                                           required=-amount)
-            entry = LedgerEntry(user_id=user_id, kind=kind, amount=amount, balance_after=balance,
-                                idempotency_key=key, run_id=run_id, reference=reference,
-                                description=description, details=details)
-            session.add(entry)
-            session.flush()
+            values = {"id": new_id("led"), "user_id": user_id, "kind": kind, "amount": amount,
+                      "balance_after": balance, "idempotency_key": key, "run_id": run_id, "reference": reference,
+                      "description": description, "details": details, "created_at": utcnow()}
+            connection.execute(_INSERT_ENTRIES, values)
     except IntegrityError:
         # A concurrent transaction wrote the same key first; ours rolled back to the savepoint.
         if has_entry(session, key):
             return None
         raise
-    return entry
+    return LedgerEntry(**values)  # as written (detached: nothing reads it back)
 
 
 def hold_for_run(session: Session, run: Run) -> None:
@@ -127,16 +132,15 @@ def settle_runs(session: Session, charges: list[tuple[Run, int, str]]) -> None:
     total = sum(entry["amount"] for entry in entries)  # releases only: never below zero
     try:
         with session.begin_nested():
-            balance = session.execute(
-                update(User).where(User.id == user_id).values(credits=User.credits + total)
-                .returning(User.credits).execution_options(synchronize_session=False)).scalar_one()
+            connection = session.connection()
+            balance = connection.execute(_APPLY, {"b_user": user_id, "b_amount": total}).scalar_one()
             running = balance - total
             for entry in entries:
                 running += entry["amount"]
                 entry.update(id=new_id("led"), user_id=user_id, balance_after=running, reference=None,
                              created_at=utcnow())
-            session.execute(insert(LedgerEntry), entries)
-            session.execute(update(Run), costs)
+            connection.execute(_INSERT_ENTRIES, entries)
+            connection.execute(_SET_CHARGED, [{"b_id": c["id"], "b_charged": c["credits_charged"]} for c in costs])
     except IntegrityError:
         for run, cost, note in charges:
             settle_run(session, run, cost, note)

@@ -89,9 +89,18 @@ def claim_children(session: Session, sweep_id: str, owner: str, expires: datetim
     return list(session.execute(select(Run.id, Run.spec).where(Run.id.in_(won)).order_by(Run.sweep_index)))
 
 
+_RUNS = cast(Table, Run.__table__)
 # The columns a finish writes; a chunk's children are finished in one executemany of them all.
 _FINAL_COLUMNS = ("status", "error_code", "error_message", "wall_time_s", "cpu_time_s", "max_rss_bytes",
                   "result_rows", "result_columns", "result_bytes", "started_at", "finished_at", "lease_expires_at")
+# Every single run's finish, built once (building it per call cost more than running it): the row
+# must still be running under the finishing worker's lease; a claimed start time is kept.
+_FINISH_ONE = (
+    update(_RUNS).where(_RUNS.c.id == bindparam("b_id"), _RUNS.c.status == RUNNING,
+                        _RUNS.c.lease_owner == bindparam("b_owner"))
+    .values({column: bindparam(column) for column in _FINAL_COLUMNS if column != "started_at"})
+    .values(started_at=func.coalesce(_RUNS.c.started_at, bindparam("started_at")))
+    .returning(*_RUNS.c))
 
 
 def finish(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: str) -> list[Run]:
@@ -115,16 +124,15 @@ def finish(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: s
 
 
 def _finish_one(session: Session, run_id: str, fields: Mapping[str, Any], owner: str) -> list[Run]:
-    """A single run: one UPDATE … RETURNING."""
+    """A single run: one UPDATE … RETURNING, the statement built once (``_FINISH_ONE``); the row
+    comes back as a detached ``Run`` that nothing loads again. Columns the outcome does not name
+    are written empty: a running run has none of them yet."""
     now = utcnow()
-    values = {k: v for k, v in fields.items() if k != "status"}
-    run = session.scalar(
-        _move((RUNNING,), RunStatus(fields["status"])).where(Run.id == run_id, Run.lease_owner == owner)
-        .values(**values)
-        .values(finished_at=now, lease_expires_at=None,
-                started_at=func.coalesce(Run.started_at, values.get("started_at", now)))
-        .returning(Run))
-    return [] if run is None else [run]
+    params = {column: fields.get(column) for column in _FINAL_COLUMNS}
+    params.update(status=RunStatus(fields["status"]), finished_at=now, lease_expires_at=None,
+                  started_at=fields.get("started_at") or now, b_id=run_id, b_owner=owner)
+    row = session.connection().execute(_FINISH_ONE, params).one_or_none()
+    return [] if row is None else [Run(**row._mapping)]
 
 
 def _finish_many(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: str) -> list[Run]:
@@ -144,10 +152,9 @@ def _finish_many(session: Session, outcomes: Mapping[str, Mapping[str, Any]], ow
         for column, value in values.items():
             set_committed_value(run, column, value)
         rows.append({"b_id": run.id, **values})
-    table = cast(Table, Run.__table__)
     # Core, not the ORM's bulk UPDATE: the row's status and lease are re-checked in the WHERE.
-    statement = (update(table)
-                 .where(table.c.id == bindparam("b_id"), table.c.status == RUNNING, table.c.lease_owner == owner)
+    statement = (update(_RUNS)
+                 .where(_RUNS.c.id == bindparam("b_id"), _RUNS.c.status == RUNNING, _RUNS.c.lease_owner == owner)
                  .values({column: bindparam(column) for column in _FINAL_COLUMNS}))
     session.connection().execute(statement, rows)
     return runs

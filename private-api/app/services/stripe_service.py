@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import stripe
-from sqlalchemy import insert, update
+from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -27,6 +27,8 @@ logging.getLogger("stripe").setLevel(logging.WARNING)
 
 # The meter's event name in Stripe; each event carries the run's credits as its value.
 METER_EVENT_NAME = "fmu_gateway_credits"
+# Every charged run's usage event, built once, in Core: the model's defaults fill the other columns.
+_INSERT_USAGE = insert(cast(Table, UsageEvent.__table__))
 
 
 class BillingUnavailable(ProblemError):
@@ -87,7 +89,7 @@ class StripeService:
         rows = [{"user_id": run.user_id, "identifier": run.id, "event_name": METER_EVENT_NAME,
                  "value": run.credits_charged} for run in runs if run.credits_charged > 0]
         if rows:
-            session.execute(insert(UsageEvent), rows)
+            session.connection().execute(_INSERT_USAGE, rows)
 
     def require_client(self) -> stripe.StripeClient:
         if self.client is None:
