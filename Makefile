@@ -79,6 +79,7 @@ contract: $(STAMP)
 bench: install sample
 	$(PY) bench/bench_runs.py --fmu VanDerPol --concurrent 30
 	$(PY) bench/bench_runs.py --fmu MassSpringSystem --concurrent 200
+	$(PY) bench/bench_sandbox.py --fmu MassSpringSystem
 	$(PY) bench/bench_sweeps.py --samples 1000
 	$(PY) bench/bench_memory.py --runs 10000
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -81,6 +81,11 @@ def _lock_user(session: Session, user_id: str) -> None:
     session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
 
 
+# Every submission runs it: built once (building it cost more than running it).
+_ACTIVE_RUNS = (select(func.count() - func.count(Run.sweep_id), func.count(func.distinct(Run.sweep_id)))
+                .where(Run.user_id == bindparam("b_user"), Run.status.in_(ACTIVE_STATUSES)))
+
+
 def check_active_runs(session: Session, principal: Principal, limits: Limits) -> None:
     """Refuse a run beyond the tier's concurrent runs; call after the new run is flushed and
     after its credit hold, whose UPDATE of the user's row is the lock this count runs under: under
@@ -90,9 +95,7 @@ def check_active_runs(session: Session, principal: Principal, limits: Limits) ->
     paid for up front and wait in the queue like any run, so refusing them one by one would only
     make sweeps impossible on small tiers."""
     # One statement: COUNT(sweep_id) and COUNT(DISTINCT sweep_id) skip the NULLs of single runs.
-    counted = session.execute(
-        select(func.count() - func.count(Run.sweep_id), func.count(func.distinct(Run.sweep_id)))
-        .where(Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES))).one()
+    counted = session.execute(_ACTIVE_RUNS, {"b_user": principal.user_id}).one()
     active = int(counted[0] or 0) + int(counted[1] or 0)
     if active > limits.max_concurrent_runs:
         raise TooManyActiveRuns(

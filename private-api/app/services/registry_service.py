@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,8 +44,13 @@ def find_by_sha256(session: Session, principal: Principal, sha256: str) -> Fmu |
     return session.scalar(_live(principal).where(Fmu.sha256 == sha256))
 
 
+# Every submission runs it: built once (building it cost more than running it).
+_LIVE_BY_ID = select(Fmu).where(Fmu.id == bindparam("b_id"), Fmu.user_id == bindparam("b_user"),
+                                Fmu.deleted_at.is_(None))
+
+
 def get_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
-    fmu = session.scalar(_live(principal).where(Fmu.id == fmu_id))
+    fmu = session.scalar(_LIVE_BY_ID, {"b_id": fmu_id, "b_user": principal.user_id})
     if fmu is None:
         raise NotFound(f"No FMU {fmu_id!r}.")
     return fmu
