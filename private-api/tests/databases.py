@@ -1,7 +1,8 @@
 """Throwaway databases for tests: a SQLite file, or a fresh database on the local PostgreSQL.
 
 ``FMU_GATEWAY_TEST_POSTGRES_URL`` points at the server (default: the machine's PostgreSQL on
-127.0.0.1:5432 with trust auth). When it cannot be reached, PostgreSQL tests skip saying so.
+127.0.0.1:5432 with trust auth). When it cannot be reached, PostgreSQL tests skip saying so, or fail
+where it is required (``required.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-import pytest
+from required import unavailable
 
 POSTGRES_URL = os.environ.get("FMU_GATEWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
@@ -23,7 +24,7 @@ def _admin_connection() -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+        unavailable("postgresql", f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """The Docker engine for tests: skip with the reason when none answers, build the runner image when stale.
 
-`FMU_GATEWAY_TEST_REQUIRE_DOCKER=1` (set by .ci/run) turns a missing engine into a failure, so CI
-cannot pass with the Docker half of the suite skipped.
+Where ``FMU_GATEWAY_TEST_REQUIRE`` names docker (.ci/run does), a missing engine is a failure, so
+CI cannot pass with the Docker half of the suite skipped (``required.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from required import unavailable
 
 from app.config import REPO_ROOT
 from app.sandbox import SandboxError
@@ -38,9 +39,7 @@ def require_docker() -> None:
     """Skip (or fail under CI) unless an engine answers and the runner image matches runner.py."""
     reason = docker_available()
     if reason is not None:
-        if os.environ.get("FMU_GATEWAY_TEST_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"Docker is required here but unusable: {reason}")
-        pytest.skip(f"no usable Docker engine: {reason}")
+        unavailable("docker", f"no usable Docker engine: {reason}")
     error = ensure_image("runner")
     if error is not None:
         pytest.fail(error)

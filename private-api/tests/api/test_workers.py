@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 import sqlalchemy as sa
 from databases import temporary_database
@@ -39,6 +38,7 @@ from gateway_process import (
     stop_worker,
 )
 from redis_keys import REDIS_URL, temporary_redis_prefix
+from required import unavailable
 
 from app.sandbox.resources import (
     CGROUP_PREFIX,
@@ -115,7 +115,7 @@ def own_redis() -> Iterator[tuple[str, Any]]:
     port = free_port()
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        unavailable("redis", "redis-server is not installed")
 
     def start() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
