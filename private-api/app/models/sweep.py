@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
 
-SWEEP_METHODS = ("grid", "list", "lhs", "sobol", "random")
-
 
 class SweepStatus(StrEnum):
     """queued → running → finished (every child final) or cancelled."""
