@@ -42,12 +42,11 @@ def sweep_outs(ctx: AppContext, session: Session, sweeps: list[Sweep]) -> list[S
     finishing = [s.id for s in sweeps if sweep_service.needs_finishing(s, progress[s.id])]
     if finishing:
         with ctx.db.session(write=True) as writer:
-            for sweep_id in finishing:
-                sweep_service.mark_finished(writer, sweep_id)
+            states = {sweep_id: sweep_service.mark_finished(writer, sweep_id) for sweep_id in finishing}
             writer.commit()
         for sweep in sweeps:
-            if sweep.id in finishing:
-                session.refresh(sweep)
+            if sweep.id in states:
+                sweep_service.as_stored(sweep, states[sweep.id])
     return [sweep_service.to_out(s, progress[s.id]) for s in sweeps]
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.config import Settings
 from app.errors import InvalidCursor, NotFound, ProblemError
@@ -157,11 +159,22 @@ def needs_finishing(sweep: Sweep, progress: Progress) -> bool:
     return sweep.status not in FINAL_SWEEP_STATUSES and derived_status(sweep, progress) == SweepStatus.FINISHED
 
 
-def mark_finished(session: Session, sweep_id: str) -> None:
-    """Persist that every child is final (once: a concurrent reader may do it first)."""
-    session.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status.not_in(FINAL_SWEEP_STATUSES))
-                    .values(status=SweepStatus.FINISHED, finished_at=utcnow())
-                    .execution_options(synchronize_session=False))
+def mark_finished(session: Session, sweep_id: str) -> tuple[str, datetime | None]:
+    """Persist that every child is final (once: a concurrent reader may do it first); returns the
+    row's status and finished_at as they are now, for ``as_stored``."""
+    written = session.execute(
+        update(Sweep).where(Sweep.id == sweep_id, Sweep.status.not_in(FINAL_SWEEP_STATUSES))
+        .values(status=SweepStatus.FINISHED, finished_at=utcnow()).returning(Sweep.status, Sweep.finished_at)
+        .execution_options(synchronize_session=False)).one_or_none()
+    row = written or session.execute(select(Sweep.status, Sweep.finished_at).where(Sweep.id == sweep_id)).one()
+    return row.status, row.finished_at
+
+
+def as_stored(sweep: Sweep, state: tuple[str, datetime | None]) -> None:
+    """Give a loaded sweep what ``mark_finished`` found its row to hold: the transaction that loaded
+    it may not see that write (SQLite's read keeps its snapshot), so it is not read again."""
+    set_committed_value(sweep, "status", state[0])
+    set_committed_value(sweep, "finished_at", state[1])
 
 
 def to_out(sweep: Sweep, progress: Progress) -> SweepOut:

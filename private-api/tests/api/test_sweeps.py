@@ -121,6 +121,18 @@ class TestCreateSweep:
         assert all(r["sweep_id"] == sweep["id"] and r["spec"]["stop_time"] == 2 for r in runs)
         assert wait(carol, sweep["id"])["counts"]["succeeded"] == 6
 
+    def test_the_first_read_of_a_finished_sweep_says_when_it_finished(self, carol: httpx.Client, vdp: str) -> None:
+        """The read that finds every child final marks the sweep finished, and answers with it
+        (on SQLite its own read transaction could not see what it had just written)."""
+        sweep = create(carol, vdp, method="grid", parameters={"mu": [0.5, 1.0]})
+        deadline = time.monotonic() + 60
+        while not all(run["status"] in FINAL for run in children(carol, sweep["id"])):  # not the sweep itself
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first = carol.get(f"/v1/sweeps/{sweep['id']}").json()
+        assert first["status"] == "finished" and first["finished_at"] is not None, first
+        assert carol.get(f"/v1/sweeps/{sweep['id']}").json()["finished_at"] == first["finished_at"]
+
     def test_list_creates_one_child_per_set(self, carol: httpx.Client, vdp: str) -> None:
         sets = [{"mu": 0.3, "x0": 1.0}, {"mu": 2.0, "x0": 0.0}]
         sweep = create(carol, vdp, method="list", parameters=sets)
