@@ -125,6 +125,28 @@ def test_a_cancelled_run_is_never_finished_by_its_worker(db: Database) -> None:
     assert state(db, user)[0] == state(db, user)[2]
 
 
+def test_a_cancel_that_read_a_run_before_its_claim_stops_it_as_running(db: Database) -> None:
+    """On PostgreSQL a worker can claim a run between the cancel's read and its UPDATE: the cancel
+    must see that it stops a running run (kill its sandbox, charge its time), not a queued one."""
+    user = new_user(db, 20)
+    run = make_run(db, user, 7)  # as the cancel read it: queued
+    with db.session(write=True) as session:
+        assert run_lifecycle.claim(session, run.id, "worker-a", utcnow() + LEASE)
+        session.execute(update(Run).where(Run.id == run.id).values(started_at=utcnow() - timedelta(seconds=30)))
+        session.commit()
+    with db.session(write=True) as session:
+        read_before = session.merge(run, load=False)
+        assert read_before.status == RunStatus.QUEUED
+        assert run_lifecycle.cancel(session, read_before) == RunStatus.RUNNING
+        session.commit()
+    with db.session() as session:
+        cancelled = session.get(Run, run.id)
+        assert cancelled is not None and cancelled.status == RunStatus.CANCELLED
+        assert cancelled.error_message == "cancelled while running"
+        assert cancelled.credits_charged > 0  # its 30 s of running
+    assert ledger_kinds(db, run.id).count("settle") == 1
+
+
 def test_a_platform_failure_is_refunded_and_a_shutdown_gives_the_run_back(db: Database) -> None:
     user = new_user(db, 20)
     failed, released = make_run(db, user, 7), make_run(db, user, 5)

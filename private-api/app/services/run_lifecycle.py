@@ -94,6 +94,8 @@ def claim_children(session: Session, sweep_id: str, owner: str, expires: datetim
 
 
 _RUNS = cast(Table, Run.__table__)
+# A run moves between queued and running a few times at most (claimed, given back at a shutdown).
+_CANCEL_ATTEMPTS = 5
 # The columns a finish writes; a chunk's children are finished in one executemany of them all.
 _FINAL_COLUMNS = ("status", "error_code", "error_message", "wall_time_s", "cpu_time_s", "max_rss_bytes",
                   "result_rows", "result_columns", "result_bytes", "started_at", "finished_at", "lease_expires_at")
@@ -172,23 +174,38 @@ def release(session: Session, run_id: str, owner: str) -> None:
                             attempts=Run.attempts - 1))
 
 
-def cancel(session: Session, run: Run) -> bool:
+def cancel(session: Session, run: Run) -> RunStatus | None:
     """queued or running → cancelled, settled at once (the worker may be in another process, or
-    gone): a queued run costs nothing, a running one its time so far. False if already final."""
-    previous = run.status
-    moved: int = session.execute(
-        _move(ACTIVE_STATUSES, CANCELLED).where(Run.id == run.id)
-        .values(finished_at=utcnow(), error_code="cancelled", error_message=f"cancelled while {previous}")
-    ).rowcount  # type: ignore[attr-defined]
-    if not moved:
-        return False
+    gone): a queued run costs nothing, a running one its time so far. Returns the status the run
+    left, as the UPDATE that moved it found it (``run`` may have been read before a worker claimed
+    it); None if it was final already."""
+    previous = _cancel_row(session, run.id)
     session.refresh(run)
+    if previous is None:
+        return None
     # A sweep child claimed with its chunk has no started_at until it really starts: it costs nothing.
     ran = previous == RUNNING and run.started_at is not None and run.finished_at is not None
     used = (run.finished_at - run.started_at).total_seconds() if ran else 0.0  # type: ignore[operator]
     _settle(session, [(run, pricing.run_cost(used, run.credits_held) if ran else 0,
                        f" (cancelled while {previous})")], [])
-    return True
+    return previous
+
+
+def _cancel_row(session: Session, run_id: str) -> RunStatus | None:
+    """One conditional UPDATE per active status, so that the one that moves the row names the
+    status it left (an UPDATE returns the values it wrote, not those it replaced); again if the
+    run changed status between them (claimed, or given back)."""
+    for _ in range(_CANCEL_ATTEMPTS):
+        for source in ACTIVE_STATUSES:
+            moved: int = session.execute(
+                _move((source,), CANCELLED).where(Run.id == run_id)
+                .values(finished_at=utcnow(), error_code="cancelled", error_message=f"cancelled while {source}")
+            ).rowcount  # type: ignore[attr-defined]
+            if moved:
+                return source
+        if session.scalar(select(Run.status).where(Run.id == run_id)) not in ACTIVE_STATUSES:
+            return None
+    raise RuntimeError(f"run {run_id} changed status {_CANCEL_ATTEMPTS} times while being cancelled")
 
 
 def requeue_or_fail_lapsed(session: Session, max_attempts: int, limit: int) -> tuple[list[str], list[str]]:

@@ -115,10 +115,10 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
     """Mark an unfinished run cancelled; returns (run, the status it had). A queued run never
     used its credits and gets them back; a running one is charged for the time it ran."""
     run = get_run(session, principal, run_id)
-    previous = run.status
-    if previous == RunStatus.CANCELLED:
-        return run, previous  # a retried cancel whose first answer was lost
-    if not run_lifecycle.cancel(session, run):
+    if run.status == RunStatus.CANCELLED:
+        return run, run.status  # a retried cancel whose first answer was lost
+    previous = run_lifecycle.cancel(session, run)
+    if previous is None:
         raise RunFinished(f"Run {run_id!r} has already finished ({run.status}).", run_status=run.status)
     return run, previous
 
