@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -159,6 +159,7 @@ def upload(session: Session, principal: Principal, received: UploadedFile, *, st
     ``caller``'s storage quota applies to the archive plus its extracted size (as declared, checked
     before extraction, which is held to it); the same bytes again by the same user cost nothing.
     """
+    lock_blob(session, received.sha256)  # to the commit: no delete drops the blob this upload stores
     existing = find_by_sha256(session, principal, received.sha256)
     if existing is not None:
         return existing, False
@@ -210,6 +211,19 @@ def discard_upload(session: Session, sha256: str, *, storage: Storage, cache: Fm
         log.exception("could not remove what a failed upload of %s stored", sha256)
 
 
+def lock_blob(session: Session, sha256: str) -> None:
+    """Until this transaction ends, no other one stores or releases the blob of these bytes. An
+    upload takes it before it looks for its row and keeps it to its commit; a release takes it
+    before it looks for live FMUs, so it never drops a blob that an upload it cannot see yet (not
+    committed) has just stored. PostgreSQL: a transaction's advisory lock on the hash; SQLite:
+    nothing more, the write lock each write transaction holds serialises them already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK_BLOB, {"key": int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)})
+
+
+_LOCK_BLOB = select(func.pg_advisory_xact_lock(bindparam("key")))
+
+
 def delete_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
     fmu = get_fmu(session, principal, fmu_id)
     active = session.scalar(select(Run.id).where(Run.fmu_id == fmu.id, Run.status.in_(ACTIVE_STATUSES)).limit(1))
@@ -221,7 +235,10 @@ def delete_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
 
 
 def release_blob_if_unreferenced(session: Session, sha256: str, *, storage: Storage, cache: FmuCache) -> bool:
-    """After a delete commits: drop the blob and extracted copy when no live FMU uses them."""
+    """After a delete commits: drop the blob and extracted copy when no live FMU uses them (an
+    upload of the same bytes still in flight counts: ``lock_blob``). The caller's transaction
+    holds the lock until it ends."""
+    lock_blob(session, sha256)
     still_used = session.scalar(select(Fmu.id).where(Fmu.sha256 == sha256, Fmu.deleted_at.is_(None)).limit(1))
     if still_used is not None:
         return False
