@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -29,6 +29,8 @@ class Sweep(Base):
     every child is."""
 
     __tablename__ = "sweeps"
+    # A retried creation with the same Idempotency-Key finds the sweep it already created.
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("swp"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -44,5 +46,8 @@ class Sweep(Base):
     total: Mapped[int] = mapped_column(Integer)
     credits_held: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of the submitted request, so a reused key with another body is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,7 @@ from app.errors import ResultUnavailable, RunNotFinished
 from app.idempotency import owns_idempotency_key
 from app.models.run import FINAL_STATUSES, RunStatus
 from app.routes.deps import Ctx, DbSession, RunsRead, RunsWrite
-from app.routes.params import Cursor, IdFilter, Limit, ResourceId
+from app.routes.params import Cursor, IdempotencyKey, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
 from app.schemas.run import RunCreate, RunOut
 from app.services import result_delivery, result_formats, run_service
@@ -35,9 +35,6 @@ SMALL_RESULT_BYTES = 1 << 20
 # events_poll_max_s.
 _FIRST_REREAD_S = 1.0
 
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=255,
-    description="Retries with the same key return the run the first request created, never a second run.")]
 WaitSeconds = Annotated[float, Query(ge=0, allow_inf_nan=False,
                                      description="Seconds to wait for the run to finish (long-poll).")]
 

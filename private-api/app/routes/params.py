@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Header, Path, Query
 
 from app.services.pagination import CURSOR_PATTERN
 
@@ -16,3 +16,7 @@ ResourceId = Annotated[str, Path(pattern=ID_PATTERN, description="The resource's
 IdFilter = Annotated[str | None, Query(pattern=ID_PATTERN)]
 Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the previous page.")]
 Limit = Annotated[int, Query(ge=1, le=100)]
+# Routes that keep the key on what they create (runs, sweeps): ``app.idempotency.owns_idempotency_key``.
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255,
+    description="Retries with the same key return what the first request created, never a second one.")]

@@ -10,15 +10,17 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from app.context import AppContext
+from app.idempotency import owns_idempotency_key
 from app.models import Fmu, Sweep
 from app.models.run import RunStatus
 from app.models.sweep import FINAL_SWEEP_STATUSES
 from app.routes.deps import Ctx, RunsRead, RunsWrite
-from app.routes.params import Cursor, IdFilter, Limit, ResourceId
+from app.routes.params import Cursor, IdempotencyKey, IdFilter, Limit, ResourceId
 from app.schemas.common import Page
 from app.schemas.sweep import SweepCounts, SweepCreate, SweepOut, SweepRunOut
 from app.services import registry_service, result_formats, sweep_results, sweep_service
@@ -56,22 +58,36 @@ def load_sweep(ctx: AppContext, principal: Principal, sweep_id: str) -> SweepOut
 
 
 @router.post("/v1/fmus/{fmu_id}/sweeps", response_model=SweepOut, status_code=status.HTTP_202_ACCEPTED)
-async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principal: RunsWrite) -> JSONResponse:
+@owns_idempotency_key  # the sweep row keeps the key: a retry is answered with the sweep as it is now
+async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principal: RunsWrite,
+                       idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a parameter sweep: its child runs are created and their credits held in one
     transaction (402 ``insufficient_credits`` if the balance does not cover every child's worst
     case; nothing is created then), then queued. 202 with ``Location``; follow it with
     ``GET /v1/sweeps/{id}`` or ``/events``."""
 
-    def submit() -> tuple[SweepOut, list[str]]:
+    def submit() -> tuple[SweepOut, list[str], bool]:
         with ctx.db.session(write=True) as session:
-            sweep, run_ids = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings)
+            if idempotency_key is not None:
+                earlier = sweep_service.find_idempotent(session, principal, fmu_id, body, idempotency_key)
+                if earlier is not None:
+                    return sweep_outs(ctx, session, [earlier])[0], [], True
+            sweep, run_ids = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings,
+                                                        idempotency_key)
             session.commit()
-            return sweep_service.to_out(sweep, Progress(SweepCounts(queued=sweep.total), 0)), run_ids
+            return sweep_service.to_out(sweep, Progress(SweepCounts(queued=sweep.total), 0)), run_ids, False
 
-    sweep, run_ids = await run_in_threadpool(submit)
+    try:
+        sweep, run_ids, replayed = await run_in_threadpool(submit)
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key committed first: answer with its sweep.
+        sweep, run_ids, replayed = await run_in_threadpool(submit)
     ctx.dispatcher.submit_many(run_ids)
-    return JSONResponse(sweep.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED,
-                        headers={"Location": f"/v1/sweeps/{sweep.id}"})
+    response = JSONResponse(sweep.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED,
+                            headers={"Location": f"/v1/sweeps/{sweep.id}"})
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @router.get("/v1/sweeps", response_model=Page[SweepOut])

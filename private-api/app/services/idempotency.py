@@ -8,9 +8,9 @@ request that died without an answer stops holding its lock within ``LOCK_S``; a 
 it again, which routes make safe (a run's own Idempotency-Key column finds the run it created).
 Responses are kept encrypted for 24 h: one of them carries a new API key's secret.
 
-Run submission keeps its key on the run row alone (``app.idempotency.owns_idempotency_key``); a
-user's keys are still one namespace: a key a run holds is refused here, and a key held here is
-refused to a run (``response_holds_key``).
+Run and sweep submissions keep their key on their own row (``app.idempotency.owns_idempotency_key``);
+a user's keys are still one namespace: a key a run or a sweep holds is refused here and to the
+other, and a key held here is refused to both (``key_held``).
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import IdempotencyRecord, Run
+from app.errors import IdempotencyKeyReused
+from app.models import IdempotencyRecord, Run, Sweep
 from app.models.base import utcnow
 
 TTL = timedelta(hours=24)
+Owner = TypeVar("Owner", Run, Sweep)  # what keeps its own key: runs and sweeps
 LOCK_S = 10.0  # renewed every LOCK_S / 3 while the first request runs
 _PURGE_EVERY_S = 600.0
 
@@ -57,15 +59,29 @@ def request_hash(method: str, path: str, body_digest: str, subject: str) -> str:
                                        subject.encode()])).hexdigest()
 
 
-def response_holds_key(session: Session, user_id: str, key: str) -> bool:
-    """Whether a request to another route took this key (its response stored, or being made)."""
-    return session.scalar(select(IdempotencyRecord.id).where(
-        IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key,
-        IdempotencyRecord.expires_at > utcnow())) is not None
+def created_under(session: Session, model: type[Owner], user_id: str, key: str, digest: str) -> Owner | None:
+    """The run or sweep (``model``) an earlier request created under this key; 422
+    ``idempotency_key_reused`` if that was another request or credential (``digest``), or if
+    another route, or the other kind of row, holds the key."""
+    found = session.scalar(select(model).where(model.user_id == user_id, model.idempotency_key == key))
+    if found is None:
+        if key_held(session, user_id, key, responses=True, rows=(Sweep,) if model is Run else (Run,)):
+            raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
+        return None
+    if found.request_hash != digest:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
+    return found
 
 
-def _run_holds_key(session: Session, user_id: str, key: str) -> bool:
-    return session.scalar(select(Run.id).where(Run.user_id == user_id, Run.idempotency_key == key)) is not None
+def key_held(session: Session, user_id: str, key: str, *, responses: bool,
+             rows: tuple[type[Run] | type[Sweep], ...]) -> bool:
+    """Whether this key is taken, in one statement: by a request to another route (``responses``:
+    its response stored, or being made), or by a run or sweep created under it (``rows``)."""
+    taken = [exists().where(model.user_id == user_id, model.idempotency_key == key) for model in rows]
+    if responses:
+        taken.append(exists().where(IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key,
+                                    IdempotencyRecord.expires_at > utcnow()))
+    return bool(session.scalar(select(or_(*taken))))
 
 
 class IdempotencyStore:
@@ -103,7 +119,7 @@ class IdempotencyStore:
                 session.flush()
                 record = None
             if record is None:
-                if _run_holds_key(session, user_id, key):
+                if key_held(session, user_id, key, responses=False, rows=(Run, Sweep)):
                     return Claim("mismatch")  # a run submission took it
                 record = IdempotencyRecord(user_id=user_id, key=key, request_hash=digest,
                                            locked_until=now + timedelta(seconds=lock_s), expires_at=now + TTL)

@@ -10,11 +10,12 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import IdempotencyKeyReused, NotFound, ProblemError
+from app.errors import NotFound, ProblemError
 from app.models import Fmu, Run
 from app.models.run import FINAL_STATUSES, RunStatus
 from app.schemas.run import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
@@ -37,9 +38,9 @@ class RunFinished(ProblemError):
     title = "Run has already finished"
 
 
-def request_hash(fmu_id: str, request: RunCreate, api_key_id: str) -> str:
-    """What a run's Idempotency-Key is bound to: the FMU, the request and the credential that sent
-    it (another key of the same user gets 422, as on every route)."""
+def request_hash(fmu_id: str, request: BaseModel, api_key_id: str) -> str:
+    """What a run's or a sweep's Idempotency-Key is bound to: the FMU, the request and the
+    credential that sent it (another key of the same user gets 422, as on every route)."""
     canonical = json.dumps({"fmu_id": fmu_id, "api_key_id": api_key_id, **request.model_dump(mode="json")},
                            sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -49,14 +50,9 @@ def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: st
     """The run an earlier request with this key created, while its FMU is still the caller's (a
     deleted one answers 404, as any replay); another request, credential or route under the key
     is refused."""
-    run = session.scalar(_owned(principal).where(Run.idempotency_key == key))
-    if run is None:
-        if idempotency.response_holds_key(session, principal.user_id, key):
-            raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
-        return None
-    if run.request_hash != digest:
-        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request.")
-    registry_service.get_fmu(session, principal, fmu_id)
+    run = idempotency.created_under(session, Run, principal.user_id, key, digest)
+    if run is not None:
+        registry_service.get_fmu(session, principal, fmu_id)
     return run
 
 

@@ -23,7 +23,7 @@ from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
 from app.models.sweep import FINAL_SWEEP_STATUSES, SweepStatus
 from app.schemas.run import ScalarValue
 from app.schemas.sweep import SweepCounts, SweepCreate, SweepOut, SweepRunOut
-from app.services import credits, limits, pricing, registry_service, run_lifecycle, run_service
+from app.services import credits, idempotency, limits, pricing, registry_service, run_lifecycle, run_service
 from app.services.auth_service import Principal
 from app.services.pagination import paginate
 from app.services.run_spec import build_run_spec
@@ -77,12 +77,23 @@ def _owned(principal: Principal) -> Select[Sweep]:
     return select(Sweep).where(Sweep.user_id == principal.user_id)
 
 
+def find_idempotent(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
+                    key: str) -> Sweep | None:
+    """The sweep an earlier request with this key created, while its FMU is still the caller's;
+    another request, credential or route under the key is refused (422)."""
+    digest = run_service.request_hash(fmu_id, request, principal.api_key_id)
+    sweep = idempotency.created_under(session, Sweep, principal.user_id, key, digest)
+    if sweep is not None:
+        registry_service.get_fmu(session, principal, fmu_id)
+    return sweep
+
+
 def create_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
-                 settings: Settings) -> tuple[Sweep, list[str]]:
+                 settings: Settings, idempotency_key: str | None = None) -> tuple[Sweep, list[str]]:
     """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep
     and the ids of the children to dispatch (one per ``message_spacing``, in sweep_index order;
     the others are stamped handed over, for the relay to leave alone). The caller commits, then
-    dispatches them."""
+    dispatches them. ``idempotency_key`` is kept on the sweep (``find_idempotent``)."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     info = registry_service.model_info(fmu)
     caller = limits.for_caller(principal, settings)
@@ -92,7 +103,10 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     per_child = pricing.run_hold(base["timeout_s"])
     sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status=SweepStatus.QUEUED, method=request.method,
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
-                  seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count)
+                  seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count,
+                  idempotency_key=idempotency_key,
+                  request_hash=(run_service.request_hash(fmu_id, request, principal.api_key_id)
+                                if idempotency_key else None))
     session.add(sweep)
     session.flush()
     # Before the children: a sweep the balance cannot cover leaves nothing behind.

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 from gateway_process import Gateway
 from problems import assert_problem
 from scipy.stats import qmc
@@ -132,6 +133,39 @@ class TestCreateSweep:
         first = carol.get(f"/v1/sweeps/{sweep['id']}").json()
         assert first["status"] == "finished" and first["finished_at"] is not None, first
         assert carol.get(f"/v1/sweeps/{sweep['id']}").json()["finished_at"] == first["finished_at"]
+
+    def test_a_retry_under_one_idempotency_key_creates_one_sweep_and_one_hold(
+            self, gateway: Gateway, fmus: dict[str, Path]) -> None:
+        """The sweep keeps its key: a retry finds it even when the first answer was never stored
+        (the process died after its commit), and another request under the key is refused."""
+        client = new_client(gateway)
+        body = {**BASE, "method": "grid", "parameters": {"mu": [0.5, 1.0, 1.5]}}
+        headers = {"Idempotency-Key": "sweep-once"}
+        fmu_id = upload(client, fmus["VanDerPol"])
+        first = client.post(f"/v1/fmus/{fmu_id}/sweeps", json=body, headers=headers)
+        assert first.status_code == 202 and "idempotent-replayed" not in first.headers, first.text
+        engine = sa.create_engine(gateway.env["FMU_GATEWAY_DATABASE_URL"])
+        try:
+            with engine.begin() as connection:  # as if no answer had been stored
+                connection.execute(sa.text("DELETE FROM idempotency_records WHERE key = 'sweep-once'"))
+        finally:
+            engine.dispose()
+        again = client.post(f"/v1/fmus/{fmu_id}/sweeps", json=body, headers=headers)
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true", again.text
+        assert again.json()["id"] == first.json()["id"]
+        assert [s["id"] for s in client.get("/v1/sweeps").json()["data"]] == [first.json()["id"]]
+        holds = [e for e in ledger(client) if e["kind"] == "hold"]
+        assert len(holds) == 1 and holds[0]["amount"] == -3 * HOLD_PER_CHILD
+        other = client.post(f"/v1/fmus/{fmu_id}/sweeps", json={**body, "parameters": {"mu": [0.5]}}, headers=headers)
+        assert_problem(other, 422, "idempotency_key_reused")
+        # Runs and sweeps share the user's keys.
+        run = client.post(f"/v1/fmus/{fmu_id}/runs", json={"stop_time": 1}, headers=headers)
+        assert_problem(run, 422, "idempotency_key_reused")
+        taken = client.post(f"/v1/fmus/{fmu_id}/runs", json={"stop_time": 1}, headers={"Idempotency-Key": "run-first"})
+        assert taken.status_code == 202, taken.text
+        assert_problem(client.post(f"/v1/fmus/{fmu_id}/sweeps", json=body, headers={"Idempotency-Key": "run-first"}),
+                       422, "idempotency_key_reused")
+        assert wait(client, first.json()["id"])["counts"]["succeeded"] == 3
 
     def test_list_creates_one_child_per_set(self, carol: httpx.Client, vdp: str) -> None:
         sets = [{"mu": 0.3, "x0": 1.0}, {"mu": 2.0, "x0": 0.0}]
