@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 import time
 import uuid
 from collections import Counter
@@ -277,13 +278,25 @@ class TestIdempotencyKey:
 
 
 def submit_burst(client: httpx.Client, fmu: str, total: int = 200, threads: int = 50) -> list[int]:
+    """``total`` submissions from ``threads`` threads at once, each thread with a connection pool of
+    its own (one httpx pool shared by 50 threads once read from a socket another thread closed)."""
+    local = threading.local()
+
     def submit(_: int) -> int:
-        response = client.post(f"/v1/fmus/{fmu}/runs", json={"stop_time": 0.01, "timeout_s": 1})
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=client.base_url, headers=client.headers, timeout=60)
+            clients.append(local.client)
+        response = local.client.post(f"/v1/fmus/{fmu}/runs", json={"stop_time": 0.01, "timeout_s": 1})
         assert response.status_code in (202, 402), response.text
         return response.status_code
 
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(submit, range(total)))
+    clients: list[httpx.Client] = []
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(submit, range(total)))
+    finally:
+        for each in clients:
+            each.close()
 
 
 def assert_exactly_forty_accepted(statuses: list[int], client: httpx.Client) -> None:
