@@ -68,14 +68,14 @@ async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principa
 
     def submit() -> tuple[SweepOut, list[str], bool]:
         with ctx.db.session(write=True) as session:
-            if idempotency_key is not None:
-                earlier = sweep_service.find_idempotent(session, principal, fmu_id, body, idempotency_key)
-                if earlier is not None:
-                    return sweep_outs(ctx, session, [earlier])[0], [], True
-            sweep, run_ids = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings,
-                                                        idempotency_key)
-            session.commit()
-            return sweep_service.to_out(sweep, Progress(SweepCounts(queued=sweep.total), 0)), run_ids, False
+            sweep, run_ids, replayed = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings,
+                                                                  idempotency_key)
+            if not replayed:
+                session.commit()
+                return sweep_service.to_out(sweep, Progress(SweepCounts(queued=sweep.total), 0)), run_ids, False
+        # Read as it is now once the submission's transaction is over: that read may mark it
+        # finished, a write of its own (on SQLite it would wait for the one still open).
+        return load_sweep(ctx, principal, sweep.id), [], True
 
     try:
         sweep, run_ids, replayed = await run_in_threadpool(submit)

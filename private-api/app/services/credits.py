@@ -23,9 +23,10 @@ from app.models import LedgerEntry, Run, Sweep, User
 from app.models.base import new_id, utcnow
 
 _USERS, _LEDGER, _RUNS = (cast(Table, model.__table__) for model in (User, LedgerEntry, Run))
-# The settlement of every finished run, built once (building them per call cost more than running
-# them), in Core: nothing is loaded or synchronised, every value is given.
-# A balance change that would go below zero changes nothing (and returns no row).
+# Every balance change, ledger entry and charge (each run's hold and settlement among them), built
+# once (building them per call cost more than running them), in Core: nothing is loaded or
+# synchronised, every value is given. A balance change that would go below zero changes nothing
+# (and returns no row).
 _APPLY = (update(_USERS).where(_USERS.c.id == bindparam("b_user"), _USERS.c.credits + bindparam("b_amount") >= 0)
           .values(credits=_USERS.c.credits + bindparam("b_amount")).returning(_USERS.c.credits))
 _INSERT_ENTRIES = insert(_LEDGER)

@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import BaseModel
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -57,6 +58,15 @@ def request_hash(method: str, path: str, body_digest: str, subject: str) -> str:
     (``?wait=``) only shape the answer, so they are left out."""
     return hashlib.sha256(b"\0".join([method.encode(), path.encode(), body_digest.encode(),
                                        subject.encode()])).hexdigest()
+
+
+def submission_hash(fmu_id: str, request: BaseModel, api_key_id: str) -> str:
+    """What a run's or a sweep's own Idempotency-Key is bound to (``created_under``): the FMU, the
+    request and the credential that sent it (another key of the same user gets 422, as on every
+    route)."""
+    canonical = json.dumps({"fmu_id": fmu_id, "api_key_id": api_key_id, **request.model_dump(mode="json")},
+                           sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def created_under(session: Session, model: type[Owner], user_id: str, key: str, digest: str) -> Owner | None:

@@ -3,14 +3,11 @@ public shape."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -38,14 +35,6 @@ class RunFinished(ProblemError):
     title = "Run has already finished"
 
 
-def request_hash(fmu_id: str, request: BaseModel, api_key_id: str) -> str:
-    """What a run's or a sweep's Idempotency-Key is bound to: the FMU, the request and the
-    credential that sent it (another key of the same user gets 422, as on every route)."""
-    canonical = json.dumps({"fmu_id": fmu_id, "api_key_id": api_key_id, **request.model_dump(mode="json")},
-                           sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: str, digest: str) -> Run | None:
     """The run an earlier request with this key created, while its FMU is still the caller's (a
     deleted one answers 404, as any replay); another request, credential or route under the key
@@ -57,16 +46,15 @@ def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: st
 
 
 def create_run(session: Session, principal: Principal, fmu_id: str, request: RunCreate,
-               settings: Settings, idempotency_key: str | None = None) -> tuple[Run, Fmu]:
+               settings: Settings, idempotency_key: str | None = None, digest: str | None = None) -> tuple[Run, Fmu]:
     """Validate and insert a queued run (returned with its FMU); the caller holds its credits and
-    commits."""
+    commits. ``digest``: the request's ``idempotency.submission_hash``, kept with its key."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(fmu), settings,
                           max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
     run = Run(**run_lifecycle.queued(
         user_id=principal.user_id, fmu_id=fmu.id, spec=spec, credits_held=pricing.run_hold(spec["timeout_s"]),
-        idempotency_key=idempotency_key,
-        request_hash=request_hash(fmu_id, request, principal.api_key_id) if idempotency_key else None))
+        idempotency_key=idempotency_key, request_hash=digest))
     session.add(run)
     session.flush()
     return run, fmu
@@ -78,13 +66,14 @@ def submit_run(ctx: AppContext, principal: Principal, fmu_id: str, request: RunC
     nothing more happens), its credit hold, the tenant's active-run cap, and, when a worker of
     this process is free now, its claim. Returns the run, whether it existed before, and what
     starts it: to be called once the caller listens for its changes (``None`` for an earlier run)."""
+    digest = None
     with ctx.db.session(write=True) as session:
         if idempotency_key is not None:
-            earlier = find_idempotent(session, principal, fmu_id, idempotency_key,
-                                      request_hash(fmu_id, request, principal.api_key_id))
+            digest = idempotency.submission_hash(fmu_id, request, principal.api_key_id)
+            earlier = find_idempotent(session, principal, fmu_id, idempotency_key, digest)
             if earlier is not None:
                 return to_out(earlier), True, None
-        run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key)
+        run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key, digest)
         credits.hold_for_run(session, run)  # 402 if the balance is short
         # After the hold, which locks the user's row: concurrent submissions count one by one.
         limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))

@@ -77,23 +77,21 @@ def _owned(principal: Principal) -> Select[Sweep]:
     return select(Sweep).where(Sweep.user_id == principal.user_id)
 
 
-def find_idempotent(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
-                    key: str) -> Sweep | None:
-    """The sweep an earlier request with this key created, while its FMU is still the caller's;
-    another request, credential or route under the key is refused (422)."""
-    digest = run_service.request_hash(fmu_id, request, principal.api_key_id)
-    sweep = idempotency.created_under(session, Sweep, principal.user_id, key, digest)
-    if sweep is not None:
-        registry_service.get_fmu(session, principal, fmu_id)
-    return sweep
-
-
 def create_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
-                 settings: Settings, idempotency_key: str | None = None) -> tuple[Sweep, list[str]]:
-    """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep
-    and the ids of the children to dispatch (one per ``message_spacing``, in sweep_index order;
-    the others are stamped handed over, for the relay to leave alone). The caller commits, then
-    dispatches them. ``idempotency_key`` is kept on the sweep (``find_idempotent``)."""
+                 settings: Settings, idempotency_key: str | None = None) -> tuple[Sweep, list[str], bool]:
+    """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep,
+    the ids of the children to dispatch (one per ``message_spacing``, in sweep_index order; the
+    others are stamped handed over, for the relay to leave alone) and False. The caller commits,
+    then dispatches them. Under an ``idempotency_key`` that an earlier request created a sweep
+    with, that sweep, no children and True instead (nothing is written; another request,
+    credential or route under the key is 422); the key is kept on a new sweep."""
+    digest = None
+    if idempotency_key is not None:
+        digest = idempotency.submission_hash(fmu_id, request, principal.api_key_id)
+        earlier = idempotency.created_under(session, Sweep, principal.user_id, idempotency_key, digest)
+        if earlier is not None:
+            registry_service.get_fmu(session, principal, fmu_id)  # a deleted FMU answers 404, as any replay
+            return earlier, [], True
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     info = registry_service.model_info(fmu)
     caller = limits.for_caller(principal, settings)
@@ -104,9 +102,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status=SweepStatus.QUEUED, method=request.method,
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
                   seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count,
-                  idempotency_key=idempotency_key,
-                  request_hash=(run_service.request_hash(fmu_id, request, principal.api_key_id)
-                                if idempotency_key else None))
+                  idempotency_key=idempotency_key, request_hash=digest)
     session.add(sweep)
     session.flush()
     # Before the children: a sweep the balance cannot cover leaves nothing behind.
@@ -128,7 +124,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
             # Once the sweep has a child it counts as one active submission.
             limits.check_active_runs(session, principal, caller)
         made += len(rows)
-    return sweep, leaders
+    return sweep, leaders, False
 
 
 def get_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:

@@ -167,6 +167,25 @@ class TestCreateSweep:
                        422, "idempotency_key_reused")
         assert wait(client, first.json()["id"])["counts"]["succeeded"] == 3
 
+    def test_a_retry_after_every_child_ended_answers_with_the_finished_sweep(
+            self, carol: httpx.Client, vdp: str) -> None:
+        """The retry is the read that finds every child final: it marks the sweep finished (a write
+        of its own, after the submission's transaction, not inside it) and answers with that."""
+        body = {**BASE, "method": "grid", "parameters": {"mu": [0.5, 1.0]}}
+        headers = {"Idempotency-Key": "sweep-retried-late"}
+        first = carol.post(f"/v1/fmus/{vdp}/sweeps", json=body, headers=headers)
+        assert first.status_code == 202, first.text
+        deadline = time.monotonic() + 60
+        while not all(run["status"] in FINAL for run in children(carol, first.json()["id"])):  # not the sweep
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        started = time.monotonic()
+        again = carol.post(f"/v1/fmus/{vdp}/sweeps", json=body, headers=headers, timeout=60)
+        assert time.monotonic() - started < 10, "the retry waited for a lock"
+        assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true", again.text
+        assert again.json()["id"] == first.json()["id"]
+        assert again.json()["status"] == "finished" and again.json()["finished_at"] is not None, again.json()
+
     def test_list_creates_one_child_per_set(self, carol: httpx.Client, vdp: str) -> None:
         sets = [{"mu": 0.3, "x0": 1.0}, {"mu": 2.0, "x0": 0.0}]
         sweep = create(carol, vdp, method="list", parameters=sets)
