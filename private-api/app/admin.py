@@ -13,14 +13,14 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
+from app.auth import service as auth_service
+from app.auth.models import SCOPES
+from app.billing import credits as ledger
+from app.billing.pricing import load_pricing
 from app.config import get_settings
 from app.db import Database
 from app.errors import ProblemError
 from app.migrate import upgrade
-from app.models.user import SCOPES
-from app.services import auth_service
-from app.services import credits as ledger
-from app.services.pricing import load_pricing
 
 cli = typer.Typer(help="FMU Gateway operator commands.", no_args_is_help=True, add_completion=False)
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from app.auth.rate_limit import RateLimiter, create_rate_limiter
+from app.auth.service import UsageMarks
+from app.auth.tokens import TokenService
+from app.billing.stripe_service import StripeService
+from app.billing.usage_reporter import UsageReporter
 from app.config import Settings
 from app.db import Database
 from app.dispatch.base import Dispatcher
@@ -15,20 +20,15 @@ from app.dispatch.pool import InProcessDispatcher
 from app.dispatch.redis_queue import RedisDispatcher
 from app.dispatch.relay import Housekeeper
 from app.dispatch.worker import QueueConsumer
+from app.events.slots import StreamSlots, create_stream_slots
 from app.fmi.archive import ArchiveLimits
+from app.fmus.cache import FmuCache
+from app.idempotency.store import IdempotencyStore
+from app.runs.executor import FmuRunner, default_limits
 from app.sandbox import create_backend
-from app.sandbox.base import NoSandboxes
+from app.sandbox.backends import NoSandboxes
 from app.sandbox.pool import SandboxPool
 from app.sandbox.warm import Reuse
-from app.services.auth_service import UsageMarks
-from app.services.fmu_cache import FmuCache
-from app.services.fmu_runner import FmuRunner, default_limits
-from app.services.idempotency import IdempotencyStore
-from app.services.rate_limit import RateLimiter, create_rate_limiter
-from app.services.stream_slots import StreamSlots, create_stream_slots
-from app.services.stripe_service import StripeService
-from app.services.token_service import TokenService
-from app.services.usage_reporter import UsageReporter
 from app.storage import Storage, create_storage
 
 log = logging.getLogger(__name__)

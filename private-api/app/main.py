@@ -17,14 +17,19 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import __version__
+from app import __version__, health
+from app.auth import routes as auth
+from app.billing import routes as billing
 from app.body_limits import BodyLimitMiddleware
 from app.config import Settings, get_settings
 from app.context import AppContext
-from app.contract import with_problem_responses
 from app.errors import ProblemError, problem_response, request_id_var
-from app.idempotency import IdempotencyMiddleware
-from app.routes import auth, billing, events, execute_fmu, health, keys, registry, sweeps
+from app.events import routes as events
+from app.fmus import routes as fmus
+from app.idempotency.middleware import IdempotencyMiddleware
+from app.kit.openapi import with_problem_responses
+from app.runs import routes as runs
+from app.sweeps import routes as sweeps
 
 log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -119,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Added last runs first: request ids wrap everything, bodies are capped before anything reads
     # them, idempotency sees authenticated POSTs.
-    routers = [module.router for module in (health, registry, execute_fmu, sweeps, events, billing, keys, auth)]
+    routers = [health.router, fmus.router, runs.router, sweeps.router, events.router, billing.router, auth.keys_router,
+               auth.router]
     app.add_middleware(IdempotencyMiddleware,
                        routes=[route for router in routers for route in router.routes if isinstance(route, APIRoute)])
     app.add_middleware(BodyLimitMiddleware, settings=settings)

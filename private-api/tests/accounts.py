@@ -6,11 +6,13 @@ import threading
 
 from sqlalchemy import func, select, text
 
+from app.auth.models import User
+from app.auth.service import create_user
+from app.billing import credits
+from app.billing.models import LedgerEntry
 from app.db import Database
-from app.models import LedgerEntry, Run, User
-from app.models.base import utcnow
-from app.services import credits
-from app.services.auth_service import create_user
+from app.kit.models import utcnow
+from app.runs.models import Run
 
 
 def new_user(db: Database, balance: int = 0) -> str:

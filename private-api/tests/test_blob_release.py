@@ -12,11 +12,11 @@ from pathlib import Path
 
 from accounts import new_user
 
+from app.auth.service import Principal
 from app.db import Database
 from app.fmi.archive import ArchiveLimits
-from app.services import registry_service
-from app.services.auth_service import Principal
-from app.services.fmu_cache import FmuCache, fmu_blob_key
+from app.fmus import service as registry_service
+from app.fmus.cache import FmuCache, fmu_blob_key
 from app.storage.local import LocalStorage
 
 

@@ -10,11 +10,13 @@ from accounts import make_run, new_user, state
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from app.auth.models import User
+from app.billing import credits
+from app.billing.models import IdempotencyRecord
 from app.db import Database
-from app.models import IdempotencyRecord, Run, User
-from app.models.base import utcnow
-from app.services import credits
-from app.services.idempotency import IdempotencyStore
+from app.idempotency.store import IdempotencyStore
+from app.kit.models import utcnow
+from app.runs.models import Run
 
 
 def test_signup_credits_are_a_ledger_entry(db: Database) -> None:

@@ -8,8 +8,8 @@ from alembic import command
 from databases import BACKENDS, temporary_database
 from sqlalchemy import create_engine, inspect, text
 
+from app.kit.models import Base
 from app.migrate import alembic_config, upgrade
-from app.models import Base
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -10,10 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from redis_keys import REDIS_URL, temporary_redis_prefix
 
-from app.config import Settings
-from app.services import limits
-from app.services.auth_service import Principal
-from app.services.rate_limit import (
+from app.auth.rate_limit import (
     InMemoryRateLimiter,
     RateLimited,
     RateLimiter,
@@ -21,6 +18,9 @@ from app.services.rate_limit import (
     RedisRateLimiter,
     create_rate_limiter,
 )
+from app.auth.service import Principal
+from app.billing import limits
+from app.config import Settings
 
 LimiterFactory = Callable[[], RateLimiter]
 
@@ -114,7 +114,7 @@ class TestRedisRateLimiter:
 
     def test_an_unreachable_redis_fails_open_to_per_process_buckets(self, caplog: pytest.LogCaptureFixture) -> None:
         limiter = RedisRateLimiter.from_url("redis://127.0.0.1:1/0", "unreachable:")
-        with caplog.at_level(logging.WARNING, logger="app.services.rate_limit"):
+        with caplog.at_level(logging.WARNING, logger="app.auth.rate_limit"):
             started = time.monotonic()
             outcomes = allowed(limiter, "k", 3, 4)
             elapsed = time.monotonic() - started

@@ -16,10 +16,11 @@ from app.config import Settings
 from app.db import Database
 from app.dispatch.redis_queue import QUEUE_NAME, RedisDispatcher
 from app.dispatch.relay import relay
-from app.models import Run, Sweep
-from app.models.base import new_id, utcnow
-from app.services import run_lifecycle
-from app.services.sweep_service import message_spacing
+from app.kit.models import new_id, utcnow
+from app.runs import lifecycle as run_lifecycle
+from app.runs.models import Run
+from app.sweeps.models import Sweep
+from app.sweeps.service import message_spacing
 
 CHILDREN = 20
 

@@ -9,7 +9,7 @@ import json
 
 import pyarrow as pa
 
-from app.services import result_formats
+from app.runs import result_formats
 
 
 def table_with_an_array() -> pa.Table:

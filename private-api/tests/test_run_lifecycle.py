@@ -1,4 +1,4 @@
-"""One owner of the run lifecycle: every status change goes through ``app.services.run_lifecycle``,
+"""One owner of the run lifecycle: every status change goes through ``app.runs.lifecycle``,
 only the changes it allows happen, and a final run is settled exactly once (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 from accounts import make_run, new_user, state
 from sqlalchemy import select, update
 
+from app.billing.models import LedgerEntry
 from app.db import Database
-from app.models import LedgerEntry, Run
-from app.models.base import utcnow
-from app.models.run import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
-from app.services import run_lifecycle
+from app.kit.models import utcnow
+from app.runs import lifecycle as run_lifecycle
+from app.runs.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunStatus
 
 APP = Path(run_lifecycle.__file__).resolve().parents[1]
 LEASE = timedelta(seconds=30)

@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import qmc
 
 from app.fmi.model_description import ModelInfo, parse_model_description
-from app.schemas.sweep import SweepCreate
-from app.services import sweep_space
-from app.services.sweep_space import SweepTooLarge, TooManySamples, expand
+from app.sweeps import space as sweep_space
+from app.sweeps.schemas import SweepCreate
+from app.sweeps.space import SweepTooLarge, TooManySamples, expand
 
 
 @pytest.fixture(scope="module")

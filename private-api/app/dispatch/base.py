@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from sqlalchemy import update
 
 from app.db import Database
-from app.models import Run
-from app.models.base import utcnow
+from app.kit.models import utcnow
+from app.runs.models import Run
 
 log = logging.getLogger(__name__)
 

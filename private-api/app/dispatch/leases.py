@@ -17,11 +17,10 @@ from sqlalchemy import select, update
 from app.background import BackgroundThread
 from app.config import Settings
 from app.db import Database
-from app.models import Run
-from app.models.base import utcnow
-from app.models.run import RunStatus
-from app.services import run_lifecycle
-from app.services.fmu_runner import FmuRunner
+from app.kit.models import utcnow
+from app.runs import lifecycle as run_lifecycle
+from app.runs.executor import FmuRunner
+from app.runs.models import Run, RunStatus
 
 log = logging.getLogger(__name__)
 

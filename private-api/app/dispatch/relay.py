@@ -14,10 +14,9 @@ from app.config import Settings
 from app.db import Database
 from app.dispatch.base import SEND_BATCH, Dispatcher
 from app.dispatch.leases import reap
-from app.models import Run
-from app.models.base import utcnow
-from app.models.run import RunStatus
-from app.services.sweep_service import message_spacing
+from app.kit.models import utcnow
+from app.runs.models import Run, RunStatus
+from app.sweeps.service import message_spacing
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from app.dispatch.redis_queue import WORKER_TIMEOUT_MS
-from app.services.fmu_runner import FmuRunner
+from app.runs.executor import FmuRunner
 
 log = logging.getLogger(__name__)
 

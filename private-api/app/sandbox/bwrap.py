@@ -8,26 +8,41 @@ with its parent.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from app.sandbox.base import Limits, SandboxBackend, SandboxError
-from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env, spawn_child
-from app.sandbox.resources import create_resource_control
+from app.sandbox.child import (
+    RUNNER_PATH,
+    ZYGOTE_PATH,
+    ChildProcessSandbox,
+    Launch,
+    new_sandbox_id,
+    runner_env,
+    spawn_child,
+)
+from app.sandbox.cleanup import remove_stale_sandboxes
+from app.sandbox.resources import ResourceControl, create_resource_control
 from app.sandbox.staging import SandboxDirs
+from app.sandbox.warm import END_TIMEOUT_S, Zygote, ZygoteProcess
 
-if TYPE_CHECKING:
-    from app.sandbox.warm import Zygote
+logger = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534  # "nobody": not root inside, so bwrap keeps no capabilities
 SANDBOX_RUNNER = "/runner/runner.py"
+SANDBOX_ZYGOTE = "/runner/zygote.py"
+# Kept in the zygote's own user namespace to build each run's namespaces; every run drops all.
+ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_SYS_RESOURCE")
 SANDBOX_JOB = "/job"
 SANDBOX_OUT = "/out"
 # Top-level system paths the loader and Python need; on merged-/usr systems they are symlinks.
@@ -88,9 +103,10 @@ class BubblewrapBackend(SandboxBackend):
         self.python_dirs = python_dirs(self.python)
 
     def start_zygote(self, limits: Limits, *, prefork: bool = False) -> Zygote:
-        from app.sandbox.warm import BwrapZygote  # it builds on this module
-
         return BwrapZygote(self, limits, prefork=prefork)
+
+    def remove_leftovers(self) -> list[str]:
+        return remove_stale_sandboxes(self.work_dir)
 
     def start(self, limits: Limits) -> ChildProcessSandbox:
         sandbox_id = new_sandbox_id()
@@ -181,3 +197,64 @@ class BubblewrapBackend(SandboxBackend):
             "--remount-ro", "/proc",
             "--dev", "/dev",
         ]  # fmt: skip
+
+
+class BwrapZygote(Zygote):
+    """The zygote in a bwrap sandbox of its own, spoken to over an inherited socketpair."""
+
+    def __init__(self, backend: BubblewrapBackend, limits: Limits, *, prefork: bool = False) -> None:
+        self.backend = backend
+        super().__init__(backend.work_dir, limits, use_cgroups=backend.use_cgroups, prefork=prefork)
+
+    def _own_resources(self) -> ResourceControl:
+        # Bounded like one run (it forks its runs before they join their own cgroups).
+        return create_resource_control(self.limits, self.id, use_cgroups=self.use_cgroups)
+
+    def _launch(self) -> tuple[ZygoteProcess, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with open(self.root / self.log_name, "wb") as log:
+                proc = subprocess.Popen(
+                    self.argv(theirs.fileno()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    pass_fds=(theirs.fileno(),), env=runner_env("/tmp", self.id), cwd=self.root,
+                    start_new_session=True, preexec_fn=self.resources.preexec,
+                )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as e:
+            ours.close()
+            raise SandboxError(f"cannot start a warm sandbox: {e}") from e
+        finally:
+            theirs.close()
+        self.resources.attach(proc.pid)
+        self._popen = proc
+        return proc, ours
+
+    def argv(self, socket_fd: int) -> list[str]:
+        b = self.backend
+        return [
+            b.bwrap,
+            *b.isolation_args(keep_caps=ZYGOTE_CAPS),
+            *b.env_args(self.id),
+            *b.system_args(self.limits),
+            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
+            "--ro-bind", str(ZYGOTE_PATH), SANDBOX_ZYGOTE,
+            "--bind", str(self.runs_dir), "/runs",
+            "--ro-bind", str(self.fmus_dir), "/fmus",
+            "--dir", "/job",
+            "--dir", "/out",
+            "--chdir", "/tmp",
+            "--",
+            b.python, "-I", "-B", SANDBOX_ZYGOTE,
+            "--socket-fd", str(socket_fd),
+            "--sandbox-id", self.id,
+        ]  # fmt: skip
+
+    def _prepare_run(self, dirs: SandboxDirs) -> None:
+        pass  # the zygote is the host's user, root in its namespace: it reaches them as they are
+
+    def _stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
+        try:
+            self._popen.wait(END_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logger.error("warm sandbox %s did not die after SIGKILL", self.id)

@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from app.sandbox.base import Limits, SandboxError
 from app.sandbox.child import runner_env
-from app.sandbox.docker import ContainerResources, DockerBackend
-from app.sandbox.resources import CGROUP_PREFIX, ResourceControl, cgroups_usable
+from app.sandbox.resources import CGROUP_PREFIX, ContainerResources, ResourceControl, cgroups_usable
 from app.sandbox.staging import SandboxDirs
 from app.sandbox.warm import Zygote, ZygoteProcess
 
 if TYPE_CHECKING:
     import docker
+
+    from app.sandbox.docker import DockerBackend  # which starts these zygotes
 
 CONTAINER_CTL = "/ctl"
 CONTAINER_ZYGOTE = "/runner/zygote.py"  # in the runner image, beside runner.py (one digest for both)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.sandbox.base import Limits, SandboxBackend
 from app.sandbox.child import RUNNER_PATH, ChildProcessSandbox, Launch, new_sandbox_id, runner_env, spawn_child
+from app.sandbox.cleanup import remove_stale_sandboxes
 from app.sandbox.resources import create_resource_control
 from app.sandbox.staging import SandboxDirs
 
@@ -24,6 +25,9 @@ class ProcessBackend(SandboxBackend):
         self.work_dir = work_dir
         self.python = Path(os.path.abspath(python or sys.executable))
         self.use_cgroups = use_cgroups
+
+    def remove_leftovers(self) -> list[str]:
+        return remove_stale_sandboxes(self.work_dir)
 
     def start(self, limits: Limits) -> ChildProcessSandbox:
         sandbox_id = new_sandbox_id()

@@ -434,3 +434,55 @@ def count_user_tasks(uid: int) -> int:
         except OSError:
             continue
     return total
+
+
+class ContainerResources(ResourceControl):
+    """The container's own cgroup, read (never written) where this process can see it.
+
+    The engine enforces the limits; we only measure. The cgroup disappears with the container,
+    so the last reading taken while it lived stands for the whole run.
+    """
+
+    kind = "docker"
+    detects_oom = True
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self.dirs: list[Path] = []
+        self._view: CgroupControl | None = None
+        self._last = Usage(None, None)
+        self._oom_killed = False
+        self._kill: Callable[[], None] | None = None
+
+    def bind(self, container_pid: int, kill: Callable[[], None]) -> None:
+        """Find the container's cgroup through its init process; absent when we run in another namespace."""
+        self._kill = kill
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self._view = cgroup_of(self.limits, container_pid)
+        self.dirs = self._view.dirs if self._view is not None else []
+
+    def pids(self) -> set[int]:
+        return self._view.pids() if self._view is not None else set()
+
+    def kill_all(self) -> None:
+        if self._kill is not None:
+            self._kill()
+
+    def usage(self) -> Usage:
+        """The cgroup's figures while it exists, else the last ones read (the tree reads it while it waits)."""
+        if self._view is not None:
+            usage = self._view.usage()
+            if usage.cpu_time_s is not None or usage.peak_memory_bytes is not None:
+                self._last = usage
+        return self._last
+
+    def record_oom(self, oom_killed: bool) -> None:
+        self._oom_killed = self._oom_killed or oom_killed
+
+    def oom_killed(self) -> bool:
+        if self._oom_killed:
+            return True
+        return self._view is not None and self._view.oom_killed()  # reads fail as "no kill"
+
+    def close(self) -> None:
+        self.kill_all()

@@ -17,9 +17,7 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -27,20 +25,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.sandbox.base import Limits, SandboxBackend, SandboxError
-from app.sandbox.bwrap import SANDBOX_RUNNER, BubblewrapBackend
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
-from app.sandbox.child import RUNNER_PATH, ZYGOTE_PATH, ChildProcessSandbox, Exit, new_sandbox_id, runner_env
+from app.sandbox.child import ChildProcessSandbox, Exit, new_sandbox_id
 from app.sandbox.resources import ResourceControl, create_resource_control
 from app.sandbox.runner import DONE, EXIT, FMU_DIR, GO
 from app.sandbox.staging import SandboxDirs, link_tree, write_spec
 
 logger = logging.getLogger(__name__)
 
-SANDBOX_ZYGOTE = "/runner/zygote.py"
-# Kept in the zygote's own user namespace to build each run's namespaces; every run drops all.
-ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_SYS_RESOURCE")
 _READY_TIMEOUT_S = 60.0
-_END_TIMEOUT_S = 5.0
+END_TIMEOUT_S = 5.0
 _ZYGOTE_LOG_BYTES = 64 << 10
 
 
@@ -295,67 +289,6 @@ class Zygote(ABC):
             return ""
 
 
-class BwrapZygote(Zygote):
-    """The zygote in a bwrap sandbox of its own, spoken to over an inherited socketpair."""
-
-    def __init__(self, backend: BubblewrapBackend, limits: Limits, *, prefork: bool = False) -> None:
-        self.backend = backend
-        super().__init__(backend.work_dir, limits, use_cgroups=backend.use_cgroups, prefork=prefork)
-
-    def _own_resources(self) -> ResourceControl:
-        # Bounded like one run (it forks its runs before they join their own cgroups).
-        return create_resource_control(self.limits, self.id, use_cgroups=self.use_cgroups)
-
-    def _launch(self) -> tuple[ZygoteProcess, socket.socket]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with open(self.root / self.log_name, "wb") as log:
-                proc = subprocess.Popen(
-                    self.argv(theirs.fileno()), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                    pass_fds=(theirs.fileno(),), env=runner_env("/tmp", self.id), cwd=self.root,
-                    start_new_session=True, preexec_fn=self.resources.preexec,
-                )  # fmt: skip
-        except (OSError, subprocess.SubprocessError) as e:
-            ours.close()
-            raise SandboxError(f"cannot start a warm sandbox: {e}") from e
-        finally:
-            theirs.close()
-        self.resources.attach(proc.pid)
-        self._popen = proc
-        return proc, ours
-
-    def argv(self, socket_fd: int) -> list[str]:
-        b = self.backend
-        return [
-            b.bwrap,
-            *b.isolation_args(keep_caps=ZYGOTE_CAPS),
-            *b.env_args(self.id),
-            *b.system_args(self.limits),
-            "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
-            "--ro-bind", str(ZYGOTE_PATH), SANDBOX_ZYGOTE,
-            "--bind", str(self.runs_dir), "/runs",
-            "--ro-bind", str(self.fmus_dir), "/fmus",
-            "--dir", "/job",
-            "--dir", "/out",
-            "--chdir", "/tmp",
-            "--",
-            b.python, "-I", "-B", SANDBOX_ZYGOTE,
-            "--socket-fd", str(socket_fd),
-            "--sandbox-id", self.id,
-        ]  # fmt: skip
-
-    def _prepare_run(self, dirs: SandboxDirs) -> None:
-        pass  # the zygote is the host's user, root in its namespace: it reaches them as they are
-
-    def _stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._popen.pid, signal.SIGKILL)
-        try:
-            self._popen.wait(_END_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.error("warm sandbox %s did not die after SIGKILL", self.id)
-
-
 class ForkedTree:
     """The process tree of one run forked by a zygote: its init reports on pipes made for it alone."""
 
@@ -439,7 +372,7 @@ class ForkedTree:
             self._hang_up()
             return Exit(None, None, None)
         self.kill()
-        if not self._control.wait_closed(_END_TIMEOUT_S):
+        if not self._control.wait_closed(END_TIMEOUT_S):
             logger.error("run %s of warm sandbox %s did not end after SIGKILL", self._pump.name, self.zygote.id)
         self._pump.stop(drain_timeout)
         report = report or {}
@@ -456,7 +389,7 @@ class ForkedTree:
     def dispose(self) -> None:
         try:
             self.kill()
-            self._control.wait_closed(_END_TIMEOUT_S)
+            self._control.wait_closed(END_TIMEOUT_S)
             self._pump.stop(0)
             self._resources.close()
             for fd in self._fds:

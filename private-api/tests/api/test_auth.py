@@ -17,7 +17,7 @@ import pytest
 from gateway_process import JWT_SECRET, Gateway
 from problems import assert_problem
 
-from app.services.auth_service import generate_api_key
+from app.auth.service import generate_api_key
 
 ALL_SCOPES = ["fmus:read", "fmus:write", "runs:read", "runs:write", "billing:read", "billing:write",
               "keys:read", "keys:write"]

@@ -35,7 +35,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.contract import PROBLEM_MEDIA_TYPE, render_contract
+from app.contract import render_contract
+from app.kit.openapi import PROBLEM_MEDIA_TYPE
 
 EXAMPLES = int(os.environ.get("FMU_GATEWAY_FUZZ_EXAMPLES", "6"))
 SEED = int(os.environ.get("FMU_GATEWAY_FUZZ_SEED", "1313"))

@@ -24,13 +24,13 @@ from fmus.variants import model_description, with_variables
 from gateway_process import Gateway, new_var_dir, start_gateway, stop_gateway
 from problems import assert_problem
 
-from app.services.pricing import load_pricing
+from app.billing.pricing import load_pricing
 
 FREE = load_pricing().tier("free")
 # The capped gateway's limits: small, so hostile models stay small too.
 MAX_VARIABLES = 2000
 MAX_MODEL_INFO_BYTES = 256 << 10
-DETAIL_MAX_VARIABLES = 1000  # app.schemas.fmu: the most variables an FMU's own response carries
+DETAIL_MAX_VARIABLES = 1000  # app.fmus.schemas: the most variables an FMU's own response carries
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

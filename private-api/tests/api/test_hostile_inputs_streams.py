@@ -241,7 +241,7 @@ class TestStreamLifetime:
             fmu = client.fmus.upload(fmus["Hostile"])
             # Each child sleeps until its 3 s timeout: the sweep outlives several streams.
             sweep = client.sweeps.create(fmu, method="list", parameters=[{"mode": 4}, {"mode": 4}], stop_time=1,
-                                         timeout=3)
+                                         run_timeout=3)
             done = client.sweeps.wait(sweep, timeout=60)
         assert done.finished and done.counts.timed_out == 2
         assert len(sent) >= 2
@@ -262,7 +262,7 @@ class TestStreamLifetime:
                 client._api._http.event_hooks["request"].append(record)
                 fmu = await client.fmus.upload(fmus["Hostile"])
                 sweep = await client.sweeps.create(fmu, method="list", parameters=[{"mode": 4}], stop_time=1,
-                                                   timeout=3)
+                                                   run_timeout=3)
                 return [event async for event in client.sweeps.events(sweep)]
 
         events = asyncio.run(main())

@@ -19,7 +19,7 @@ from gateway_pair import redis_gateway_pair
 from gateway_process import Gateway, running_gateway
 from problems import assert_problem
 
-from app.services.pricing import load_pricing
+from app.billing.pricing import load_pricing
 
 FREE = load_pricing().tier("free")
 PRO = load_pricing().tier("pro")

@@ -19,10 +19,10 @@ with warnings.catch_warnings():  # starlette's TestClient warns about the httpx 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from app.auth import service as auth_service
 from app.config import Settings
 from app.main import create_app
 from app.migrate import upgrade
-from app.services import auth_service
 
 # Statements per run, submission to download, BEGINs and savepoints included (23 today): API-key
 # checks 4; submit 9 (FMU, insert, hold, the user's lock, the active-run count, and the claim: a

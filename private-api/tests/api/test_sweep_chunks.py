@@ -18,7 +18,7 @@ from test_sweeps import BASE, children, create, new_client, upload, wait
 
 from app.config import Settings
 from app.sandbox.child import runner_digest
-from app.services.sweep_service import chunk_size, message_spacing
+from app.sweeps.service import chunk_size, message_spacing
 
 pytestmark = pytest.mark.timeout(300)
 LARGEST_CHUNK = Settings.model_fields["sweep_chunk_size"].default

@@ -19,9 +19,11 @@ import pytest
 from docker_engine import require_docker, sandbox_containers
 
 from app.sandbox import Job, Limits, Outcome, SandboxBackend, create_backend
+from app.sandbox.bwrap import BwrapZygote
 from app.sandbox.child import ChildProcessSandbox
-from app.sandbox.docker import LABEL_SANDBOX, ContainerResources
-from app.sandbox.warm import BwrapZygote, ForkedTree, Zygote, ZygoteBackend
+from app.sandbox.docker import LABEL_SANDBOX
+from app.sandbox.resources import ContainerResources
+from app.sandbox.warm import ForkedTree, Zygote, ZygoteBackend
 
 BACKENDS = ("bwrap", "bwrap-warm", "docker", "docker-warm", "process")
 # The backends that isolate: what bwrap hides, docker and the runs forked by warm sandboxes must hide too.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.models.base
+import app.kit.models
 
 revision = '0001'
 down_revision = None
@@ -23,7 +23,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('credits', sa.Integer(), nullable=False),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint('credits >= 0', name=op.f('ck_users_credits_non_negative')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email'))
@@ -34,8 +34,8 @@ def upgrade() -> None:
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=True),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', app.kit.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_keys_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
@@ -57,8 +57,8 @@ def upgrade() -> None:
     sa.Column('supports_model_exchange', sa.Boolean(), nullable=False),
     sa.Column('supports_co_simulation', sa.Boolean(), nullable=False),
     sa.Column('model_info', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('deleted_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', app.kit.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_fmus_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_fmus'))
     )
@@ -82,9 +82,9 @@ def upgrade() -> None:
     sa.Column('wall_time_s', sa.Float(), nullable=True),
     sa.Column('cpu_time_s', sa.Float(), nullable=True),
     sa.Column('max_rss_bytes', sa.BigInteger(), nullable=True),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', app.kit.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', app.kit.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['fmu_id'], ['fmus.id'], name=op.f('fk_runs_fmu_id_fmus')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_runs_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runs'))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.models.base
+import app.kit.models
 
 revision = '0003'
 down_revision = '0002'
@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('type', sa.String(length=100), nullable=False),
     sa.Column('livemode', sa.Boolean(), nullable=False),
     sa.Column('payload', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=False),
-    sa.Column('received_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_stripe_events'))
     )
     op.create_table('idempotency_records',
@@ -36,9 +36,9 @@ def upgrade() -> None:
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('response_body', sa.LargeBinary(), nullable=True),
     sa.Column('response_headers', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
-    sa.Column('locked_until', app.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', app.kit.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_idempotency_records_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_idempotency_records')),
     sa.UniqueConstraint('user_id', 'key', name=op.f('uq_idempotency_records_user_id_key'))
@@ -57,7 +57,7 @@ def upgrade() -> None:
     sa.Column('reference', sa.String(length=255), nullable=True),
     sa.Column('description', sa.Text(), nullable=True),
     sa.Column('details', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'postgresql'), nullable=True),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_ledger_entries_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entries')),
     sa.UniqueConstraint('idempotency_key', name=op.f('uq_ledger_entries_idempotency_key'))
@@ -73,11 +73,11 @@ def upgrade() -> None:
     sa.Column('identifier', sa.String(length=100), nullable=False),
     sa.Column('event_name', sa.String(length=100), nullable=False),
     sa.Column('value', sa.Integer(), nullable=False),
-    sa.Column('occurred_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('occurred_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_attempt_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('sent_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sent_at', app.kit.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_usage_events_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_events')),
@@ -90,8 +90,8 @@ def upgrade() -> None:
 
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.add_column(sa.Column('created_by_key_id', sa.String(length=40), nullable=True))
-        batch_op.add_column(sa.Column('last_used_at', app.models.base.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('expires_at', app.models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('last_used_at', app.kit.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('expires_at', app.kit.models.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('credits_held', sa.Integer(), server_default='0', nullable=False))
@@ -113,14 +113,14 @@ def upgrade() -> None:
     ledger = sa.table('ledger_entries', sa.column('id', sa.String), sa.column('user_id', sa.String),
                       sa.column('kind', sa.String), sa.column('amount', sa.Integer),
                       sa.column('balance_after', sa.Integer), sa.column('idempotency_key', sa.String),
-                      sa.column('description', sa.Text), sa.column('created_at', app.models.base.UTCDateTime))
+                      sa.column('description', sa.Text), sa.column('created_at', app.kit.models.UTCDateTime))
     connection = op.get_bind()
     for user_id, balance in connection.execute(sa.select(users.c.id, users.c.credits)).all():
         if balance:
             connection.execute(ledger.insert().values(
-                id=app.models.base.new_id('led'), user_id=user_id, kind='adjust', amount=balance,
+                id=app.kit.models.new_id('led'), user_id=user_id, kind='adjust', amount=balance,
                 balance_after=balance, idempotency_key=f'opening:{user_id}', description='opening balance',
-                created_at=app.models.base.utcnow()))
+                created_at=app.kit.models.utcnow()))
 
     # Append-only: the database itself refuses to change or delete a ledger entry.
     if connection.dialect.name == 'postgresql':

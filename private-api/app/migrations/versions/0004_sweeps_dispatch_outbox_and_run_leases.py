@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import app.models.base
+import app.kit.models
 
 revision = '0004'
 down_revision = '0003'
@@ -33,8 +33,8 @@ def upgrade() -> None:
     sa.Column('total', sa.Integer(), nullable=False),
     sa.Column('credits_held', sa.Integer(), nullable=False),
     sa.Column('error_message', sa.Text(), nullable=True),
-    sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', app.kit.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', app.kit.models.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['fmu_id'], ['fmus.id'], name=op.f('fk_sweeps_fmu_id_fmus')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_sweeps_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sweeps'))
@@ -47,10 +47,10 @@ def upgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sweep_id', sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column('sweep_index', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('enqueued_at', app.models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('enqueued_at', app.kit.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('attempts', sa.Integer(), server_default='0', nullable=False))
         batch_op.add_column(sa.Column('lease_owner', sa.String(length=100), nullable=True))
-        batch_op.add_column(sa.Column('lease_expires_at', app.models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('lease_expires_at', app.kit.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f('ix_runs_lease_expires_at'), ['lease_expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_runs_sweep_id'), ['sweep_id'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_runs_sweep_id_sweeps'), 'sweeps', ['sweep_id'], ['id'], ondelete='CASCADE')

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-import app.models.base
+import app.kit.models
 
 revision = '0005'
 down_revision = '0004'
@@ -25,8 +25,8 @@ def upgrade() -> None:
     with op.batch_alter_table('fmus', schema=None) as batch_op:
         batch_op.add_column(sa.Column('extracted_bytes', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('variable_count', sa.Integer(), server_default='0', nullable=False))
-        batch_op.add_column(sa.Column('default_experiment', app.models.base.JSONType, nullable=True))
-        batch_op.add_column(sa.Column('platforms', app.models.base.JSONType, server_default=sa.text("'[]'"),
+        batch_op.add_column(sa.Column('default_experiment', app.kit.models.JSONType, nullable=True))
+        batch_op.add_column(sa.Column('platforms', app.kit.models.JSONType, server_default=sa.text("'[]'"),
                                       nullable=False))
 
     # ### end Alembic commands ###
@@ -35,10 +35,10 @@ def upgrade() -> None:
 
 def _backfill_summaries() -> None:
     """Copy each existing FMU's summary out of its model_info, one row at a time (rows can be large)."""
-    fmus = sa.table('fmus', sa.column('id', sa.String), sa.column('model_info', app.models.base.JSONType),
+    fmus = sa.table('fmus', sa.column('id', sa.String), sa.column('model_info', app.kit.models.JSONType),
                     sa.column('variable_count', sa.Integer),
-                    sa.column('default_experiment', app.models.base.JSONType),
-                    sa.column('platforms', app.models.base.JSONType))
+                    sa.column('default_experiment', app.kit.models.JSONType),
+                    sa.column('platforms', app.kit.models.JSONType))
     bind = op.get_bind()
     ids = list(bind.scalars(sa.select(fmus.c.id)))
     for fmu_id in ids:

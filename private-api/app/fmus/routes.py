@@ -1,0 +1,120 @@
+"""``/v1/fmus``: upload, list, get, delete, variables. Thin: parsing here, decisions in registry_service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.auth.dependencies import Ctx, DbSession, FmusRead, FmusWrite
+from app.auth.service import Principal
+from app.billing import limits
+from app.fmi.model_description import DefaultExperiment, Variable
+from app.fmus import service as registry_service
+from app.fmus.models import Fmu
+from app.fmus.schemas import DETAIL_MAX_VARIABLES, FmuDetail, FmuSummary
+from app.fmus.upload_stream import receive_upload
+from app.kit.params import Cursor, Limit, ResourceId
+from app.kit.schemas import Page
+
+router = APIRouter(prefix="/v1/fmus", tags=["fmus"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _summary(fmu: Fmu) -> FmuSummary:
+    # From the summary columns only: listing never reads (or loads) model_info.
+    return FmuSummary(
+        id=fmu.id, sha256=fmu.sha256, size=fmu.size, filename=fmu.filename,
+        fmi_version=fmu.fmi_version, model_name=fmu.model_name, description=fmu.description,
+        generation_tool=fmu.generation_tool, guid=fmu.guid,
+        supports_model_exchange=fmu.supports_model_exchange,
+        supports_co_simulation=fmu.supports_co_simulation,
+        default_experiment=(DefaultExperiment.model_validate(fmu.default_experiment)
+                            if fmu.default_experiment is not None else None),
+        platforms=fmu.platforms, variable_count=fmu.variable_count, created_at=fmu.created_at,
+    )
+
+
+def _detail(fmu: Fmu) -> FmuDetail:
+    variables = registry_service.model_info(fmu).variables[:DETAIL_MAX_VARIABLES]
+    return FmuDetail(**_summary(fmu).model_dump(), variables=variables)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=FmuDetail,
+             openapi_extra=UPLOAD_BODY,
+             responses={200: {"model": FmuDetail, "description": "These bytes were already uploaded."}})
+async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: FmusWrite) -> FmuDetail:
+    """Upload an FMU (multipart field ``file``). The same bytes again return the existing FMU."""
+    settings = ctx.settings
+    caller = limits.for_caller(principal, settings)
+    received = await receive_upload(request, settings.upload_tmp_dir, caller.max_fmu_bytes)
+
+    def store(owner: Principal) -> tuple[FmuDetail, bool]:
+        with ctx.db.session(write=True) as session:
+            fmu, created = registry_service.upload(session, owner, received, storage=ctx.storage,
+                                                   cache=ctx.cache, limits=ctx.archive_limits, caller=caller)
+            try:
+                session.commit()
+            except BaseException:
+                registry_service.discard_upload(session, received.sha256, storage=ctx.storage, cache=ctx.cache)
+                raise
+            return _detail(fmu), created
+
+    try:
+        detail, created = await run_in_threadpool(store, principal)
+    finally:
+        received.path.unlink(missing_ok=True)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/fmus/{detail.id}"
+    return detail
+
+
+@router.get("", response_model=Page[FmuSummary])
+def list_fmus(session: DbSession, principal: FmusRead,
+              limit: Limit = 20, cursor: Cursor = None,
+              sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$",
+                                                  description="Only the FMU with these bytes.")] = None,
+              ) -> Page[FmuSummary]:
+    fmus, next_cursor = registry_service.list_fmus(session, principal, limit, cursor, sha256)
+    return Page(data=[_summary(f) for f in fmus], has_more=next_cursor is not None, next_cursor=next_cursor)
+
+
+@router.get("/{fmu_id}", response_model=FmuDetail)
+def get_fmu(fmu_id: ResourceId, session: DbSession, principal: FmusRead) -> FmuDetail:
+    return _detail(registry_service.get_fmu(session, principal, fmu_id))
+
+
+@router.get("/{fmu_id}/variables", response_model=Page[Variable])
+def list_variables(fmu_id: ResourceId, session: DbSession, principal: FmusRead,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   cursor: Annotated[str | None, Query(pattern="^[0-9]{0,9}$")] = None,
+                   q: Annotated[str | None, Query(max_length=200, description=(
+                       "Only variables whose name or description contains this (any case)."))] = None,
+                   ) -> Page[Variable]:
+    """The model's variables in model order, a page at a time."""
+    fmu = registry_service.get_fmu(session, principal, fmu_id)
+    variables, next_cursor = registry_service.variables_page(fmu, limit, cursor, q)
+    return Page(data=variables, has_more=next_cursor is not None, next_cursor=next_cursor)
+
+
+@router.delete("/{fmu_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_fmu(fmu_id: ResourceId, ctx: Ctx, principal: FmusWrite) -> Response:
+    with ctx.db.session(write=True) as session:
+        fmu = registry_service.delete_fmu(session, principal, fmu_id)
+        session.commit()
+        registry_service.release_blob_if_unreferenced(session, fmu.sha256, storage=ctx.storage, cache=ctx.cache)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,189 @@
+"""``/v1/fmus/{id}/runs`` and ``/v1/runs``: submit, wait, inspect, fetch results and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError
+
+from app.auth.dependencies import Ctx, DbSession, RunsRead, RunsWrite
+from app.auth.service import Principal
+from app.context import AppContext
+from app.dispatch.notifier import STARTED
+from app.errors import ResultUnavailable, RunNotFinished
+from app.idempotency.middleware import owns_idempotency_key
+from app.kit.params import Cursor, IdempotencyKey, IdFilter, Limit, ResourceId
+from app.kit.schemas import Page
+from app.runs import result_delivery, result_formats
+from app.runs import service as run_service
+from app.runs.models import FINAL_STATUSES, RunStatus
+from app.runs.schemas import RunCreate, RunOut
+
+router = APIRouter(tags=["runs"])
+
+# Results up to this size are sent from memory in one piece; larger ones are streamed.
+SMALL_RESULT_BYTES = 1 << 20
+# A long-poll re-reads its run after this long without news, then twice as long each time, up to
+# events_poll_max_s.
+_FIRST_REREAD_S = 1.0
+
+WaitSeconds = Annotated[float, Query(ge=0, allow_inf_nan=False,
+                                     description="Seconds to wait for the run to finish (long-poll).")]
+
+
+def _load(ctx: AppContext, principal: Principal, run_id: str) -> RunOut:
+    with ctx.db.session() as session:
+        return run_service.to_out(run_service.get_run(session, principal, run_id))
+
+
+async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wait: float,
+                          run: RunOut | None = None, subscribed: Callable[[], None] | None = None) -> RunOut:
+    """The run once final, or as it is when ``wait`` runs out. ``run``: its state as the caller
+    knows it (not read again); ``subscribed``: called once changes can no longer be missed."""
+    deadline = time.monotonic() + min(wait, ctx.settings.max_wait_s)
+    with ctx.notifier.subscribe(run_id) as changed:
+        if subscribed is not None:
+            subscribed()
+        if run is None:
+            run = await run_in_threadpool(_load, ctx, principal, run_id)
+        reread_s = _FIRST_REREAD_S
+        while run.status not in FINAL_STATUSES and (remaining := deadline - time.monotonic()) > 0:
+            # Another process changing the run wakes us over Redis; the re-read is for a message
+            # lost on the way, backing off as streams do (200 parked requests re-reading every
+            # second cost more than the runs they wait for).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, reread_s))
+            reread_s = min(reread_s * 2, max(ctx.settings.events_poll_max_s, _FIRST_REREAD_S))
+            woken, state = changed.is_set(), changed.state
+            if isinstance(state, RunOut):
+                return state  # finished by this process's worker: no read back
+            changed.clear()  # before the read: a change during it wakes the next wait
+            if not (woken and state == STARTED):  # a start here is not worth a read
+                run = await run_in_threadpool(_load, ctx, principal, run_id)
+    return run
+
+
+def _respond(run: RunOut) -> JSONResponse:
+    final = run.status in FINAL_STATUSES
+    code = status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED
+    return JSONResponse(run.model_dump(mode="json"), status_code=code,
+                        headers={"Location": f"/v1/runs/{run.id}"})
+
+
+@router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
+             responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
+@owns_idempotency_key  # the run row keeps the key: a retry is answered with the run as it is now
+async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: RunsWrite,
+                     wait: WaitSeconds = 0, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
+    finished run if it ends in time."""
+
+    submit = partial(run_service.submit_run, ctx, principal, fmu_id, body, idempotency_key)
+    # Shielded: once committed, the run is started whatever happens to this request (a booked
+    # worker must not be lost; below, nothing awaits before ``start`` is called).
+    with anyio.CancelScope(shield=True):
+        try:
+            run, replayed, start = await run_in_threadpool(submit)
+        except IntegrityError:
+            # A concurrent request with the same Idempotency-Key committed first: answer with its run.
+            run, replayed, start = await run_in_threadpool(submit)
+    if start is None:
+        if wait > 0:
+            run = await _wait_for_final(ctx, principal, run.id, wait)
+    elif wait > 0:
+        run = await _wait_for_final(ctx, principal, run.id, wait, run, start)
+    else:
+        start()
+    response = _respond(run)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@router.get("/v1/runs", response_model=Page[RunOut])
+def list_runs(session: DbSession, principal: RunsRead,
+              limit: Limit = 20, cursor: Cursor = None,
+              status: RunStatus | None = None, fmu_id: IdFilter = None) -> Page[RunOut]:
+    runs, next_cursor = run_service.list_runs(session, principal, limit, cursor, status=status, fmu_id=fmu_id)
+    return Page(data=[run_service.to_out(r) for r in runs], has_more=next_cursor is not None,
+                next_cursor=next_cursor)
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunOut,
+            responses={202: {"model": RunOut, "description": "Not finished (within `wait`)."}})
+async def get_run(run_id: ResourceId, ctx: Ctx, principal: RunsRead, wait: WaitSeconds = 0) -> JSONResponse:
+    run = await _wait_for_final(ctx, principal, run_id, wait)
+    return _respond(run)
+
+
+@router.post("/v1/runs/{run_id}/cancel", response_model=RunOut)
+def cancel_run(run_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> RunOut:
+    """Cancel a queued or running run; a running sandbox is killed. 409 ``run_finished`` if it ended."""
+    with ctx.db.session(write=True) as session:
+        run, previous = run_service.cancel_run(session, principal, run_id)
+        session.commit()
+    if previous == RunStatus.RUNNING:
+        ctx.runner.cancel(run_id)
+    ctx.notifier.publish(run_id)
+    return run_service.to_out(run)
+
+
+@router.get("/v1/runs/{run_id}/result", response_class=Response,
+            responses={200: {"content": {fmt.media_type: {} for fmt in result_formats.FORMATS.values()},
+                             "description": "The result table."},
+                       307: {"description": "With presigned results on (S3 storage), `arrow` is fetched from "
+                                            "the short-lived URL in `Location`; send no credentials there."}})
+async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
+                     format: Literal["arrow", "parquet", "csv", "json"] = "arrow",
+                     wait: WaitSeconds = 0) -> Response:
+    """The result of a succeeded run; with ``?wait=``, once the run has finished (long-poll): a
+    submission followed by this request gets its values in two round trips."""
+    run = await _wait_for_final(ctx, principal, run_id, wait)
+    if run.status not in FINAL_STATUSES:
+        raise RunNotFinished(f"Run {run_id!r} is {run.status}; its result is not ready.", run_status=run.status)
+    if run.status != RunStatus.SUCCEEDED:
+        raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
+                                run_status=run.status)
+    return await run_in_threadpool(_result_response, ctx, run_id, format)
+
+
+def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
+    url = result_delivery.presigned_result_url(ctx.storage, ctx.settings, run_id, format)
+    if url is not None:
+        # A presigned URL is a bearer credential of its own: no cache may keep it.
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+                                headers={"Cache-Control": "no-store"})
+    key = run_service.result_key(run_id)
+    fmt = result_formats.FORMATS[format]
+    headers = {"Content-Disposition": f'attachment; filename="{run_id}.{fmt.extension}"'}
+    try:
+        if format == "arrow":
+            size = ctx.storage.size(key)
+            if size <= SMALL_RESULT_BYTES:  # most results: one read here, not one thread hop per chunk
+                return Response(ctx.storage.read_bytes(key), media_type=fmt.media_type, headers=headers)
+            return StreamingResponse(ctx.storage.iter_chunks(key), media_type=fmt.media_type,
+                                     headers={**headers, "Content-Length": str(size)})
+        # Converted while it is sent, chunk by chunk: memory does not grow with the result.
+        stored = result_delivery.open_result(ctx.storage, ctx.settings, run_id)
+    except FileNotFoundError:
+        raise ResultUnavailable(f"Run {run_id!r} succeeded, but its result is no longer stored.",
+                                run_status=RunStatus.SUCCEEDED) from None
+    return StreamingResponse(stored.converted(format), media_type=fmt.media_type, headers=headers)
+
+
+@router.get("/v1/runs/{run_id}/log", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "FMU log and runner output."}})
+def get_log(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
+    run = run_service.get_run(session, principal, run_id)
+    key = run_service.log_key(run.id)
+    text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""
+    return Response(text, media_type="text/plain; charset=utf-8")

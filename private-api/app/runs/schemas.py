@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.kit.schemas import FiniteFloat, Int64, TextValue, VariableName, reject_unstorable_keys
+from app.runs.models import RunStatus
+
+ScalarValue = bool | int | float | str
+# A value as a request may give it: ScalarValue, bounded at the edge (responses keep ScalarValue).
+StartValue = bool | Int64 | FiniteFloat | TextValue
+StartValues = Annotated[dict[VariableName, StartValue], BeforeValidator(reject_unstorable_keys)]
+InputTable = Annotated[dict[VariableName, list[StartValue]], BeforeValidator(reject_unstorable_keys)]
+
+
+class RunCreate(BaseModel):
+    """A simulation request; names and defaults follow ``fmpy.simulate_fmu``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_time: FiniteFloat | None = Field(None,
+                                           description="Defaults to the FMU's DefaultExperiment startTime or 0.")
+    stop_time: FiniteFloat | None = Field(None,
+                                          description="Defaults to the FMU's DefaultExperiment stopTime or start + 1.")
+    output_interval: FiniteFloat | None = Field(None, gt=0, description="Interval between result rows.")
+    fmi_type: Literal["CoSimulation", "ModelExchange"] | None = Field(
+        None, description="Defaults to CoSimulation when the FMU supports it.")
+    solver: Literal["CVode", "Euler"] | None = Field(None, description="Integrator for ModelExchange.")
+    relative_tolerance: FiniteFloat | None = Field(None, gt=0, lt=1)
+    start_values: StartValues = Field(default_factory=dict, description="Start values by variable name.")
+    input: InputTable | None = Field(
+        None, description="Input table as columns: 'time' plus one column per input variable.")
+    outputs: list[VariableName] | None = Field(None, description="Variables to record; default: all outputs.")
+    timeout_s: FiniteFloat | None = Field(None, gt=0, description="Hard wall-clock limit of the run.")
+
+
+class RunError(BaseModel):
+    code: str
+    message: str | None
+
+
+class RunTimings(BaseModel):
+    queued_s: float | None = Field(description="From submission to start in a sandbox.")
+    run_s: float | None = Field(description="Wall time of the sandboxed run.")
+    cpu_s: float | None
+    total_s: float | None = Field(description="From submission to the final status.")
+
+
+class RunResultInfo(BaseModel):
+    rows: int
+    columns: list[str]
+    bytes: int
+
+
+class RunOut(BaseModel):
+    id: str
+    object: Literal["run"] = "run"
+    fmu_id: str
+    status: RunStatus
+    spec: dict[str, Any]
+    error: RunError | None
+    result: RunResultInfo | None
+    timings: RunTimings
+    max_rss_bytes: int | None
+    credits_held: int = Field(description="Credits held at submission for the run's worst case.")
+    credits_charged: int = Field(description="What the run cost; 0 until it ends, refunded platform failures stay 0.")
+    sweep_id: str | None = Field(None, description="The sweep this run is a child of.")
+    sweep_index: int | None = Field(None, description="Its position among the sweep's samples.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

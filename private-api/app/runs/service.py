@@ -1,0 +1,162 @@
+"""Runs: submission (validated spec, credit hold, claim by a free worker), lookup, listing and their
+public shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal
+from app.billing import credits, limits, pricing
+from app.config import Settings
+from app.errors import NotFound, ProblemError
+from app.fmus import service as registry_service
+from app.fmus.models import Fmu
+from app.idempotency import store as idempotency
+from app.kit.pagination import paginate
+from app.runs import lifecycle as run_lifecycle
+from app.runs.models import FINAL_STATUSES, Run, RunStatus
+from app.runs.schemas import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
+from app.runs.spec import build_run_spec
+
+if TYPE_CHECKING:
+    from app.context import AppContext
+
+
+def _owned(principal: Principal) -> Select[Run]:
+    return select(Run).where(Run.user_id == principal.user_id)
+
+
+class RunFinished(ProblemError):
+    status = 409
+    code = "run_finished"
+    title = "Run has already finished"
+
+
+def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: str, digest: str) -> Run | None:
+    """The run an earlier request with this key created, while its FMU is still the caller's (a
+    deleted one answers 404, as any replay); another request, credential or route under the key
+    is refused."""
+    run = idempotency.created_under(session, Run, principal.user_id, key, digest)
+    if run is not None:
+        registry_service.get_fmu(session, principal, fmu_id)
+    return run
+
+
+def create_run(session: Session, principal: Principal, fmu_id: str, request: RunCreate,
+               settings: Settings, idempotency_key: str | None = None, digest: str | None = None) -> tuple[Run, Fmu]:
+    """Validate and insert a queued run (returned with its FMU); the caller holds its credits and
+    commits. ``digest``: the request's ``idempotency.submission_hash``, kept with its key."""
+    fmu = registry_service.get_fmu(session, principal, fmu_id)
+    spec = build_run_spec(request, registry_service.model_info(fmu), settings,
+                          max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
+    run = Run(**run_lifecycle.queued(
+        user_id=principal.user_id, fmu_id=fmu.id, spec=spec, credits_held=pricing.run_hold(spec["timeout_s"]),
+        idempotency_key=idempotency_key, request_hash=digest))
+    session.add(run)
+    session.flush()
+    return run, fmu
+
+
+def submit_run(ctx: AppContext, principal: Principal, fmu_id: str, request: RunCreate,
+               idempotency_key: str | None) -> tuple[RunOut, bool, Callable[[], None] | None]:
+    """A run submission in one transaction: the run (or the one its Idempotency-Key names, then
+    nothing more happens), its credit hold, the tenant's active-run cap, and, when a worker of
+    this process is free now, its claim. Returns the run, whether it existed before, and what
+    starts it: to be called once the caller listens for its changes (``None`` for an earlier run)."""
+    digest = None
+    with ctx.db.session(write=True) as session:
+        if idempotency_key is not None:
+            digest = idempotency.submission_hash(fmu_id, request, principal.api_key_id)
+            earlier = find_idempotent(session, principal, fmu_id, idempotency_key, digest)
+            if earlier is not None:
+                return to_out(earlier), True, None
+        run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key, digest)
+        credits.hold_for_run(session, run)  # 402 if the balance is short
+        # After the hold, which locks the user's row: concurrent submissions count one by one.
+        limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
+        # A free worker of this process takes the run in this very transaction: no hand-over, no
+        # claim of its own on the way to a sandbox.
+        reserved = ctx.dispatcher.reserve()
+        try:
+            claimed = ctx.runner.claim_submitted(session, run, fmu) if reserved else None
+            session.commit()
+        except BaseException:
+            if reserved:
+                ctx.dispatcher.cancel_reservation()
+            raise
+        if claimed is None:
+            if reserved:
+                ctx.dispatcher.cancel_reservation()
+            return to_out(run), False, partial(ctx.dispatcher.submit, run.id)
+        work, expires = claimed
+        ctx.runner.hold(run.id, expires)
+        return to_out(run), False, partial(ctx.dispatcher.run_reserved, partial(ctx.runner.execute_claimed, work))
+
+
+def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run, str]:
+    """Mark an unfinished run cancelled; returns (run, the status it had). A queued run never
+    used its credits and gets them back; a running one is charged for the time it ran."""
+    run = get_run(session, principal, run_id)
+    if run.status == RunStatus.CANCELLED:
+        return run, run.status  # a retried cancel whose first answer was lost
+    previous = run_lifecycle.cancel(session, run)
+    if previous is None:
+        raise RunFinished(f"Run {run_id!r} has already finished ({run.status}).", run_status=run.status)
+    return run, previous
+
+
+def get_run(session: Session, principal: Principal, run_id: str) -> Run:
+    run = session.scalar(_owned(principal).where(Run.id == run_id))
+    if run is None:
+        raise NotFound(f"No run {run_id!r}.")
+    return run
+
+
+def list_runs(session: Session, principal: Principal, limit: int, cursor: str | None, *,
+              status: str | None = None, fmu_id: str | None = None) -> tuple[list[Run], str | None]:
+    query = _owned(principal)
+    if status:
+        query = query.where(Run.status == status)
+    if fmu_id:
+        query = query.where(Run.fmu_id == fmu_id)
+    return paginate(session, query, Run.id, limit, cursor)
+
+
+def is_final(run: Run) -> bool:
+    return run.status in FINAL_STATUSES
+
+
+def result_key(run_id: str) -> str:
+    return f"runs/{run_id}/result.arrow"
+
+
+def log_key(run_id: str) -> str:
+    return f"runs/{run_id}/log.txt"
+
+
+def to_out(run: Run) -> RunOut:
+    def seconds(a: datetime | None, b: datetime | None) -> float | None:
+        if a is not None and b is not None:
+            return round((b - a).total_seconds(), 6)
+        return None
+
+    result = None
+    if run.result_rows is not None and run.result_columns is not None:
+        result = RunResultInfo(rows=run.result_rows, columns=run.result_columns, bytes=run.result_bytes or 0)
+    return RunOut(
+        id=run.id, fmu_id=run.fmu_id, status=run.status,
+        spec=run.spec,
+        error=RunError(code=run.error_code, message=run.error_message) if run.error_code else None,
+        result=result,
+        timings=RunTimings(queued_s=seconds(run.created_at, run.started_at), run_s=run.wall_time_s,
+                           cpu_s=run.cpu_time_s, total_s=seconds(run.created_at, run.finished_at)),
+        max_rss_bytes=run.max_rss_bytes, credits_held=run.credits_held, credits_charged=run.credits_charged,
+        sweep_id=run.sweep_id, sweep_index=run.sweep_index,
+        created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+    )
