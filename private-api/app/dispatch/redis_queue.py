@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import dramatiq
 import redis
@@ -35,6 +36,28 @@ def create_broker(url: str, namespace: str) -> RedisBroker:
     return RedisBroker(client=client, namespace=namespace, middleware=[])  # type: ignore[no-untyped-call]
 
 
+def enqueue_on_pipeline(broker: RedisBroker, pipe: redis.client.Pipeline, message: dramatiq.Message[Any]) -> None:
+    """Queue on ``pipe`` what ``broker.enqueue(message)`` does in a round trip of its own.
+
+    Private dramatiq API, kept on purpose: dramatiq has no batch or pipelined
+    enqueue (``RedisBroker.enqueue`` runs its ``dispatch`` Lua script once per message, on the
+    broker's own client, and ``group(...).run()`` just calls it per message). So this runs that
+    script with the arguments ``RedisBroker._dispatch("enqueue")`` passes (worker id, heartbeat
+    timeout, dead message TTL, ``_max_unpack_size()``), and the fresh ``redis_message_id`` option
+    ``RedisBroker.enqueue`` adds; only the random maintenance pass is left to the workers' fetches.
+    Checked identical in dramatiq 1.17.0, 1.17.1, 1.18.0, 2.0.0, 2.0.1, 2.1.0, 2.2.0 and 2.2.1 (the
+    enqueue branch of ``dispatch.lua``, ``_dispatch``, ``_max_unpack_size``, ``enqueue``);
+    pyproject.toml caps dramatiq below the next unchecked minor, and tests/test_dramatiq_compat.py
+    fails when an installed version stores or consumes these messages differently.
+    """
+    message_id = str(uuid.uuid4())
+    message = message.copy(options={"redis_message_id": message_id})
+    broker.scripts["dispatch"](keys=[broker.namespace], client=pipe, args=[
+        "enqueue", current_millis(), message.queue_name, broker.broker_id, broker.heartbeat_timeout,
+        broker.dead_message_ttl, 0, broker._max_unpack_size(),  # type: ignore[no-untyped-call]
+        message_id, message.encode()])
+
+
 class RedisDispatcher(Dispatcher):
     def __init__(self, db: Database, url: str, namespace: str, execute: Callable[[str], None],
                  executes_locally: bool) -> None:
@@ -54,23 +77,11 @@ class RedisDispatcher(Dispatcher):
         return self._executes_locally
 
     def send(self, run_ids: Sequence[str]) -> None:
-        """Enqueue one message per run in a single pipelined round trip.
-
-        ``RedisBroker.enqueue`` costs a round trip per message; this runs the broker's own
-        ``dispatch`` script with the arguments ``RedisBroker._dispatch`` passes for an enqueue
-        (dramatiq 2.x), queued on a pipeline.
-        """
-        broker = self.broker
-        script = broker.scripts["dispatch"]
-        pipe = broker.client.pipeline(transaction=False)
+        """Enqueue one message per run in a single pipelined round trip (``RedisBroker.enqueue``
+        costs a round trip per message; see ``enqueue_on_pipeline``)."""
+        pipe = self.broker.client.pipeline(transaction=False)
         for run_id in run_ids:
-            message = self.actor.message(run_id)
-            message_id = str(uuid.uuid4())
-            message = message.copy(options={"redis_message_id": message_id})
-            script(keys=[broker.namespace], client=pipe, args=[
-                "enqueue", current_millis(), QUEUE_NAME, broker.broker_id, broker.heartbeat_timeout,
-                broker.dead_message_ttl, 0, broker._max_unpack_size(),  # type: ignore[no-untyped-call]
-                message_id, message.encode()])
+            enqueue_on_pipeline(self.broker, pipe, self.actor.message(run_id))
         pipe.execute()
 
     def shutdown(self) -> None:
