@@ -27,6 +27,7 @@ from pathlib import Path
 import fmpy
 from app.sandbox import Job, Limits, create_backend
 from app.sandbox.pool import SandboxPool
+from app.sandbox.runner import RunSpec
 from app.sandbox.warm import Reuse
 from bench_runs import machine_busy_s
 from models import bench_fmu
@@ -81,7 +82,7 @@ def measure(pool: SandboxPool, limits: Limits, fmu: Path, fmu_dir: Path, spec: d
     def one() -> None:
         sandbox = pool.acquire(limits, "bench")
         try:
-            outcome = sandbox.run(Job("bench", fmu_dir, spec, limits))
+            outcome = sandbox.run(Job("bench", fmu_dir, RunSpec.from_wire(spec), limits))
             assert outcome.status == "succeeded", outcome
         finally:
             sandbox.remove_files()

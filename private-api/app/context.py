@@ -64,7 +64,7 @@ class AppContext:
     def __post_init__(self) -> None:
         self.tokens = TokenService.from_settings(self.settings)
         self.stream_slots = create_stream_slots(self.settings)
-        self.stripe = StripeService(self.settings, self.db)
+        self.stripe = StripeService(self.settings)
         self.usage_reporter = (UsageReporter(self.settings, self.db, self.stripe.client)
                                if self.stripe.client is not None else None)
         self.lease_renewer = LeaseRenewer(self.runner)

@@ -43,3 +43,28 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
             yield database
         finally:
             database.dispose()
+
+
+# FMPy's native logger proxy keeps one process-wide pointer to the Python logger of the last
+# simulate_fmu(); once that call returns, the callback is freed and the pointer dangles, and an FMU
+# instantiated later with FMPy's default callbacks logs through it (a segfault when the memory
+# was reused). Sandboxes never meet this (a run per process, or one simulate at a time); tests
+# that use FMPy in this process do: after each, the pointer goes back to a callback that lives.
+_FMPY_LOGGER: list[object] = []  # the callback, once made: it must live as long as the process
+
+
+@pytest.fixture(autouse=True)
+def _fmpy_logger_proxy_stays_valid() -> Iterator[None]:
+    yield
+    if "fmpy.fmi2" not in sys.modules:
+        return
+    from ctypes import byref
+
+    from fmpy import fmi2
+    from fmpy.logging import addLoggerProxy
+
+    if not _FMPY_LOGGER:
+        _FMPY_LOGGER.append(fmi2.fmi2CallbackLoggerTYPE(fmi2.printLogMessage))
+    callbacks = fmi2.fmi2CallbackFunctions()
+    callbacks.logger = _FMPY_LOGGER[0]  # the proxy takes it from here and puts itself in its place
+    addLoggerProxy(byref(callbacks))

@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 from accounts import new_user
+from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.db import Database
 from app.fmi.archive import ArchiveLimits
 from app.fmus import service as registry_service
 from app.fmus.cache import FmuCache, fmu_blob_key
+from app.fmus.models import Fmu
 from app.storage.local import LocalStorage
 
 
@@ -37,9 +39,17 @@ def test_a_delete_keeps_the_blob_an_upload_in_flight_has_stored(db: Database, tm
     storage = LocalStorage(tmp_path / "storage")
     cache = FmuCache(tmp_path / "cache", storage, ArchiveLimits())
     alice, bob = principal(db), principal(db)
-    stored = {"storage": storage, "cache": cache, "limits": ArchiveLimits()}
+    stored = {"storage": storage, "cache": cache}
+
+    def upload(session: Session, owner: Principal, name: str) -> tuple[Fmu, bool]:
+        file = received(fmus["VanDerPol"], tmp_path, name)
+        fmu, created = registry_service.upload(session, owner, file, limits=ArchiveLimits())
+        if created:
+            registry_service.store_files(file, **stored)
+        return fmu, created
+
     with db.session(write=True) as session:
-        hers, _ = registry_service.upload(session, alice, received(fmus["VanDerPol"], tmp_path, "a.fmu"), **stored)
+        hers, _ = upload(session, alice, "a.fmu")
         session.commit()
     blob = fmu_blob_key(hers.sha256)
 
@@ -49,13 +59,13 @@ def test_a_delete_keeps_the_blob_an_upload_in_flight_has_stored(db: Database, tm
             session.commit()
             registry_service.release_blob_if_unreferenced(session, hers.sha256, storage=storage, cache=cache)
 
-    with db.session(write=True) as upload:
-        his, created = registry_service.upload(upload, bob, received(fmus["VanDerPol"], tmp_path, "b.fmu"), **stored)
+    with db.session(write=True) as upload_session:
+        his, created = upload(upload_session, bob, "b.fmu")
         assert created and storage.exists(blob)  # stored, not committed: the delete cannot see his row
         deleting = threading.Thread(target=delete_hers)
         deleting.start()
         time.sleep(1.0)  # the delete is committed (PostgreSQL) and its release waits, or it all waits (SQLite)
-        upload.commit()
+        upload_session.commit()
     deleting.join(30)
     assert not deleting.is_alive()
     assert storage.exists(blob), "the delete dropped the blob of an FMU being uploaded"

@@ -14,6 +14,7 @@ from app.auth.models import User
 from app.billing import credits
 from app.billing.models import IdempotencyRecord
 from app.db import Database
+from app.idempotency.middleware import claim_key, store_response
 from app.idempotency.store import IdempotencyStore
 from app.kit.models import utcnow
 from app.runs.models import Run
@@ -123,12 +124,12 @@ def test_claw_back_takes_what_is_left_and_records_the_rest_as_debt(db: Database)
 def test_idempotency_store_claims_replays_and_expires(db: Database) -> None:
     user = new_user(db)
     store = IdempotencyStore(db, "secret")
-    first = store.claim(user, "k", "hash-a")
+    first = claim_key(store, user, "k", "hash-a")
     assert first.state == "run" and first.record_id is not None
-    assert store.claim(user, "k", "hash-a").state == "in_use"
-    assert store.claim(user, "k", "hash-b").state == "mismatch"
-    store.complete(first.record_id, 201, {"content-type": "application/json"}, b'{"secret": "s3cr3t"}')
-    replay = store.claim(user, "k", "hash-a")
+    assert claim_key(store, user, "k", "hash-a").state == "in_use"
+    assert claim_key(store, user, "k", "hash-b").state == "mismatch"
+    store_response(store, first.record_id, 201, {"content-type": "application/json"}, b'{"secret": "s3cr3t"}')
+    replay = claim_key(store, user, "k", "hash-a")
     assert (replay.state, replay.status_code, replay.body) == ("replay", 201, b'{"secret": "s3cr3t"}')
     with db.session() as session:  # stored encrypted: a database dump does not leak a new key's secret
         record = session.scalar(select(IdempotencyRecord).where(IdempotencyRecord.key == "k"))
@@ -136,16 +137,16 @@ def test_idempotency_store_claims_replays_and_expires(db: Database) -> None:
     with db.session(write=True) as session:  # 24 h later the key is free again
         session.execute(update(IdempotencyRecord).values(expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert store.claim(user, "k", "hash-b").state == "run"
+    assert claim_key(store, user, "k", "hash-b").state == "run"
 
 
 def test_a_lock_left_by_a_dead_request_is_taken_over(db: Database) -> None:
     user = new_user(db)
     store = IdempotencyStore(db, "secret")
-    assert store.claim(user, "k", "h", lock_s=0.2).state == "run"
-    assert store.claim(user, "k", "h").state == "in_use"
+    assert claim_key(store, user, "k", "h", lock_s=0.2).state == "run"
+    assert claim_key(store, user, "k", "h").state == "in_use"
     threading.Event().wait(0.3)
-    assert store.claim(user, "k", "h").state == "run"
+    assert claim_key(store, user, "k", "h").state == "run"
 
 
 def test_concurrent_claims_let_exactly_one_run(db: Database) -> None:
@@ -156,7 +157,7 @@ def test_concurrent_claims_let_exactly_one_run(db: Database) -> None:
 
     def claim() -> None:
         barrier.wait()
-        outcomes.append(store.claim(user, "k", "h").state)
+        outcomes.append(claim_key(store, user, "k", "h").state)
 
     threads = [threading.Thread(target=claim) for _ in range(10)]
     for thread in threads:

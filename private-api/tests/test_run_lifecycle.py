@@ -1,4 +1,5 @@
-"""One owner of the run lifecycle: every status change goes through ``app.runs.lifecycle``,
+"""One owner of the run lifecycle: every status change goes through ``app.runs.lifecycle`` (its SQL in
+``app.runs.repository``),
 only the changes it allows happen, and a final run is settled exactly once (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import pytest
 from accounts import make_run, new_user, state
 from sqlalchemy import select, update
 
+from app.billing import pricing
 from app.billing.models import LedgerEntry
 from app.db import Database
 from app.kit.models import utcnow
 from app.runs import lifecycle as run_lifecycle
-from app.runs.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunStatus
+from app.runs import repository as run_repository
+from app.runs.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunStatus, check_transition
 
 APP = Path(run_lifecycle.__file__).resolve().parents[1]
 LEASE = timedelta(seconds=30)
@@ -46,12 +49,23 @@ def status_writes(path: Path) -> list[str]:
     return found
 
 
-def test_only_the_lifecycle_writes_a_run_status() -> None:
+def test_only_the_runs_repository_writes_a_run_status_and_only_the_lifecycle_asks_it_to() -> None:
+    repository = Path(run_repository.__file__).resolve()
     lifecycle = Path(run_lifecycle.__file__).resolve()
     modules = [path for path in APP.rglob("*.py") if "migrations" not in path.parts]
     assert len(modules) > 50
-    assert status_writes(lifecycle), "the check must see the lifecycle's own writes"
-    assert [place for path in modules if path != lifecycle for place in status_writes(path)] == []
+    assert status_writes(repository), "the check must see the repository's own writes"
+    assert [place for path in modules if path != repository for place in status_writes(path)] == []
+    # The repository's functions that change a status are called from the lifecycle alone.
+    changes = {"claim", "claim_children", "finish_one", "lock_running", "finish_many", "release", "cancel_from",
+               "requeue_lapsed", "fail_lapsed", "end_cancelled"}
+    assert changes <= set(vars(run_repository))
+    callers = {path.relative_to(APP).as_posix() for path in modules if path not in (repository, lifecycle)
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Attribute) and node.attr in changes
+               and isinstance(node.value, ast.Name) and node.value.id == "run_repository"}
+    assert callers == set()
+    assert "run_repository.finish_one" in lifecycle.read_text()
 
 
 def test_statuses_are_one_enum_and_final_ones_lead_nowhere() -> None:
@@ -61,9 +75,9 @@ def test_statuses_are_one_enum_and_final_ones_lead_nowhere() -> None:
     for final in FINAL_STATUSES:
         for target in RunStatus:
             with pytest.raises(run_lifecycle.IllegalTransition):
-                run_lifecycle._move((final,), target)
+                check_transition((final,), target)
     with pytest.raises(run_lifecycle.IllegalTransition):
-        run_lifecycle._move((RunStatus.QUEUED,), RunStatus.SUCCEEDED)  # a run must have run to succeed
+        check_transition((RunStatus.QUEUED,), RunStatus.SUCCEEDED)  # a run must have run to succeed
 
 
 def status_of(db: Database, run_id: str) -> str:
@@ -121,7 +135,7 @@ def test_a_cancelled_run_is_never_finished_by_its_worker(db: Database) -> None:
         session.commit()
     assert finished == []
     assert status_of(db, run.id) == RunStatus.CANCELLED
-    assert ledger_kinds(db, run.id).count("settle") == 1
+    assert ledger_kinds(db, run.id) == ["hold"]  # what it used is settled by settle_cancelled
     assert state(db, user)[0] == state(db, user)[2]
 
 
@@ -143,8 +157,61 @@ def test_a_cancel_that_read_a_run_before_its_claim_stops_it_as_running(db: Datab
         cancelled = session.get(Run, run.id)
         assert cancelled is not None and cancelled.status == RunStatus.CANCELLED
         assert cancelled.error_message == "cancelled while running"
-        assert cancelled.credits_charged > 0  # its 30 s of running
-    assert ledger_kinds(db, run.id).count("settle") == 1
+        assert cancelled.credits_charged == 0 and cancelled.lease_expires_at is not None  # its worker settles it
+    assert ledger_kinds(db, run.id) == ["hold"]
+
+
+class TestACancelledRunningRunIsChargedLikeAFinishedOne:
+    """One rule: a run costs the CPU time its sandbox used, whether it finished or was cancelled."""
+
+    def cancelled_while_running(self, db: Database, user: str) -> Run:
+        run = make_run(db, user, 50)
+        with db.session(write=True) as session:
+            assert run_lifecycle.claim(session, run.id, "worker-a", utcnow() + LEASE)
+            # 30 s of wall time: what a cancel used to charge, whatever the sandbox did with them.
+            session.execute(update(Run).where(Run.id == run.id).values(started_at=utcnow() - timedelta(seconds=30)))
+            session.commit()
+        with db.session(write=True) as session:
+            loaded = session.get(Run, run.id)
+            assert loaded is not None and run_lifecycle.cancel(session, loaded) == RunStatus.RUNNING
+            session.commit()
+        return run
+
+    def test_its_worker_charges_the_cpu_time_it_used_once(self, db: Database) -> None:
+        user = new_user(db, 100)
+        run = self.cancelled_while_running(db, user)
+        used = {run.id: {"cpu_time_s": 2.5, "wall_time_s": 30.0, "max_rss_bytes": 1 << 20}}
+        for settled in (1, 0):
+            with db.session(write=True) as session:
+                assert len(run_lifecycle.settle_cancelled(session, used, "worker-a")) == settled
+                session.commit()
+        with db.session() as session:
+            stored = session.get(Run, run.id)
+            assert stored is not None
+            assert stored.credits_charged == pricing.run_cost(2.5, 50) < pricing.run_cost(30.0, 50)
+            assert (stored.cpu_time_s, stored.lease_expires_at) == (2.5, None)
+        assert ledger_kinds(db, run.id).count("settle") == 1
+        balance, _, total = state(db, user)
+        assert balance == total == 100 - pricing.run_cost(2.5, 50)
+
+    def test_another_worker_cannot_settle_it(self, db: Database) -> None:
+        run = self.cancelled_while_running(db, new_user(db, 100))
+        with db.session(write=True) as session:
+            assert run_lifecycle.settle_cancelled(session, {run.id: {"cpu_time_s": 1.0}}, "worker-b") == []
+
+    def test_it_is_refunded_when_its_worker_is_gone(self, db: Database) -> None:
+        user = new_user(db, 100)
+        run = self.cancelled_while_running(db, user)
+        with db.session(write=True) as session:
+            _, failed = run_lifecycle.requeue_or_fail_lapsed(session, max_attempts=2, limit=10)
+            assert failed == []  # its lease has not lapsed: the worker may still settle it
+            session.execute(update(Run).where(Run.id == run.id).values(lease_expires_at=utcnow() - LEASE))
+            _, failed = run_lifecycle.requeue_or_fail_lapsed(session, max_attempts=2, limit=10)
+            session.commit()
+        assert failed == [run.id]
+        assert status_of(db, run.id) == RunStatus.CANCELLED
+        assert ledger_kinds(db, run.id) == ["hold", "refund", "settle"]
+        assert state(db, user) == (100, 0, 100)
 
 
 def test_a_platform_failure_is_refunded_and_a_shutdown_gives_the_run_back(db: Database) -> None:
@@ -207,6 +274,7 @@ def test_a_chunk_is_finished_in_one_go_skipping_the_runs_no_longer_ours(db: Data
     for expected in (3, 0):
         with db.session(write=True) as session:
             finished = run_lifecycle.finish(session, outcomes, "worker-a")
+            run_lifecycle.settle_cancelled(session, {runs[3].id: {"cpu_time_s": 0.1}}, "worker-a")
             session.commit()
         assert len(finished) == expected
     with db.session() as session:

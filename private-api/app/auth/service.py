@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.auth import repository as auth_repository
 from app.auth.models import SCOPES, ApiKey, User
 from app.auth.tokens import AccessToken, InvalidToken, TokenService
 from app.billing.credits import credit
 from app.errors import NotFound, ProblemError, Unauthenticated
 from app.kit.models import utcnow
-from app.kit.pagination import paginate
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LEN = 43
@@ -138,18 +137,6 @@ class Principal:
             raise InsufficientScope(f"This API key lacks the {scope!r} scope.", scope=scope)
 
 
-_KeyRow = Select[str, str, list[str], datetime | None, datetime | None, datetime | None, str]
-
-
-def _key_columns() -> _KeyRow:
-    return select(ApiKey.id, ApiKey.user_id, ApiKey.scopes, ApiKey.expires_at, ApiKey.revoked_at,
-                  ApiKey.last_used_at, User.tier).join(User, User.id == ApiKey.user_id)
-
-
-# Every request with an API key runs it: built once (building it cost more than running it).
-_KEY_BY_HASH = _key_columns().where(ApiKey.key_hash == bindparam("b_hash"))
-
-
 def _check_usable(row: Any, now: datetime) -> None:
     if row.revoked_at is not None:
         raise ApiKeyRevoked(f"The API key {row.id} was revoked at {row.revoked_at.isoformat()}.")
@@ -180,7 +167,7 @@ def authenticate(session: Session, authorization: str | None, secret: str,
 def _authenticate_key(session: Session, key: str, secret: str, now: datetime) -> Principal:
     if not is_well_formed(key):
         raise Unauthenticated("The API key is malformed.")
-    row = session.execute(_KEY_BY_HASH, {"b_hash": hash_api_key(key, secret)}).first()
+    row = auth_repository.find_key_by_hash(session, hash_api_key(key, secret))
     if row is None:
         raise Unauthenticated("The API key is unknown.")
     _check_usable(row, now)
@@ -191,8 +178,7 @@ def _authenticate_key(session: Session, key: str, secret: str, now: datetime) ->
 def _authenticate_token(session: Session, token: str, tokens: TokenService, now: datetime) -> Principal:
     claims = tokens.verify(token)
     # One primary-key read: the key's current state decides, and the user's current tier applies.
-    row = session.execute(_key_columns().where(ApiKey.id == claims.key_id,
-                                               ApiKey.user_id == claims.user_id)).first()
+    row = auth_repository.find_key_of_token(session, claims.key_id, claims.user_id)
     if row is None:
         raise InvalidToken("The access token's API key does not exist.")
     _check_usable(row, now)
@@ -230,10 +216,7 @@ class UsageMarks:
 def mark_used(session: Session, api_key_id: str, now: datetime | None = None) -> None:
     """Set the key's last_used_at, unless a concurrent request did within the resolution."""
     now = now or utcnow()
-    session.execute(update(ApiKey).where(
-        ApiKey.id == api_key_id,
-        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - LAST_USED_RESOLUTION),
-    ).values(last_used_at=now))
+    auth_repository.mark_key_used(session, api_key_id, now, unless_used_after=now - LAST_USED_RESOLUTION)
 
 
 def _checked_scopes(requested: Iterable[str], allowed: frozenset[str]) -> list[str]:
@@ -256,7 +239,7 @@ def issue_access_token(session: Session, principal: Principal, tokens: TokenServ
     if principal.credential != "api_key":
         raise ApiKeyRequired("Exchange an API key for an access token, not another access token.")
     granted = _checked_scopes(scopes, principal.scopes) if scopes is not None else sorted(principal.scopes)
-    key = session.get(ApiKey, principal.api_key_id)
+    key = auth_repository.get_key(session, principal.api_key_id)
     if key is None:
         raise Unauthenticated("The API key is unknown.")
     return tokens.issue(user_id=principal.user_id, key_id=key.id, scopes=frozenset(granted),
@@ -277,13 +260,7 @@ def _new_key(session: Session, user_id: str, secret: str, *, name: str | None, l
     key = generate_api_key(live=live)
     row = ApiKey(user_id=user_id, key_hash=hash_api_key(key, secret), prefix=key[:13], name=name,
                  scopes=scopes, expires_at=expires_at, created_by_key_id=created_by_key_id)
-    session.add(row)
-    session.flush()
-    return row, key
-
-
-def _owned_keys(principal: Principal) -> Select[ApiKey]:
-    return select(ApiKey).where(ApiKey.user_id == principal.user_id)
+    return auth_repository.add_key(session, row), key
 
 
 def create_api_key(session: Session, principal: Principal, secret: str, *, name: str | None = None,
@@ -295,7 +272,7 @@ def create_api_key(session: Session, principal: Principal, secret: str, *, name:
     ``live`` says otherwise, and never outlives the calling key.
     """
     now = now or utcnow()
-    creator = session.get(ApiKey, principal.api_key_id)
+    creator = auth_repository.get_key(session, principal.api_key_id)
     if creator is None:
         raise Unauthenticated("The API key is unknown.")
     granted = _checked_scopes(scopes, principal.scopes) if scopes is not None else \
@@ -317,11 +294,11 @@ def create_api_key(session: Session, principal: Principal, secret: str, *, name:
 
 def list_api_keys(session: Session, principal: Principal, limit: int,
                   cursor: str | None) -> tuple[list[ApiKey], str | None]:
-    return paginate(session, _owned_keys(principal), ApiKey.id, limit, cursor)
+    return auth_repository.list_keys_of_user(session, principal.user_id, limit, cursor)
 
 
 def get_api_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
-    key = session.scalar(_owned_keys(principal).where(ApiKey.id == key_id))
+    key = auth_repository.find_key_of_user(session, principal.user_id, key_id)
     if key is None:
         raise NotFound(f"No API key {key_id!r}.")
     return key
@@ -330,25 +307,22 @@ def get_api_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
 def revoke_api_key(session: Session, principal: Principal, key_id: str, *,
                    now: datetime | None = None) -> ApiKey:
     """Revoke one of the caller's keys (the calling one included); revoking again changes nothing."""
-    session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == principal.user_id,
-                                         ApiKey.revoked_at.is_(None)).values(revoked_at=now or utcnow()))
-    key = get_api_key(session, principal, key_id)
-    session.refresh(key)
+    key = auth_repository.revoke_key(session, principal.user_id, key_id, now or utcnow())
+    if key is None:
+        raise NotFound(f"No API key {key_id!r}.")
     return key
 
 
 def create_user(session: Session, email: str, credits: int = 0) -> User:
-    if session.scalar(select(User.id).where(User.email == email)) is not None:
+    if auth_repository.email_taken(session, email):
         raise EmailTaken(f"A user with email {email!r} already exists.")
-    user = User(email=email, credits=0)
-    session.add(user)
-    session.flush()
+    user = auth_repository.add_user(session, User(email=email, credits=0))
     if credits:
         # Through the ledger, so the user's entries always sum to the balance.
         credit(session, user.id, "grant", credits, f"grant:signup:{user.id}", description="starting credits")
-        session.refresh(user)
+        auth_repository.reload_user(session, user)
     return user
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
-    return session.scalar(select(User).where(User.email == email))
+    return auth_repository.find_user_by_email(session, email)

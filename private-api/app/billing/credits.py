@@ -7,43 +7,33 @@ key (a replayed webhook, a re-run settlement) is written once and changes nothin
 
 A run's money: ``hold`` (minus the worst case) at submission → ``settle`` (records the real cost) and
 ``release`` (+the rest) when it ends, or ``refund`` (+everything) when the platform failed it.
+
+The decisions (amounts, keys, which entries) are made here, the SQL is in ``app.billing.repository``.
+Nothing here commits: each entry is a savepoint in the transaction of the request or worker task
+that calls, which commits it.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.auth.models import User
+from app.billing import repository as billing_repository
 from app.billing.models import LedgerEntry
 from app.errors import NotFound, ProblemError
 from app.kit.models import new_id, utcnow
+from app.runs import repository as run_repository
 from app.runs.models import Run
 from app.sweeps.models import Sweep
-
-_USERS, _LEDGER, _RUNS = (cast(Table, model.__table__) for model in (User, LedgerEntry, Run))
-# Every balance change, ledger entry and charge (each run's hold and settlement among them), built
-# once (building them per call cost more than running them), in Core: nothing is loaded or
-# synchronised, every value is given. A balance change that would go below zero changes nothing
-# (and returns no row).
-_APPLY = (update(_USERS).where(_USERS.c.id == bindparam("b_user"), _USERS.c.credits + bindparam("b_amount") >= 0)
-          .values(credits=_USERS.c.credits + bindparam("b_amount")).returning(_USERS.c.credits))
-_INSERT_ENTRIES = insert(_LEDGER)
-_SET_CHARGED = update(_RUNS).where(_RUNS.c.id == bindparam("b_id")).values(credits_charged=bindparam("b_charged"))
 
 
 class InsufficientCredits(ProblemError):
     status = 402
     code = "insufficient_credits"
     title = "Insufficient credits"
-
-
-def has_entry(session: Session, key: str) -> bool:
-    return session.scalar(select(LedgerEntry.id).where(LedgerEntry.idempotency_key == key)) is not None
 
 
 def post(session: Session, user_id: str, kind: str, amount: int, key: str, *, run_id: str | None = None,
@@ -57,22 +47,21 @@ def post(session: Session, user_id: str, kind: str, amount: int, key: str, *, ru
     the savepoint undoes the balance change (one statement less on every run's way)."""
     try:
         with session.begin_nested():
-            connection = session.connection()
-            balance = connection.execute(_APPLY, {"b_user": user_id, "b_amount": amount}).scalar_one_or_none()
+            balance = billing_repository.apply_balance_change(session, user_id, amount)
             if balance is None:
-                if has_entry(session, key):
+                if billing_repository.has_ledger_entry(session, key):
                     return None  # a debit applied before, when the balance still covered it
-                if session.get(User, user_id) is None:
+                if billing_repository.get_user(session, user_id) is None:
                     raise NotFound(f"No user {user_id!r}.")
                 raise InsufficientCredits(f"This needs {-amount} credit(s); your balance is too low.",
                                           required=-amount)
             values = {"id": new_id("led"), "user_id": user_id, "kind": kind, "amount": amount,
                       "balance_after": balance, "idempotency_key": key, "run_id": run_id, "reference": reference,
                       "description": description, "details": details, "created_at": utcnow()}
-            connection.execute(_INSERT_ENTRIES, values)
+            billing_repository.insert_ledger_entries(session, values)
     except IntegrityError:
         # A concurrent transaction wrote the same key first; ours rolled back to the savepoint.
-        if has_entry(session, key):
+        if billing_repository.has_ledger_entry(session, key):
             return None
         raise
     return LedgerEntry(**values)  # as written (detached: nothing reads it back)
@@ -114,8 +103,7 @@ def settle_run(session: Session, run: Run, cost: int, note: str = "") -> None:
                       run_id=run.id, description=entry["description"], details=entry["details"])
         if posted is None and index == 0:
             return  # settled before
-    session.execute(update(Run).where(Run.id == run.id).values(credits_charged=cost)
-                    .execution_options(synchronize_session=False))
+    run_repository.set_charged(session, [{"b_id": run.id, "b_charged": cost}])
     set_committed_value(run, "credits_charged", cost)  # written above: not again at the flush
 
 
@@ -136,15 +124,15 @@ def settle_runs(session: Session, charges: list[tuple[Run, int, str]]) -> None:
     total = sum(entry["amount"] for entry in entries)  # releases only: never below zero
     try:
         with session.begin_nested():
-            connection = session.connection()
-            balance = connection.execute(_APPLY, {"b_user": user_id, "b_amount": total}).scalar_one()
+            balance = billing_repository.apply_balance_change(session, user_id, total)
+            assert balance is not None  # releases only, of a user who has runs
             running = balance - total
             for entry in entries:
                 running += entry["amount"]
                 entry.update(id=new_id("led"), user_id=user_id, balance_after=running, reference=None,
                              created_at=utcnow())
-            connection.execute(_INSERT_ENTRIES, entries)
-            connection.execute(_SET_CHARGED, [{"b_id": c["id"], "b_charged": c["credits_charged"]} for c in costs])
+            billing_repository.insert_ledger_entries(session, entries)
+            run_repository.set_charged(session, [{"b_id": c["id"], "b_charged": c["credits_charged"]} for c in costs])
     except IntegrityError:
         for run, cost, note in charges:
             settle_run(session, run, cost, note)
@@ -155,15 +143,14 @@ def settle_runs(session: Session, charges: list[tuple[Run, int, str]]) -> None:
 
 def refund_run(session: Session, run: Run, reason: str) -> None:
     """Give a run's whole hold back: the platform failed it, so it costs nothing."""
-    if has_entry(session, f"settle:{run.id}"):
+    if billing_repository.has_ledger_entry(session, f"settle:{run.id}"):
         return
     if post(session, run.user_id, "refund", run.credits_held, f"refund:{run.id}", run_id=run.id,
             description=f"run {run.id} refunded: {reason}") is not None:
         # A refund is a settlement at zero: recorded so the run is never settled again.
         post(session, run.user_id, "settle", 0, f"settle:{run.id}", run_id=run.id,
              description=f"run {run.id} cost 0 credits (refunded)", details={"cost": 0, "held": run.credits_held})
-    session.execute(update(Run).where(Run.id == run.id).values(credits_charged=0)
-                    .execution_options(synchronize_session=False))
+    run_repository.set_charged(session, [{"b_id": run.id, "b_charged": 0}])
     set_committed_value(run, "credits_charged", 0)
 
 
@@ -174,15 +161,13 @@ def credit(session: Session, user_id: str, kind: str, amount: int, key: str, *, 
                  details=details)
     if entry is None:
         return None
-    user = session.scalar(select(User).where(User.id == user_id).with_for_update(key_share=True)
-                          .execution_options(populate_existing=True))
+    user = billing_repository.lock_user_for_update(session, user_id)
     assert user is not None
     repay = min(user.debt_credits, amount)
     if repay:
         post(session, user_id, "adjust", -repay, f"debt:{key}", reference=reference,
              description=f"repays {repay} credit(s) of debt")
-        session.execute(update(User).where(User.id == user_id).values(debt_credits=User.debt_credits - repay)
-                        .execution_options(synchronize_session=False))
+        billing_repository.repay_debt(session, user_id, repay)
     return entry
 
 
@@ -190,10 +175,9 @@ def claw_back(session: Session, user_id: str, amount: int, key: str, *, referenc
               description: str | None = None) -> tuple[int, int]:
     """Take back up to ``amount`` credits (a refunded or disputed purchase). What is already spent
     cannot go below zero: it is recorded as debt. Returns (taken, added to debt)."""
-    if amount <= 0 or has_entry(session, key):
+    if amount <= 0 or billing_repository.has_ledger_entry(session, key):
         return 0, 0
-    user = session.scalar(select(User).where(User.id == user_id).with_for_update(key_share=True).execution_options(
-        populate_existing=True))
+    user = billing_repository.lock_user_for_update(session, user_id)
     if user is None:
         raise NotFound(f"No user {user_id!r}.")
     taken = min(user.credits, amount)
@@ -201,6 +185,5 @@ def claw_back(session: Session, user_id: str, amount: int, key: str, *, referenc
     post(session, user_id, "adjust", -taken, key, reference=reference, description=description,
          details={"clawback": amount, "debt": debt})
     if debt:
-        session.execute(update(User).where(User.id == user_id).values(debt_credits=User.debt_credits + debt)
-                        .execution_options(synchronize_session=False))
+        billing_repository.add_debt(session, user_id, debt)
     return taken, debt

@@ -9,16 +9,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from app.auth.models import User
 from app.auth.service import Principal
+from app.billing import repository as billing_repository
 from app.billing.pricing import Tier, UnknownPrice, load_pricing
 from app.config import Settings
 from app.errors import ProblemError
-from app.fmus.models import Fmu
-from app.runs.models import ACTIVE_STATUSES, Run
+from app.fmus import repository as fmu_repository
+from app.runs import repository as run_repository
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +73,6 @@ def for_caller(principal: Principal, settings: Settings) -> Limits:
     )
 
 
-def _lock_user(session: Session, user_id: str) -> None:
-    # PostgreSQL: concurrent requests of one user queue here, so each counts what the previous
-    # committed. NO KEY UPDATE is the lock the credit hold's UPDATE takes; a plain FOR UPDATE would
-    # deadlock with the KEY SHARE locks that other transactions' run/FMU inserts hold on the row.
-    # SQLite needs nothing: its write transactions (BEGIN IMMEDIATE) run one at a time.
-    session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
-
-
-# Every submission runs it: built once (building it cost more than running it).
-_ACTIVE_RUNS = (select(func.count() - func.count(Run.sweep_id), func.count(func.distinct(Run.sweep_id)))
-                .where(Run.user_id == bindparam("b_user"), Run.status.in_(ACTIVE_STATUSES)))
-
-
 def check_active_runs(session: Session, principal: Principal, limits: Limits) -> None:
     """Refuse a run beyond the tier's concurrent runs; call after the new run is flushed and
     after its credit hold, whose UPDATE of the user's row is the lock this count runs under: under
@@ -95,9 +81,7 @@ def check_active_runs(session: Session, principal: Principal, limits: Limits) ->
     A sweep counts as one submission however many children it has: its children are held and
     paid for up front and wait in the queue like any run, so refusing them one by one would only
     make sweeps impossible on small tiers."""
-    # One statement: COUNT(sweep_id) and COUNT(DISTINCT sweep_id) skip the NULLs of single runs.
-    counted = session.execute(_ACTIVE_RUNS, {"b_user": principal.user_id}).one()
-    active = int(counted[0] or 0) + int(counted[1] or 0)
+    active = sum(run_repository.count_active(session, principal.user_id))
     if active > limits.max_concurrent_runs:
         raise TooManyActiveRuns(
             f"The {limits.tier.name} tier runs at most {limits.max_concurrent_runs} simulations at a time; "
@@ -112,11 +96,8 @@ def check_storage_quota(session: Session, principal: Principal, limits: Limits, 
     An FMU takes its archive plus its extracted tree (``new_bytes``: both); the same bytes stored
     for another user count in full for each, so quotas say nothing about anyone else's uploads.
     Runs under the user's row lock, so concurrent uploads cannot both fit into the same space."""
-    _lock_user(session, principal.user_id)
-    # int(): PostgreSQL sums a bigint column as numeric (a Decimal here).
-    used = int(session.scalar(select(func.coalesce(func.sum(
-        Fmu.size + func.coalesce(Fmu.extracted_bytes, 0)), 0)).where(
-        Fmu.user_id == principal.user_id, Fmu.deleted_at.is_(None))) or 0)
+    billing_repository.lock_user(session, principal.user_id)
+    used = fmu_repository.stored_bytes(session, principal.user_id)
     quota = limits.storage_quota_bytes
     if used + new_bytes > quota:
         raise StorageQuotaExceeded(

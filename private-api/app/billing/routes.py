@@ -1,82 +1,29 @@
 """``/v1/billing``: balance, ledger, Stripe Checkout and Stripe's webhooks, and the hook the execute
-route charges through."""
+route charges through.
+
+The routes own their transactions: what a checkout or a webhook writes is committed here."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal, get_args
+from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import func, select
 
 from app.auth.dependencies import BillingRead, BillingWrite, Ctx, DbSession
-from app.auth.models import User
+from app.billing import service as billing_service
 from app.billing import webhooks as stripe_webhooks
-from app.billing.models import LEDGER_KINDS, LedgerEntry
-from app.kit.pagination import paginate
+from app.billing.schemas import Balance, CheckoutCreate, CheckoutOut, LedgerEntryOut, LedgerKind, WebhookReceived
+from app.billing.stripe_service import CheckoutSession
+from app.context import AppContext
 from app.kit.params import Cursor, IdFilter, Limit
-from app.kit.schemas import Name, Page
-from app.runs.models import ACTIVE_STATUSES, Run
+from app.kit.schemas import Page
 
 router = APIRouter(prefix="/v1/billing", tags=["billing"])
 
-LedgerKind = Literal["purchase", "grant", "hold", "settle", "release", "refund", "adjust"]
-assert set(get_args(LedgerKind)) == set(LEDGER_KINDS)
-
-
-class Balance(BaseModel):
-    credits: int = Field(description="Credits available to spend now.")
-    held_credits: int = Field(description="Credits held by the caller's queued and running runs.")
-    debt_credits: int = Field(description="Clawed-back credits that were already spent; repaid by the next "
-                                          "purchase or grant.")
-    tier: str = Field(description="The caller's tier id (shared-specs/pricing_tiers.json).")
-
-
-class LedgerEntryOut(BaseModel):
-    id: str
-    kind: LedgerKind
-    amount: int = Field(description="Signed change of the balance.")
-    balance_after: int
-    run_id: str | None
-    reference: str | None = Field(description="The Stripe object behind the entry (payment intent, invoice).")
-    description: str | None
-    created_at: datetime
-
-
-class CheckoutCreate(BaseModel):
-    """Exactly one of ``pack`` (a one-off credit pack) or ``tier`` (a monthly subscription)."""
-
-    pack: Name | None = Field(default=None, examples=["pack_1k"])
-    tier: Name | None = Field(default=None, examples=["pro"])
-
-    @model_validator(mode="after")
-    def _one(self) -> CheckoutCreate:
-        if (self.pack is None) == (self.tier is None):
-            raise ValueError("give exactly one of pack or tier")
-        return self
-
-
-class CheckoutOut(BaseModel):
-    id: str = Field(description="The Stripe Checkout Session id.")
-    url: str = Field(description="Send the customer here to pay.")
-    mode: Literal["payment", "subscription"]
-
-
-class WebhookReceived(BaseModel):
-    received: bool = True
-    duplicate: bool = Field(description="The event was received before; nothing changed.")
-
-
 @router.get("/balance", response_model=Balance)
 def get_balance(session: DbSession, principal: BillingRead) -> Balance:
-    user = session.get(User, principal.user_id)
-    held = session.scalar(select(func.coalesce(func.sum(Run.credits_held), 0)).where(
-        Run.user_id == principal.user_id, Run.status.in_(ACTIVE_STATUSES)))
-    if user is None:
-        return Balance(credits=0, held_credits=0, debt_credits=0, tier="free")
-    return Balance(credits=user.credits, held_credits=int(held or 0), debt_credits=user.debt_credits, tier=user.tier)
+    return billing_service.balance(session, principal.user_id)
 
 
 @router.get("/ledger", response_model=Page[LedgerEntryOut])
@@ -84,12 +31,7 @@ def list_ledger(session: DbSession, principal: BillingRead,
                 limit: Limit = 20, cursor: Cursor = None,
                 run_id: IdFilter = None, kind: LedgerKind | None = None) -> Page[LedgerEntryOut]:
     """The caller's ledger, newest first: every change of the balance with what caused it."""
-    query = select(LedgerEntry).where(LedgerEntry.user_id == principal.user_id)
-    if run_id is not None:
-        query = query.where(LedgerEntry.run_id == run_id)
-    if kind is not None:
-        query = query.where(LedgerEntry.kind == kind)
-    entries, next_cursor = paginate(session, query, LedgerEntry.id, limit, cursor)
+    entries, next_cursor = billing_service.ledger(session, principal.user_id, limit, cursor, run_id=run_id, kind=kind)
     return Page(data=[LedgerEntryOut.model_validate(e, from_attributes=True) for e in entries],
                 has_more=next_cursor is not None, next_cursor=next_cursor)
 
@@ -99,8 +41,24 @@ async def create_checkout(body: CheckoutCreate, ctx: Ctx, principal: BillingWrit
     """A Stripe Checkout Session: a credit pack (one payment) or a tier (monthly subscription).
     Credits and tier change when Stripe's webhook confirms the payment, not here. 503
     ``billing_unavailable`` when payments are not configured or Stripe cannot be reached."""
-    created = await run_in_threadpool(ctx.stripe.create_checkout, principal.user_id, pack=body.pack, tier=body.tier)
+    created = await run_in_threadpool(_checkout, ctx, principal.user_id, body)
     return CheckoutOut(id=created.id, url=created.url, mode=created.mode)
+
+
+def _checkout(ctx: AppContext, user_id: str, body: CheckoutCreate) -> CheckoutSession:
+    """The Checkout Session, for the user's Stripe customer (created on first use). No transaction
+    is held across a call to Stripe."""
+    params = ctx.stripe.checkout_params(user_id, pack=body.pack, tier=body.tier)
+    with ctx.db.session() as session:
+        customer, email = ctx.stripe.stored_customer(session, user_id)
+    if customer is None:
+        created = ctx.stripe.create_customer(user_id, email)
+        # Committed before the Checkout Session is asked for: the customer exists at Stripe now,
+        # whatever happens next. A concurrent first use keeps whichever id was stored first.
+        with ctx.db.session(write=True) as session:
+            customer = ctx.stripe.store_customer(session, user_id, created)
+            session.commit()
+    return ctx.stripe.open_checkout(params, customer)
 
 
 @router.post("/webhooks/stripe", response_model=WebhookReceived,
@@ -112,5 +70,15 @@ async def stripe_webhook(request: Request, ctx: Ctx) -> WebhookReceived:
     ``invalid_signature`` for a bad, missing or stale signature; each event takes effect once."""
     payload = await request.body()
     event = stripe_webhooks.verify(ctx.settings, payload, request.headers.get("stripe-signature"))
-    applied = await run_in_threadpool(stripe_webhooks.receive, ctx.db, event)
+    applied = await run_in_threadpool(_receive_webhook, ctx, event)
     return WebhookReceived(duplicate=not applied)
+
+
+def _receive_webhook(ctx: AppContext, event: dict[str, Any]) -> bool:
+    """Store and apply the event in one transaction; ``False`` if it was received before (then
+    nothing changed: nothing to commit)."""
+    with ctx.db.session(write=True) as session:
+        applied = stripe_webhooks.receive(session, event)
+        if applied:
+            session.commit()
+        return applied

@@ -3,23 +3,25 @@ Meter Events through a database outbox, see ``usage_reporter``).
 
 Stripe is optional: without ``FMU_GATEWAY_STRIPE_API_KEY`` there is no client, checkout answers 503
 ``billing_unavailable`` and finished runs' usage is still recorded in the outbox, unsent.
+
+Nothing here commits. A checkout is steps the route takes, each visible there (``app.billing.routes``):
+the session's parameters, the stored customer, on first use a new Stripe customer whose id the
+route commits before it goes on, then the Checkout Session; no transaction is held across a call
+to Stripe.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import stripe
-from sqlalchemy import Table, insert, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import User
-from app.billing.models import UsageEvent
+from app.billing import repository as billing_repository
 from app.billing.pricing import load_pricing
 from app.config import Settings
-from app.db import Database
 from app.errors import NotFound, ProblemError
 from app.runs.models import Run
 
@@ -29,8 +31,6 @@ logging.getLogger("stripe").setLevel(logging.WARNING)
 
 # The meter's event name in Stripe; each event carries the run's credits as its value.
 METER_EVENT_NAME = "fmu_gateway_credits"
-# Every charged run's usage event, built once, in Core: the model's defaults fill the other columns.
-_INSERT_USAGE = insert(cast(Table, UsageEvent.__table__))
 
 
 class BillingUnavailable(ProblemError):
@@ -72,57 +72,55 @@ def _cents(usd: float) -> int:
 
 
 class StripeService:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = db
         self.client = create_client(settings)
 
     @staticmethod
-    def charge_per_execution(session: Session, run: Run) -> None:
-        """Record a finished run's usage in the outbox, in the transaction that settles it; the
-        flusher reports it to Stripe with the run id as the meter event's identifier."""
-        StripeService.charge_per_executions(session, [run])
-
-    @staticmethod
     def charge_per_executions(session: Session, runs: list[Run]) -> None:
-        """``charge_per_execution`` for several runs, in one Core executemany: the model's defaults
-        fill the other columns, and nothing is read back (the ORM's flush asked for RETURNING, so
-        PostgreSQL got a multi-row statement whose text was parsed afresh each time)."""
+        """Record settled runs' usage in the outbox, in the transaction that settles them (the
+        flusher reports each to Stripe with the run id as the meter event's identifier): one Core
+        executemany, the model's defaults filling the other columns, nothing read back (the ORM's
+        flush asked for RETURNING, so PostgreSQL got a multi-row statement parsed afresh each time)."""
         rows = [{"user_id": run.user_id, "identifier": run.id, "event_name": METER_EVENT_NAME,
                  "value": run.credits_charged} for run in runs if run.credits_charged > 0]
         if rows:
-            session.connection().execute(_INSERT_USAGE, rows)
+            billing_repository.insert_usage_events(session, rows)
 
     def require_client(self) -> stripe.StripeClient:
         if self.client is None:
             raise BillingUnavailable("Payments are not configured on this server.")
         return self.client
 
-    def customer_for(self, user_id: str) -> str:
-        """The user's Stripe customer id, created on first use. No transaction is held across the
-        call to Stripe; a concurrent first use keeps whichever id was stored first."""
+    @staticmethod
+    def stored_customer(session: Session, user_id: str) -> tuple[str | None, str]:
+        """The user's Stripe customer id (``None``: none created yet) and email."""
+        user = billing_repository.get_user(session, user_id)
+        if user is None:
+            raise NotFound(f"No user {user_id!r}.")
+        return user.stripe_customer_id or None, user.email
+
+    def create_customer(self, user_id: str, email: str) -> str:
+        """A new Stripe customer for the user; Stripe's idempotency key makes a repeat (a concurrent
+        first use, a retry after a crash) the same customer."""
         client = self.require_client()
-        with self.db.session() as session:
-            user = session.get(User, user_id)
-            if user is None:
-                raise NotFound(f"No user {user_id!r}.")
-            if user.stripe_customer_id:
-                return user.stripe_customer_id
-            email = user.email
         customer = self._call(lambda: client.v1.customers.create(
             params={"email": email, "metadata": {"user_id": user_id}},
             options={"idempotency_key": f"customer:{user_id}"}))
-        with self.db.session(write=True) as session:
-            session.execute(update(User).where(User.id == user_id, User.stripe_customer_id.is_(None))
-                            .values(stripe_customer_id=customer.id))
-            session.commit()
-            stored = session.get(User, user_id)
-            assert stored is not None and stored.stripe_customer_id is not None
-            return stored.stripe_customer_id
+        return str(customer.id)
 
-    def create_checkout(self, user_id: str, *, pack: str | None = None, tier: str | None = None) -> CheckoutSession:
-        """A Checkout Session for a credit pack (one payment) or a tier (a monthly subscription)."""
-        client = self.require_client()
+    @staticmethod
+    def store_customer(session: Session, user_id: str, customer_id: str) -> str:
+        """Record the user's Stripe customer, unless a concurrent first use recorded one first: the
+        id that is recorded (the caller commits it)."""
+        stored = billing_repository.store_stripe_customer(session, user_id, customer_id)
+        assert stored is not None
+        return stored
+
+    def checkout_params(self, user_id: str, *, pack: str | None = None, tier: str | None = None) -> dict[str, Any]:
+        """What a Checkout Session for a credit pack (one payment) or a tier (a monthly
+        subscription) is made of, but the customer (``open_checkout`` adds it)."""
+        self.require_client()
         pricing = load_pricing()
         params: dict[str, Any] = {
             "client_reference_id": user_id,
@@ -157,7 +155,12 @@ class StripeService:
             )
         else:
             raise NotPurchasable("Name a credit pack or a tier.")
-        params["customer"] = self.customer_for(user_id)
+        return params
+
+    def open_checkout(self, params: dict[str, Any], customer_id: str) -> CheckoutSession:
+        """The Checkout Session of ``checkout_params``, for the user's Stripe customer."""
+        client = self.require_client()
+        params = {**params, "customer": customer_id}
         created = self._call(lambda: client.v1.checkout.sessions.create(params=params))  # type: ignore[arg-type]
         return CheckoutSession(id=created.id, url=created.url or "", mode=created.mode)
 

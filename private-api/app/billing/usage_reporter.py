@@ -5,6 +5,9 @@ several API processes never pick the same rows; SQLite has one writer) by pushin
 ``next_attempt_at`` a lease ahead, then sent with no transaction open. The run id is the meter
 event's identifier, so Stripe counts it once: a resend after a lost response, a crash or an
 expired lease is answered "already exists", which means it was sent.
+
+A worker task: each of its steps (claim, finish, retry later, release) is a short transaction it
+opens and commits itself; the SQL is in ``app.billing.repository``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ import random
 from datetime import datetime, timedelta
 
 import stripe
-from sqlalchemy import select, update
 
-from app.auth.models import User
 from app.background import BackgroundThread
+from app.billing import repository as billing_repository
 from app.billing.models import UsageEvent
 from app.config import Settings
 from app.db import Database
@@ -64,14 +66,9 @@ class UsageReporter(BackgroundThread):
     def claim(self, now: datetime) -> list[tuple[UsageEvent, str | None]]:
         """Due pending events with their users' Stripe customer ids, leased to this process."""
         with self.db.session(write=True) as session:
-            rows = list(session.execute(
-                select(UsageEvent, User.stripe_customer_id).join(User, User.id == UsageEvent.user_id)
-                .where(UsageEvent.status == "pending", UsageEvent.next_attempt_at <= now)
-                .order_by(UsageEvent.next_attempt_at).limit(self.settings.usage_flush_batch)
-                .with_for_update(of=UsageEvent, skip_locked=True)).tuples())
+            rows = billing_repository.lock_due_usage_events(session, now, self.settings.usage_flush_batch)
             if rows:
-                session.execute(update(UsageEvent).where(UsageEvent.id.in_([event.id for event, _ in rows]))
-                                .values(next_attempt_at=now + CLAIM_LEASE))
+                billing_repository.postpone_usage_events(session, [event.id for event, _ in rows], now + CLAIM_LEASE)
                 session.commit()
             return rows
 
@@ -107,22 +104,21 @@ class UsageReporter(BackgroundThread):
 
     def _finish(self, event_id: str, *, status: str) -> None:
         with self.db.session(write=True) as session:
-            session.execute(update(UsageEvent).where(UsageEvent.id == event_id).values(
-                status=status, sent_at=utcnow() if status == "sent" else None, last_error=None))
+            billing_repository.finish_usage_event(session, event_id, status=status,
+                                                  sent_at=utcnow() if status == "sent" else None)
             session.commit()
 
     def _retry_later(self, event: UsageEvent, exc: stripe.StripeError) -> None:
         log.warning("meter event %s not reported (attempt %d): %s", event.identifier, event.attempts + 1, exc)
         with self.db.session(write=True) as session:
-            session.execute(update(UsageEvent).where(UsageEvent.id == event.id).values(
-                attempts=UsageEvent.attempts + 1, next_attempt_at=utcnow() + self.backoff(event.attempts),
-                last_error=f"{type(exc).__name__}: {exc}"[:2000]))
+            billing_repository.retry_usage_event_later(
+                session, event.id, next_attempt_at=utcnow() + self.backoff(event.attempts),
+                last_error=f"{type(exc).__name__}: {exc}"[:2000])
             session.commit()
 
     def _release(self, event_ids: list[str]) -> None:
         # Claimed but not tried: due again at once rather than after the lease.
         if event_ids:
             with self.db.session(write=True) as session:
-                session.execute(update(UsageEvent).where(UsageEvent.id.in_(event_ids), UsageEvent.status == "pending")
-                                .values(next_attempt_at=utcnow()))
+                billing_repository.make_pending_usage_events_due(session, event_ids, utcnow())
                 session.commit()

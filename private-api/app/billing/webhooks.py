@@ -1,5 +1,6 @@
 """Stripe webhook events: verified, stored once in ``stripe_events`` and applied in the same
-transaction, so a replayed or concurrently redelivered event changes nothing.
+transaction (the webhook route's, which commits it), so a replayed or concurrently redelivered event
+changes nothing.
 
 What each event does to the ledger (every effect has its own idempotency key as well):
 
@@ -19,16 +20,14 @@ import logging
 from typing import Any
 
 import stripe
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.billing import credits
+from app.billing import repository as billing_repository
 from app.billing.models import LedgerEntry, StripeEvent
 from app.billing.pricing import UnknownPrice, load_pricing
 from app.config import Settings
-from app.db import Database
 from app.errors import ProblemError
 
 log = logging.getLogger(__name__)
@@ -66,24 +65,19 @@ def verify(settings: Settings, payload: bytes, signature: str | None) -> dict[st
     return event
 
 
-def receive(db: Database, event: dict[str, Any]) -> bool:
-    """Store and apply ``event`` in one transaction; ``False`` if it was received before."""
-    with db.session(write=True) as session:
-        if session.get(StripeEvent, event["id"]) is not None:
-            return False
-        try:
-            with session.begin_nested():
-                session.add(StripeEvent(id=event["id"], type=event["type"], livemode=bool(event.get("livemode")),
-                                        payload=event))
-                session.flush()
-        except IntegrityError:
-            # A concurrent delivery of the same event stored it first (PostgreSQL waits for it).
-            return False
-        handler = HANDLERS.get(event["type"])
-        if handler is not None:
-            handler(session, event["data"]["object"])
-        session.commit()
-        return True
+def receive(session: Session, event: dict[str, Any]) -> bool:
+    """Store and apply ``event`` in the caller's transaction; ``False`` if it was received before
+    (nothing changed then)."""
+    if billing_repository.stripe_event_received(session, event["id"]):
+        return False
+    if not billing_repository.insert_stripe_event(session, StripeEvent(
+            id=event["id"], type=event["type"], livemode=bool(event.get("livemode")), payload=event)):
+        return False  # a concurrent delivery of the same event stored it first
+    handler = HANDLERS.get(event["type"])
+    if handler is not None:
+        handler(session, event["data"]["object"])
+    session.flush()
+    return True
 
 
 def _user(session: Session, obj: dict[str, Any], metadata: dict[str, Any] | None = None) -> User | None:
@@ -91,14 +85,14 @@ def _user(session: Session, obj: dict[str, Any], metadata: dict[str, Any] | None
     metadata = metadata if metadata is not None else obj.get("metadata") or {}
     for user_id in (metadata.get("user_id"), obj.get("client_reference_id")):
         if user_id:
-            user = session.get(User, user_id)
+            user = billing_repository.get_user(session, user_id)
             if user is not None:
                 return user
     customer = obj.get("customer")
     if isinstance(customer, dict):
         customer = customer.get("id")
     if customer:
-        return session.scalar(select(User).where(User.stripe_customer_id == customer))
+        return billing_repository.find_user_by_stripe_customer(session, customer)
     return None
 
 
@@ -197,14 +191,12 @@ def _end_subscription(user: User, subscription_id: str) -> None:
 def _purchase_of(session: Session, payment_intent: str | None) -> LedgerEntry | None:
     if not payment_intent:
         return None
-    return session.scalar(select(LedgerEntry).where(LedgerEntry.kind == "purchase",
-                                                    LedgerEntry.reference == payment_intent))
+    return billing_repository.find_purchase(session, payment_intent)
 
 
 def _clawed(session: Session, payment_intent: str, prefix: str = "clawback:") -> int:
     """Credits already clawed back from a purchase (taken and turned into debt)."""
-    entries = session.scalars(select(LedgerEntry).where(
-        LedgerEntry.reference == payment_intent, LedgerEntry.idempotency_key.startswith(prefix)))
+    entries = billing_repository.entries_with_key_prefix(session, payment_intent, prefix)
     return sum(int((entry.details or {}).get("clawback", 0)) for entry in entries)
 
 

@@ -16,11 +16,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 
-from sqlalchemy import update
-
 from app.db import Database
 from app.kit.models import utcnow
-from app.runs.models import Run
+from app.runs import repository as run_repository
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +28,7 @@ SEND_BATCH = 500
 
 def mark_enqueued(db: Database, run_ids: Sequence[str]) -> None:
     with db.session(write=True) as session:
-        session.execute(update(Run).where(Run.id.in_(run_ids), Run.enqueued_at.is_(None))
-                        .values(enqueued_at=utcnow()).execution_options(synchronize_session=False))
+        run_repository.mark_enqueued(session, run_ids, utcnow())
         session.commit()
 
 

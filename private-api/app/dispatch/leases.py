@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
-
 from app.background import BackgroundThread
 from app.config import Settings
 from app.db import Database
 from app.kit.models import utcnow
 from app.runs import lifecycle as run_lifecycle
+from app.runs import repository as run_repository
 from app.runs.executor import FmuRunner
-from app.runs.models import Run, RunStatus
+from app.runs.models import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,8 @@ class LeaseRenewer(BackgroundThread):
         with self.db.session(write=bool(due)) as session:
             if due:
                 expires = now + self.lease
-                session.execute(update(Run)
-                                .where(Run.id.in_(due), Run.status == RunStatus.RUNNING, Run.lease_owner == owner)
-                                .values(lease_expires_at=expires).execution_options(synchronize_session=False))
-            rows = session.execute(select(Run.id, Run.status, Run.lease_owner).where(Run.id.in_(list(held)))).all()
+                run_repository.renew_leases(session, due, owner, expires)
+            rows = run_repository.statuses(session, list(held))
             session.commit()
         ours = {row.id for row in rows if row.status == RunStatus.RUNNING and row.lease_owner == owner}
         if due:
@@ -84,8 +81,7 @@ def reap(db: Database, settings: Settings, limit: int = 100) -> tuple[list[str],
     attempts remain, else failed with ``worker_lost`` and refunded. Safe in many processes at
     once: rows are locked (skipping those another reaper holds) and every UPDATE re-checks."""
     with db.session() as session:  # the usual answer is none: no write transaction for it
-        if session.scalar(select(Run.id).where(Run.status == RunStatus.RUNNING,
-                                               run_lifecycle.lapsed_lease(utcnow())).limit(1)) is None:
+        if not run_repository.any_lapsed(session, utcnow()):
             return [], []
     with db.session(write=True) as session:
         requeued, failed = run_lifecycle.requeue_or_fail_lapsed(session, settings.run_max_attempts, limit)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import Row
 
 from app.background import BackgroundThread
 from app.config import Settings
@@ -15,7 +14,7 @@ from app.db import Database
 from app.dispatch.base import SEND_BATCH, Dispatcher
 from app.dispatch.leases import reap
 from app.kit.models import utcnow
-from app.runs.models import Run, RunStatus
+from app.runs import repository as run_repository
 from app.sweeps.service import message_spacing
 
 log = logging.getLogger(__name__)
@@ -34,31 +33,22 @@ def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everythin
     while True:
         now = utcnow()
         # Never what this call stamped already.
-        due = and_(Run.status == RunStatus.QUEUED, or_(Run.enqueued_at.is_(None), Run.enqueued_at < started))
-        if not everything:
-            due = and_(due, or_(
-                and_(Run.enqueued_at.is_(None), Run.created_at < now - timedelta(seconds=FRESH_S)),
-                Run.enqueued_at < now - timedelta(seconds=settings.dispatch_redeliver_s)))
+        due = run_repository.due_for_relay(started, now, FRESH_S, None if everything else settings.dispatch_redeliver_s)
         with db.session() as session:  # the usual answer is none: no write transaction for it
-            if session.scalar(select(Run.id).where(due).limit(1)) is None:
+            if not run_repository.any_where(session, due):
                 return sent
         with db.session(write=True) as session:
             # Stamped before sending, so other relays skip them; un-stamped if the send fails.
-            rows = session.execute(select(Run.id, Run.sweep_id).where(due)
-                                   .order_by(Run.created_at, Run.sweep_index).limit(SEND_BATCH)
-                                   .with_for_update(skip_locked=True)).all()
+            rows = run_repository.stamp_due(session, due, now, SEND_BATCH)
             if not rows:
                 return sent
             run_ids = [row.id for row in rows]
-            session.execute(update(Run).where(Run.id.in_(run_ids)).values(enqueued_at=now)
-                            .execution_options(synchronize_session=False))
             session.commit()
         try:
             dispatcher.send(messages_for(rows, message_spacing(settings.sweep_chunk_size)))
         except Exception:
             with db.session(write=True) as session:
-                session.execute(update(Run).where(Run.id.in_(run_ids), Run.enqueued_at == now)
-                                .values(enqueued_at=None).execution_options(synchronize_session=False))
+                run_repository.unstamp(session, run_ids, now)
                 session.commit()
             raise
         sent += len(run_ids)

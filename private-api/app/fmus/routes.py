@@ -64,12 +64,15 @@ async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: 
 
     def store(owner: Principal) -> tuple[FmuDetail, bool]:
         with ctx.db.session(write=True) as session:
-            fmu, created = registry_service.upload(session, owner, received, storage=ctx.storage,
-                                                   cache=ctx.cache, limits=ctx.archive_limits, caller=caller)
+            fmu, created = registry_service.upload(session, owner, received, limits=ctx.archive_limits, caller=caller)
             try:
+                if created:
+                    registry_service.store_files(received, storage=ctx.storage, cache=ctx.cache)
                 session.commit()
             except BaseException:
-                registry_service.discard_upload(session, received.sha256, storage=ctx.storage, cache=ctx.cache)
+                session.rollback()
+                if created:
+                    registry_service.discard_upload(session, received.sha256, storage=ctx.storage, cache=ctx.cache)
                 raise
             return _detail(fmu), created
 

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
@@ -20,14 +18,21 @@ from app.billing import limits as tier_limits
 from app.errors import ModelInfoTooLarge, NotFound, ProblemError
 from app.fmi.archive import ArchiveLimits, inspect_fmu
 from app.fmi.model_description import ModelInfo, Variable
+from app.fmus import repository as fmu_repository
 from app.fmus.cache import FmuCache, fmu_blob_key
 from app.fmus.models import Fmu
 from app.kit.models import utcnow
 from app.kit.pagination import paginate
-from app.runs.models import ACTIVE_STATUSES, Run
+from app.runs import repository as run_repository
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
+
+
+class UploadConflict(ProblemError):
+    status = 409
+    code = "upload_conflict"
+    title = "A concurrent upload of the same FMU did not finish"
 
 
 class FmuInUse(ProblemError):
@@ -36,21 +41,12 @@ class FmuInUse(ProblemError):
     title = "FMU has active runs"
 
 
-def _live(principal: Principal) -> Select[Fmu]:
-    return select(Fmu).where(Fmu.user_id == principal.user_id, Fmu.deleted_at.is_(None))
-
-
 def find_by_sha256(session: Session, principal: Principal, sha256: str) -> Fmu | None:
-    return session.scalar(_live(principal).where(Fmu.sha256 == sha256))
-
-
-# Every submission runs it: built once (building it cost more than running it).
-_LIVE_BY_ID = select(Fmu).where(Fmu.id == bindparam("b_id"), Fmu.user_id == bindparam("b_user"),
-                                Fmu.deleted_at.is_(None))
+    return fmu_repository.find_live_by_sha256(session, principal.user_id, sha256)
 
 
 def get_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
-    fmu = session.scalar(_LIVE_BY_ID, {"b_id": fmu_id, "b_user": principal.user_id})
+    fmu = fmu_repository.get_live(session, principal.user_id, fmu_id)
     if fmu is None:
         raise NotFound(f"No FMU {fmu_id!r}.")
     return fmu
@@ -58,9 +54,7 @@ def get_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
 
 def list_fmus(session: Session, principal: Principal, limit: int, cursor: str | None,
               sha256: str | None = None) -> tuple[list[Fmu], str | None]:
-    query = _live(principal)
-    if sha256 is not None:
-        query = query.where(Fmu.sha256 == sha256.lower())
+    query = fmu_repository.live(principal.user_id, sha256=sha256.lower() if sha256 is not None else None)
     return paginate(session, query, Fmu.id, limit, cursor)
 
 
@@ -150,12 +144,11 @@ class UploadedFile:
     filename: str | None
 
 
-def upload(session: Session, principal: Principal, received: UploadedFile, *, storage: Storage,
-           cache: FmuCache, limits: ArchiveLimits, caller: tier_limits.Limits | None = None) -> tuple[Fmu, bool]:
-    """Validate, extract and store an uploaded FMU; returns (fmu, created).
-
-    Every check runs before anything is stored, and the row is flushed before the extracted tree
-    and the blob are written; a failure removes what this upload created (``discard_upload``).
+def upload(session: Session, principal: Principal, received: UploadedFile, *, limits: ArchiveLimits,
+           caller: tier_limits.Limits | None = None) -> tuple[Fmu, bool]:
+    """Validate an uploaded FMU and insert its row; returns (fmu, created). A new one's files
+    are stored next (``store_files``), then the caller commits; if either fails, the caller rolls
+    back and calls ``discard_upload``. Every check runs before anything is stored.
     ``caller``'s storage quota applies to the archive plus its extracted size (as declared, checked
     before extraction, which is held to it); the same bytes again by the same user cost nothing.
     """
@@ -179,32 +172,27 @@ def upload(session: Session, principal: Principal, received: UploadedFile, *, st
                             if info.default_experiment is not None else None),
         platforms=info.platforms, model_info=stored_info,
     )
-    session.add(fmu)
-    try:
-        session.flush()
-    except IntegrityError:
+    if not fmu_repository.insert(session, fmu):
         # A concurrent upload of the same bytes by the same user won the race.
-        session.rollback()
         winner = find_by_sha256(session, principal, received.sha256)
         if winner is None:
-            raise
+            raise UploadConflict("A concurrent upload of the same FMU did not finish; upload it again.")
         return winner, False
-    try:
-        # Both even when another user stored these bytes already: the upload then takes the time a
-        # new one takes, so timing does not tell who has which model (docs/security.md).
-        cache.admit(received.sha256, received.path)
-        storage.put_file(fmu_blob_key(received.sha256), received.path)
-    except BaseException:
-        discard_upload(session, received.sha256, storage=storage, cache=cache)
-        raise
     _model_infos.put(fmu.id, info)
     return fmu, True
 
 
+def store_files(received: UploadedFile, *, storage: Storage, cache: FmuCache) -> None:
+    """A new FMU's extracted tree and blob. Both even when another user stored these bytes already:
+    the upload then takes the time a new one takes, so timing does not tell who has which model
+    (docs/security.md)."""
+    cache.admit(received.sha256, received.path)
+    storage.put_file(fmu_blob_key(received.sha256), received.path)
+
+
 def discard_upload(session: Session, sha256: str, *, storage: Storage, cache: FmuCache) -> None:
-    """After an upload failed (or its commit did): roll its row back and drop the blob and the
-    extracted tree unless a live FMU (another user's) uses them."""
-    session.rollback()
+    """After an upload failed and its caller rolled back: drop the blob and the extracted tree
+    unless a live FMU (another user's) uses them."""
     try:
         release_blob_if_unreferenced(session, sha256, storage=storage, cache=cache)
     except Exception:  # the upload's own error is the one to report
@@ -217,16 +205,12 @@ def lock_blob(session: Session, sha256: str) -> None:
     before it looks for live FMUs, so it never drops a blob that an upload it cannot see yet (not
     committed) has just stored. PostgreSQL: a transaction's advisory lock on the hash; SQLite:
     nothing more, the write lock each write transaction holds serialises them already."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK_BLOB, {"key": int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)})
-
-
-_LOCK_BLOB = select(func.pg_advisory_xact_lock(bindparam("key")))
+    fmu_repository.lock_blob(session, sha256)
 
 
 def delete_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
     fmu = get_fmu(session, principal, fmu_id)
-    active = session.scalar(select(Run.id).where(Run.fmu_id == fmu.id, Run.status.in_(ACTIVE_STATUSES)).limit(1))
+    active = run_repository.an_active_run_of_fmu(session, fmu.id)
     if active is not None:
         raise FmuInUse(f"FMU {fmu_id!r} has active runs (e.g. {active!r}); wait for them or cancel them first.")
     fmu.deleted_at = utcnow()
@@ -239,8 +223,7 @@ def release_blob_if_unreferenced(session: Session, sha256: str, *, storage: Stor
     upload of the same bytes still in flight counts: ``lock_blob``). The caller's transaction
     holds the lock until it ends."""
     lock_blob(session, sha256)
-    still_used = session.scalar(select(Fmu.id).where(Fmu.sha256 == sha256, Fmu.deleted_at.is_(None)).limit(1))
-    if still_used is not None:
+    if fmu_repository.any_live_with_sha256(session, sha256):
         return False
     cache.evict(sha256)  # first: the tree is only a copy of the blob, never the other way round
     storage.delete(fmu_blob_key(sha256))

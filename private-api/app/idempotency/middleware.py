@@ -5,6 +5,10 @@ semantics without code of its own; the store and its rules live in ``app.idempot
 A route that keeps the key with what it creates, in the same transaction (run submission: the run
 row), is marked ``@owns_idempotency_key`` and passed through: it replays from its own rows, and
 the hottest request of the service spends no write on a stored response.
+
+The middleware owns the store's transactions: each step (``claim_key``, ``renew_lock``,
+``store_response``, ``release_key``) is a short transaction of its own, committed here. The claim
+is committed before the route runs, so a concurrent duplicate meets its lock.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, TypeVar
 from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +34,7 @@ from app.auth.dependencies import authorize_like_route, identify_and_spend
 from app.billing import limits
 from app.body_limits import body_cap, refuse
 from app.errors import IdempotencyKeyReused, ProblemError, problem_response
-from app.idempotency.store import LOCK_S, IdempotencyStore, request_hash
+from app.idempotency.store import LOCK_S, Claim, IdempotencyStore, request_hash
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +123,7 @@ class IdempotencyMiddleware:
             store: IdempotencyStore = ctx.idempotency
             # Bound to the credential that sent it: another key of the same user cannot replay it.
             digest = request_hash("POST", scope["path"], body_digest, principal.api_key_id)
-            claim = await run_in_threadpool(store.claim, principal.user_id, key, digest)
+            claim = await run_in_threadpool(claim_key, store, principal.user_id, key, digest)
             if claim.state == "mismatch":
                 await _answer(IdempotencyKeyReused(f"Idempotency-Key {key!r} was used for a different request."),
                               scope, receive, send)
@@ -157,9 +162,9 @@ class IdempotencyMiddleware:
             nonlocal settled
             settled = True
             if status and status < 500 and status not in NOT_STORED and size <= _MAX_STORED_BODY:
-                await run_in_threadpool(store.complete, record_id, status, stored_headers, b"".join(chunks))
+                await run_in_threadpool(store_response, store, record_id, status, stored_headers, b"".join(chunks))
             else:
-                await run_in_threadpool(store.release, record_id)
+                await run_in_threadpool(release_key, store, record_id)
 
         async def capture(message: Message) -> None:
             nonlocal status, size
@@ -181,7 +186,7 @@ class IdempotencyMiddleware:
         async def keep_locked() -> None:
             while True:
                 await asyncio.sleep(LOCK_S / 3)
-                await run_in_threadpool(store.renew, record_id)
+                await run_in_threadpool(renew_lock, store, record_id)
 
         renewer = asyncio.create_task(keep_locked())
         try:
@@ -191,7 +196,45 @@ class IdempotencyMiddleware:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             if not settled:
-                await run_in_threadpool(store.release, record_id)
+                await run_in_threadpool(release_key, store, record_id)
+
+
+def claim_key(store: IdempotencyStore, user_id: str, key: str, digest: str, lock_s: float = LOCK_S) -> Claim:
+    """What a request with ``key`` does: run, replay, or be refused (``IdempotencyStore.claim``).
+    Each attempt is a transaction of its own; a claim to run is committed at once."""
+    if store.purge_due():
+        with store.db.session(write=True) as session:
+            store.purge(session)
+            session.commit()
+    for _ in range(3):
+        try:
+            with store.db.session(write=True) as session:
+                claim = store.claim(session, user_id, key, digest, lock_s)
+                if claim.state == "run":
+                    session.commit()  # only its lock is kept: any other answer ends without a commit
+                return claim
+        except IntegrityError:
+            continue  # a concurrent first request inserted the key: look again
+    return Claim("in_use", retry_after_s=1)
+
+
+def renew_lock(store: IdempotencyStore, record_id: int, lock_s: float = LOCK_S) -> None:
+    with store.db.session(write=True) as session:
+        store.renew(session, record_id, lock_s)
+        session.commit()
+
+
+def store_response(store: IdempotencyStore, record_id: int, status_code: int, headers: dict[str, str],
+                   body: bytes) -> None:
+    with store.db.session(write=True) as session:
+        store.complete(session, record_id, status_code, headers, body)
+        session.commit()
+
+
+def release_key(store: IdempotencyStore, record_id: int) -> None:
+    with store.db.session(write=True) as session:
+        store.release(session, record_id)
+        session.commit()
 
 
 def _route_of(routes: Sequence[APIRoute], scope: Scope) -> tuple[Dependant, dict[str, str]] | None:

@@ -11,6 +11,12 @@ Responses are kept encrypted for 24 h: one of them carries a new API key's secre
 Run and sweep submissions keep their key on their own row (``app.idempotency.owns_idempotency_key``);
 a user's keys are still one namespace: a key a run or a sweep holds is refused here and to the
 other, and a key held here is refused to both (``key_held``).
+
+This module is the idempotency_records table's home: every query of it is here. It commits
+nothing: the middleware owns the store's transactions (``app.idempotency.middleware``: one short
+transaction per claim, renewal, completion, release or purge, committed before the route runs or
+after it answered); here the decisions are made and flushed. ``created_under`` and ``key_held`` run
+in the submitting route's transaction.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel
 from sqlalchemy import delete, exists, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.billing.models import IdempotencyRecord
@@ -65,9 +70,9 @@ def request_hash(method: str, path: str, body_digest: str, subject: str) -> str:
 def submission_hash(fmu_id: str, request: BaseModel, api_key_id: str) -> str:
     """What a run's or a sweep's own Idempotency-Key is bound to (``created_under``): the FMU, the
     request and the credential that sent it (another key of the same user gets 422, as on every
-    route)."""
-    canonical = json.dumps({"fmu_id": fmu_id, "api_key_id": api_key_id, **request.model_dump(mode="json")},
-                           sort_keys=True)
+    route). Fields left at their defaults do not count: a field added later leaves every hash as it was."""
+    canonical = json.dumps({"fmu_id": fmu_id, "api_key_id": api_key_id,
+                            **request.model_dump(mode="json", exclude_defaults=True)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -97,6 +102,8 @@ def key_held(session: Session, user_id: str, key: str, *, responses: bool,
 
 
 class IdempotencyStore:
+    """``db``: where the middleware opens the transactions the store works in."""
+
     def __init__(self, db: Database, secret: str) -> None:
         self.db = db
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
@@ -111,70 +118,63 @@ class IdempotencyStore:
     def _open(self, record_id: int, sealed: bytes) -> bytes:
         return self._aead.decrypt(sealed[:12], sealed[12:], str(record_id).encode())
 
-    def claim(self, user_id: str, key: str, digest: str, lock_s: float = LOCK_S) -> Claim:
-        """Decide what a request with ``key`` does: run, replay, or be refused."""
-        self._maybe_purge()
-        for _ in range(3):
-            try:
-                return self._claim_once(user_id, key, digest, lock_s)
-            except IntegrityError:
-                continue  # a concurrent first request inserted the key: look again
-        return Claim("in_use", retry_after_s=1)
-
-    def _claim_once(self, user_id: str, key: str, digest: str, lock_s: float) -> Claim:
+    def claim(self, session: Session, user_id: str, key: str, digest: str, lock_s: float = LOCK_S) -> Claim:
+        """Decide what a request with ``key`` does: run, replay, or be refused. A claim to run has
+        written (and flushed) its lock, which the caller commits; an ``IntegrityError`` means a
+        concurrent first request inserted the key (look again, in a new transaction)."""
         now = utcnow()
-        with self.db.session(write=True) as session:
-            record = session.scalar(select(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key).with_for_update())
-            if record is not None and record.expires_at <= now:
-                session.delete(record)
-                session.flush()
-                record = None
-            if record is None:
-                if key_held(session, user_id, key, responses=False, rows=(Run, Sweep)):
-                    return Claim("mismatch")  # a run submission took it
-                record = IdempotencyRecord(user_id=user_id, key=key, request_hash=digest,
-                                           locked_until=now + timedelta(seconds=lock_s), expires_at=now + TTL)
-                session.add(record)
-                session.commit()
-                return Claim("run", record.id)
-            if record.request_hash != digest:
-                return Claim("mismatch")
-            if record.status_code is not None:
-                return Claim("replay", record.id, record.status_code, dict(record.response_headers or {}),
-                             self._open(record.id, record.response_body or b""))
-            if record.locked_until > now:
-                return Claim("in_use", retry_after_s=max(1, math.ceil((record.locked_until - now).total_seconds())))
-            # The first request died without answering: this one takes over.
-            record.locked_until = now + timedelta(seconds=lock_s)
-            session.commit()
+        record = session.scalar(select(IdempotencyRecord).where(
+            IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key).with_for_update())
+        if record is not None and record.expires_at <= now:
+            session.delete(record)
+            session.flush()
+            record = None
+        if record is None:
+            if key_held(session, user_id, key, responses=False, rows=(Run, Sweep)):
+                return Claim("mismatch")  # a run submission took it
+            record = IdempotencyRecord(user_id=user_id, key=key, request_hash=digest,
+                                       locked_until=now + timedelta(seconds=lock_s), expires_at=now + TTL)
+            session.add(record)
+            session.flush()
             return Claim("run", record.id)
+        if record.request_hash != digest:
+            return Claim("mismatch")
+        if record.status_code is not None:
+            return Claim("replay", record.id, record.status_code, dict(record.response_headers or {}),
+                         self._open(record.id, record.response_body or b""))
+        if record.locked_until > now:
+            return Claim("in_use", retry_after_s=max(1, math.ceil((record.locked_until - now).total_seconds())))
+        # The first request died without answering: this one takes over.
+        record.locked_until = now + timedelta(seconds=lock_s)
+        session.flush()
+        return Claim("run", record.id)
 
-    def renew(self, record_id: int, lock_s: float = LOCK_S) -> None:
-        with self.db.session(write=True) as session:
-            session.execute(update(IdempotencyRecord)
-                            .where(IdempotencyRecord.id == record_id, IdempotencyRecord.status_code.is_(None))
-                            .values(locked_until=utcnow() + timedelta(seconds=lock_s)))
-            session.commit()
+    @staticmethod
+    def renew(session: Session, record_id: int, lock_s: float = LOCK_S) -> None:
+        session.execute(update(IdempotencyRecord)
+                        .where(IdempotencyRecord.id == record_id, IdempotencyRecord.status_code.is_(None))
+                        .values(locked_until=utcnow() + timedelta(seconds=lock_s)))
 
-    def complete(self, record_id: int, status_code: int, headers: dict[str, str], body: bytes) -> None:
-        with self.db.session(write=True) as session:
-            session.execute(update(IdempotencyRecord).where(IdempotencyRecord.id == record_id).values(
-                status_code=status_code, response_headers=json.loads(json.dumps(headers)),
-                response_body=self._seal(record_id, body), locked_until=utcnow()))
-            session.commit()
+    def complete(self, session: Session, record_id: int, status_code: int, headers: dict[str, str],
+                 body: bytes) -> None:
+        session.execute(update(IdempotencyRecord).where(IdempotencyRecord.id == record_id).values(
+            status_code=status_code, response_headers=json.loads(json.dumps(headers)),
+            response_body=self._seal(record_id, body), locked_until=utcnow()))
 
-    def release(self, record_id: int) -> None:
+    @staticmethod
+    def release(session: Session, record_id: int) -> None:
         """Forget a request whose answer must not be replayed (a 5xx, a conflict): a retry runs again."""
-        with self.db.session(write=True) as session:
-            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id,
-                                                            IdempotencyRecord.status_code.is_(None)))
-            session.commit()
+        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id,
+                                                        IdempotencyRecord.status_code.is_(None)))
 
-    def _maybe_purge(self) -> None:
+    def purge_due(self) -> bool:
+        """Whether expired records are due a purge (every ``_PURGE_EVERY_S``); taken as done once asked."""
         if time.monotonic() - self._last_purge < _PURGE_EVERY_S:
-            return
+            return False
         self._last_purge = time.monotonic()
-        with self.db.session(write=True) as session:
-            session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= utcnow()))
-            session.commit()
+        return True
+
+    @staticmethod
+    def purge(session: Session) -> None:
+        """Delete the expired records."""
+        session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= utcnow()))

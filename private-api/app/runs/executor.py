@@ -15,27 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import Database
 from app.dispatch.notifier import STARTED, RunNotifier
+from app.fmus import repository as fmu_repository
 from app.fmus.cache import FmuCache
 from app.fmus.models import Fmu
 from app.kit.models import utcnow
 from app.runs import lifecycle as run_lifecycle
+from app.runs import repository as run_repository
 from app.runs.lifecycle import PLATFORM_ERRORS
 from app.runs.models import Run, RunStatus
 from app.runs.service import log_key, result_key, to_out
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
-from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, CHUNK_CHILDREN, REPORTABLE_ERRORS, RESET_CHECKED
+from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, REPORTABLE_ERRORS, RESET_CHECKED, RunSpec, SweepChunk
 from app.sandbox.staging import result_file_problem
 from app.storage import Storage
 from app.sweeps import service as sweep_service
-from app.sweeps.models import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +195,19 @@ class FmuRunner:
     def _settle(self, outcomes: dict[str, dict[str, Any]]) -> list[Run]:
         """Record what may be recorded; returns the runs recorded, as final."""
         finished: dict[str, dict[str, Any]] = {}
+        abandoned: dict[str, dict[str, Any]] = {}
         for run_id, fields in outcomes.items():
             with self._lock:
-                abandoned = run_id in self._abandoned
+                was_abandoned = run_id in self._abandoned
                 interrupted = run_id in self._interrupted
             # Killed by the shutdown (or failing because of it): not the run's fault, run it again.
             if self._stopping and (interrupted or fields.get("error_code") in PLATFORM_ERRORS):
                 self._release(run_id)
-            elif not abandoned:
+            elif was_abandoned:
+                abandoned[run_id] = fields  # cancelled (charged what it used) or no longer ours
+            else:
                 finished[run_id] = fields
-        return self._finish(finished) if finished else []
+        return self._finish(finished, abandoned) if finished or abandoned else []
 
     def _claim(self, run_id: str) -> tuple[Claimed, bool] | None:
         """Move queued → running under a lease; only one worker can win the conditional UPDATE.
@@ -214,11 +217,7 @@ class FmuRunner:
             # A read first, of everything executing it needs (none of it changes once queued): a
             # message whose run is taken costs no write transaction, and the one that wins holds
             # the write lock for one statement.
-            row = session.execute(
-                select(Run.status, Run.spec, Run.user_id, Run.sweep_id, Run.sweep_index, Sweep.total, Fmu.id,
-                       Fmu.sha256, Fmu.reset_exact, Fmu.reset_checked_by)
-                .join(Fmu, Fmu.id == Run.fmu_id).outerjoin(Sweep, Sweep.id == Run.sweep_id)
-                .where(Run.id == run_id)).one_or_none()
+            row = run_repository.to_execute(session, run_id)
         if row is None or (row.status != RunStatus.QUEUED and row.sweep_id is None):
             return None
         reset = row.reset_exact if row.reset_checked_by == RUNNER_DIGEST else None
@@ -289,7 +288,7 @@ class FmuRunner:
                 abandoned = run_id in self._abandoned
             if abandoned:  # cancelled while the FMU was being fetched
                 sandbox.close()
-            outcome = sandbox.run(Job(run_id=run_id, fmu_dir=fmu_dir, spec=spec, limits=limits))
+            outcome = sandbox.run(Job(run_id=run_id, fmu_dir=fmu_dir, spec=RunSpec.from_wire(spec), limits=limits))
             return self._store(run_id, outcome)
         finally:
             with self._lock:
@@ -305,7 +304,7 @@ class FmuRunner:
         fmu_dir = self.cache.ensure(first.sha256)
         per_child = limits_for(first.spec, self.settings)  # the children share the sweep's base spec
         limits = dataclasses.replace(per_child, deadline_s=sum(float(r.spec["timeout_s"]) for r in runs))
-        spec = {CHUNK_CHILDREN: [{"id": r.run_id, "spec": r.spec} for r in runs], "reset": first.reset_exact}
+        spec = SweepChunk(tuple((r.run_id, RunSpec.from_wire(r.spec)) for r in runs), first.reset_exact)
         job = Job(run_id=first.run_id, fmu_dir=fmu_dir, spec=spec, limits=limits,
                   child_deadline_s=per_child.deadline_s, output_quota_bytes=per_child.max_output_bytes * len(runs))
         sandbox = self.sandboxes.acquire(limits, first.tenant)
@@ -353,7 +352,12 @@ class FmuRunner:
                            "error_message": "worker stopping"}
             return {**outcomes, **{r.run_id: dict(interrupted) for r in rest}}, []
         if abandoned:
-            return outcomes, rest  # our own kill (a cancelled child) ended the process: nobody's fault
+            # Our own kill (a cancelled child) ended the process: nobody's fault. The CPU time no
+            # finished child accounts for is the one that was running's.
+            left = max(0.0, total - sum(float(fields.get("cpu_time_s") or 0.0) for fields in outcomes.values()))
+            used = {run_id: {"cpu_time_s": left if started and run_id == started[-1] else 0.0}
+                    for run_id in abandoned}
+            return {**outcomes, **used}, rest
         if not started and outcome.status != "succeeded":
             # Nothing started (the model could not be read, the sandbox failed): the same for all.
             return {**outcomes, **{r.run_id: self._store(r.run_id, outcome) for r in rest}}, []
@@ -402,9 +406,7 @@ class FmuRunner:
 
     def _record_reset(self, fmu_id: str, exact: bool) -> None:
         with self.db.session(write=True) as session:
-            session.execute(update(Fmu).where(Fmu.id == fmu_id)
-                            .values(reset_exact=exact, reset_checked_by=RUNNER_DIGEST)
-                            .execution_options(synchronize_session=False))
+            fmu_repository.record_reset_check(session, fmu_id, exact=exact, checked_by=RUNNER_DIGEST)
             session.commit()
         log.info("fmu %s: reset() %s", fmu_id, "is exact: sweep chunks reuse one instance" if exact
                  else "differs from a fresh instance: sweep chunks instantiate per child")
@@ -425,11 +427,14 @@ class FmuRunner:
                           result_bytes=outcome.result_path.stat().st_size)
         return fields
 
-    def _finish(self, outcomes: dict[str, dict[str, Any]]) -> list[Run]:
+    def _finish(self, outcomes: dict[str, dict[str, Any]], cancelled: dict[str, dict[str, Any]]) -> list[Run]:
         """Record outcomes and settle them in one transaction; each only while this process still
-        holds the run's lease. Returns the runs recorded, as final (loaded, detached)."""
+        holds the run's lease. ``cancelled``: what runs cancelled while they ran used, for their
+        settlement. Returns the runs recorded, as final (loaded, detached)."""
         with self.db.session(write=True) as session:
-            runs = run_lifecycle.finish(session, outcomes, self.worker_id)
+            runs = run_lifecycle.finish(session, outcomes, self.worker_id) if outcomes else []
+            if cancelled:
+                run_lifecycle.settle_cancelled(session, cancelled, self.worker_id)
             session.commit()
         return runs
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.kit.models import Base, JSONType, UTCDateTime, new_id, utcnow
 
 
-# Which changes of status are allowed, and what each costs, is app.runs.lifecycle's alone to say.
+# Which changes of status happen, and what each costs, is app.runs.lifecycle's alone to say.
 class RunStatus(StrEnum):
     """queued → running → succeeded, failed or timed_out; queued or running → cancelled. A run whose worker was lost goes back to queued, and fails (refunded) after too many attempts."""  # noqa: E501
 
@@ -24,6 +25,22 @@ class RunStatus(StrEnum):
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+# Where a run may go from each status; final statuses lead nowhere.
+TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.QUEUED, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT,
+                                  RunStatus.CANCELLED}),
+}
+
+
+class IllegalTransition(ValueError):
+    """A change the lifecycle does not allow (a programming error, never a request's)."""
+
+
+def check_transition(sources: tuple[RunStatus, ...], target: RunStatus) -> None:
+    for source in sources:
+        if target not in TRANSITIONS.get(source, frozenset()):
+            raise IllegalTransition(f"a run cannot go from {source} to {target}")
 
 
 class Run(Base):

@@ -79,6 +79,20 @@ def _respond(run: RunOut) -> JSONResponse:
                         headers={"Location": f"/v1/runs/{run.id}"})
 
 
+def _submit(ctx: AppContext, principal: Principal, fmu_id: str, body: RunCreate,
+            idempotency_key: str | None) -> tuple[RunOut, bool, Callable[[], None] | None]:
+    """The submission's one transaction, which this request owns: the run, whether an earlier
+    request made it, and what starts it."""
+    with ctx.db.session(write=True) as session:
+        submission = run_service.submit_run(session, ctx, principal, fmu_id, body, idempotency_key)
+        try:
+            session.commit()
+        except BaseException:
+            run_service.abandon(ctx, submission)
+            raise
+        return run_service.to_out(submission.run), submission.replayed, run_service.start(ctx, submission)
+
+
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
 @owns_idempotency_key  # the run row keeps the key: a retry is answered with the run as it is now
@@ -87,7 +101,7 @@ async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: R
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
     finished run if it ends in time."""
 
-    submit = partial(run_service.submit_run, ctx, principal, fmu_id, body, idempotency_key)
+    submit = partial(_submit, ctx, principal, fmu_id, body, idempotency_key)
     # Shielded: once committed, the run is started whatever happens to this request (a booked
     # worker must not be lost; below, nothing awaits before ``start`` is called).
     with anyio.CancelScope(shield=True):
@@ -127,7 +141,9 @@ async def get_run(run_id: ResourceId, ctx: Ctx, principal: RunsRead, wait: WaitS
 
 @router.post("/v1/runs/{run_id}/cancel", response_model=RunOut)
 def cancel_run(run_id: ResourceId, ctx: Ctx, principal: RunsWrite) -> RunOut:
-    """Cancel a queued or running run; a running sandbox is killed. 409 ``run_finished`` if it ended."""
+    """Cancel a queued or running run; a running sandbox is killed, and the run charged the CPU time
+    it used once its worker has measured it (``credits_charged`` is 0 until then). 409
+    ``run_finished`` if it ended."""
     with ctx.db.session(write=True) as session:
         run, previous = run_service.cancel_run(session, principal, run_id)
         session.commit()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -7,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.kit.schemas import FiniteFloat, Int64, TextValue, VariableName, reject_unstorable_keys
 from app.runs.models import RunStatus
+from app.sandbox.runner import SIMULATE_FMU_ARGUMENTS, RunSpec
 
 ScalarValue = bool | int | float | str
 # A value as a request may give it: ScalarValue, bounded at the edge (responses keep ScalarValue).
@@ -16,7 +18,9 @@ InputTable = Annotated[dict[VariableName, list[StartValue]], BeforeValidator(rej
 
 
 class RunCreate(BaseModel):
-    """A simulation request; names and defaults follow ``fmpy.simulate_fmu``."""
+    """A simulation request: the arguments of ``fmpy.simulate_fmu`` by its names, with its defaults.
+
+    Every field but ``timeout_s`` (the run's own limit) is passed on to FMPy."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,12 +31,25 @@ class RunCreate(BaseModel):
     output_interval: FiniteFloat | None = Field(None, gt=0, description="Interval between result rows.")
     fmi_type: Literal["CoSimulation", "ModelExchange"] | None = Field(
         None, description="Defaults to CoSimulation when the FMU supports it.")
-    solver: Literal["CVode", "Euler"] | None = Field(None, description="Integrator for ModelExchange.")
-    relative_tolerance: FiniteFloat | None = Field(None, gt=0, lt=1)
+    solver: Literal["CVode", "Euler"] | None = Field(None, description="Integrator for ModelExchange (default CVode).")
+    step_size: FiniteFloat | None = Field(
+        None, gt=0, description="ModelExchange only: the Euler solver's step (output_interval must be a multiple "
+                                "of it); without output_interval, FMPy starts the result interval from it.")
+    relative_tolerance: FiniteFloat | None = Field(
+        None, gt=0, lt=1, description="CVode's, and passed to FMI 2/3 co-simulation FMUs; defaults to the "
+                                      "FMU's DefaultExperiment tolerance.")
     start_values: StartValues = Field(default_factory=dict, description="Start values by variable name.")
     input: InputTable | None = Field(
         None, description="Input table as columns: 'time' plus one column per input variable.")
-    outputs: list[VariableName] | None = Field(None, description="Variables to record; default: all outputs.")
+    output: list[VariableName] | None = Field(None, description="Variables to record; default: the model's outputs.")
+    outputs: list[VariableName] | None = Field(
+        None, deprecated=True, description="Deprecated alias of output, accepted for one more release; "
+                                           "giving both is 422 conflicting_fields.")
+    # "validate" would shadow pydantic's BaseModel.validate: the alias carries FMPy's name.
+    validate_: bool = Field(True, alias="validate", description="Let FMPy validate the model description "
+                                                                "and that every start value was set.")
+    debug_logging: bool = Field(False, description="Turn on the FMU's debug logging: its messages go to the "
+                                                   "run's log.")
     timeout_s: FiniteFloat | None = Field(None, gt=0, description="Hard wall-clock limit of the run.")
 
 
@@ -54,12 +71,26 @@ class RunResultInfo(BaseModel):
     bytes: int
 
 
+def current_spec(stored: object) -> object:
+    """A stored spec in today's wire form (a run queued by the release before reads as any other)."""
+    if isinstance(stored, dict):
+        with contextlib.suppress(ValueError, TypeError):
+            return RunSpec.from_wire(stored).to_wire()
+    return stored
+
+
+# The run spec as stored and handed to the runner (app.sandbox.runner.RunSpec.to_wire()).
+RunSpecOut = Annotated[dict[str, Any], BeforeValidator(current_spec), Field(
+    description="The validated spec the run was given, defaults filled in: version, then the arguments of "
+                f"fmpy.simulate_fmu by its names ({', '.join(SIMULATE_FMU_ARGUMENTS)}), input_types and timeout_s.")]
+
+
 class RunOut(BaseModel):
     id: str
     object: Literal["run"] = "run"
     fmu_id: str
     status: RunStatus
-    spec: dict[str, Any]
+    spec: RunSpecOut
     error: RunError | None
     result: RunResultInfo | None
     timings: RunTimings

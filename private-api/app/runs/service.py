@@ -4,11 +4,11 @@ public shape."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
@@ -20,16 +20,14 @@ from app.fmus.models import Fmu
 from app.idempotency import store as idempotency
 from app.kit.pagination import paginate
 from app.runs import lifecycle as run_lifecycle
-from app.runs.models import FINAL_STATUSES, Run, RunStatus
+from app.runs import repository as run_repository
+from app.runs.models import Run, RunStatus
 from app.runs.schemas import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
 from app.runs.spec import build_run_spec
 
 if TYPE_CHECKING:
     from app.context import AppContext
-
-
-def _owned(principal: Principal) -> Select[Run]:
-    return select(Run).where(Run.user_id == principal.user_id)
+    from app.runs.executor import Claimed
 
 
 class RunFinished(ProblemError):
@@ -54,7 +52,7 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
     commits. ``digest``: the request's ``idempotency.submission_hash``, kept with its key."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(fmu), settings,
-                          max_timeout_s=limits.for_caller(principal, settings).max_run_seconds)
+                          max_timeout_s=limits.for_caller(principal, settings).max_run_seconds).to_wire()
     run = Run(**run_lifecycle.queued(
         user_id=principal.user_id, fmu_id=fmu.id, spec=spec, credits_held=pricing.run_hold(spec["timeout_s"]),
         idempotency_key=idempotency_key, request_hash=digest))
@@ -63,45 +61,68 @@ def create_run(session: Session, principal: Principal, fmu_id: str, request: Run
     return run, fmu
 
 
-def submit_run(ctx: AppContext, principal: Principal, fmu_id: str, request: RunCreate,
-               idempotency_key: str | None) -> tuple[RunOut, bool, Callable[[], None] | None]:
-    """A run submission in one transaction: the run (or the one its Idempotency-Key names, then
-    nothing more happens), its credit hold, the tenant's active-run cap, and, when a worker of
-    this process is free now, its claim. Returns the run, whether it existed before, and what
-    starts it: to be called once the caller listens for its changes (``None`` for an earlier run)."""
+@dataclass
+class Submission:
+    """A run submitted in the caller's transaction, not committed yet: after the commit, ``start``
+    says what starts it; if the commit fails, ``abandon`` gives back what it booked."""
+
+    run: Run
+    replayed: bool  # the run an earlier request with this Idempotency-Key created: nothing else happens
+    claimed: tuple[Claimed, datetime] | None = None  # taken by a worker of this process, in the transaction
+    reserved: bool = False  # a worker of this process is booked for it
+
+
+def submit_run(session: Session, ctx: AppContext, principal: Principal, fmu_id: str, request: RunCreate,
+               idempotency_key: str | None) -> Submission:
+    """A run submission: the run (or the one its Idempotency-Key names, then nothing more
+    happens), its credit hold, the tenant's active-run cap, and, when a worker of this process is
+    free now, its claim. The caller commits."""
     digest = None
-    with ctx.db.session(write=True) as session:
-        if idempotency_key is not None:
-            digest = idempotency.submission_hash(fmu_id, request, principal.api_key_id)
-            earlier = find_idempotent(session, principal, fmu_id, idempotency_key, digest)
-            if earlier is not None:
-                return to_out(earlier), True, None
-        run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key, digest)
-        credits.hold_for_run(session, run)  # 402 if the balance is short
-        # After the hold, which locks the user's row: concurrent submissions count one by one.
-        limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
-        # A free worker of this process takes the run in this very transaction: no hand-over, no
-        # claim of its own on the way to a sandbox.
-        reserved = ctx.dispatcher.reserve()
-        try:
-            claimed = ctx.runner.claim_submitted(session, run, fmu) if reserved else None
-            session.commit()
-        except BaseException:
-            if reserved:
-                ctx.dispatcher.cancel_reservation()
-            raise
-        if claimed is None:
-            if reserved:
-                ctx.dispatcher.cancel_reservation()
-            return to_out(run), False, partial(ctx.dispatcher.submit, run.id)
-        work, expires = claimed
-        ctx.runner.hold(run.id, expires)
-        return to_out(run), False, partial(ctx.dispatcher.run_reserved, partial(ctx.runner.execute_claimed, work))
+    if idempotency_key is not None:
+        digest = idempotency.submission_hash(fmu_id, request, principal.api_key_id)
+        earlier = find_idempotent(session, principal, fmu_id, idempotency_key, digest)
+        if earlier is not None:
+            return Submission(earlier, replayed=True)
+    run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key, digest)
+    credits.hold_for_run(session, run)  # 402 if the balance is short
+    # After the hold, which locks the user's row: concurrent submissions count one by one.
+    limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
+    # A free worker of this process takes the run in this very transaction: no hand-over, no
+    # claim of its own on the way to a sandbox.
+    submission = Submission(run, replayed=False, reserved=ctx.dispatcher.reserve())
+    try:
+        submission.claimed = ctx.runner.claim_submitted(session, run, fmu) if submission.reserved else None
+    except BaseException:
+        abandon(ctx, submission)
+        raise
+    return submission
+
+
+def abandon(ctx: AppContext, submission: Submission) -> None:
+    """The submission was not committed: its booked worker is free again."""
+    if submission.reserved:
+        submission.reserved = False
+        ctx.dispatcher.cancel_reservation()
+
+
+def start(ctx: AppContext, submission: Submission) -> Callable[[], None] | None:
+    """After the commit: what starts the run, to be called once the caller listens for its
+    changes (None for a replayed one)."""
+    if submission.replayed:
+        return None
+    run_id = submission.run.id
+    if submission.claimed is None:
+        abandon(ctx, submission)
+        return partial(ctx.dispatcher.submit, run_id)
+    work, expires = submission.claimed
+    ctx.runner.hold(run_id, expires)
+    return partial(ctx.dispatcher.run_reserved, partial(ctx.runner.execute_claimed, work))
 
 
 def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run, str]:
     """Mark an unfinished run cancelled; returns (run, the status it had). A queued run never
-    used its credits and gets them back; a running one is charged for the time it ran."""
+    used its credits and gets them back; a running one is charged the CPU time it used, once its
+    worker has stopped and measured it (``lifecycle.settle_cancelled``)."""
     run = get_run(session, principal, run_id)
     if run.status == RunStatus.CANCELLED:
         return run, run.status  # a retried cancel whose first answer was lost
@@ -112,7 +133,7 @@ def cancel_run(session: Session, principal: Principal, run_id: str) -> tuple[Run
 
 
 def get_run(session: Session, principal: Principal, run_id: str) -> Run:
-    run = session.scalar(_owned(principal).where(Run.id == run_id))
+    run = run_repository.get_owned(session, principal.user_id, run_id)
     if run is None:
         raise NotFound(f"No run {run_id!r}.")
     return run
@@ -120,16 +141,8 @@ def get_run(session: Session, principal: Principal, run_id: str) -> Run:
 
 def list_runs(session: Session, principal: Principal, limit: int, cursor: str | None, *,
               status: str | None = None, fmu_id: str | None = None) -> tuple[list[Run], str | None]:
-    query = _owned(principal)
-    if status:
-        query = query.where(Run.status == status)
-    if fmu_id:
-        query = query.where(Run.fmu_id == fmu_id)
-    return paginate(session, query, Run.id, limit, cursor)
-
-
-def is_final(run: Run) -> bool:
-    return run.status in FINAL_STATUSES
+    return paginate(session, run_repository.owned(principal.user_id, status=status, fmu_id=fmu_id), Run.id, limit,
+                    cursor)
 
 
 def result_key(run_id: str) -> str:

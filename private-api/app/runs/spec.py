@@ -1,7 +1,7 @@
-"""Validate a run request against the FMU's stored modelDescription and build the runner's spec.
+"""Validate a run request against the FMU's stored modelDescription and build its ``RunSpec``.
 
 Everything the sandbox runner receives is checked here, so a bad request fails with a 422
-that names the variable instead of a failed run.
+that names the variable (or the field) instead of a failed run.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from app.config import Settings
 from app.errors import InvalidRunSpec
 from app.fmi.model_description import ModelInfo, Variable
 from app.runs.schemas import RunCreate, ScalarValue
+from app.sandbox.runner import RunSpec
 
 MAX_OUTPUT_ROWS = 2_000_000
 MAX_INPUT_ROWS = 1_000_000
+# Solver steps per run, (stop_time - start_time) / step_size: no more than result rows.
+MAX_STEPS = MAX_OUTPUT_ROWS
 INPUT_KINDS = {"real": "Real", "integer": "Integer", "boolean": "Boolean"}
 
 
@@ -38,6 +41,11 @@ class InvalidValue(InvalidRunSpec):
 class InvalidTimeRange(InvalidRunSpec):
     code = "invalid_time_range"
     title = "Invalid simulation time range"
+
+
+class ConflictingFields(InvalidRunSpec):
+    code = "conflicting_fields"
+    title = "Fields that exclude each other"
 
 
 def _lookup(info: ModelInfo, name: str, field: str) -> Variable:
@@ -132,8 +140,39 @@ def _fmi_type(req: RunCreate, info: ModelInfo) -> str:
     return req.fmi_type
 
 
+def _output(req: RunCreate, info: ModelInfo) -> list[str] | None:
+    # A dump reads the deprecated alias without pydantic's DeprecationWarning.
+    given = req.model_dump(include={"output", "outputs"})
+    if given["output"] is not None and given["outputs"] is not None:
+        raise ConflictingFields("outputs is the deprecated alias of output: give output only.", field="outputs")
+    field = "output" if given["output"] is not None else "outputs"
+    names: list[str] | None = given[field]
+    for name in names or []:
+        _lookup(info, name, field)
+    return names
+
+
+def _step_size(req: RunCreate, fmi_type: str, start: float, stop: float, interval: float | None) -> float | None:
+    step = req.step_size
+    if step is None:
+        return None
+    if fmi_type != "ModelExchange":
+        # FMPy's co-simulation communicates every output_interval; it never reads step_size.
+        raise InvalidRunSpec("step_size: only ModelExchange runs take a step size; a CoSimulation run "
+                             "steps every output_interval.", field="step_size")
+    if (stop - start) / step > MAX_STEPS:
+        raise InvalidRunSpec(f"step_size: at most {MAX_STEPS} steps per run ((stop_time - start_time) / step_size).",
+                             field="step_size", max_steps=MAX_STEPS)
+    # FMPy's own check (simulateME), made here so the run is not charged for it.
+    if req.solver == "Euler" and interval is not None and not math.isclose(
+            round(interval / step) * step, interval, rel_tol=1e-5, abs_tol=1e-8):
+        raise InvalidRunSpec(f"step_size: output_interval ({interval:g}) must be a multiple of step_size "
+                             f"({step:g}) for the Euler solver.", field="step_size")
+    return step
+
+
 def build_run_spec(req: RunCreate, info: ModelInfo, settings: Settings, *,
-                   max_timeout_s: float | None = None) -> dict[str, Any]:
+                   max_timeout_s: float | None = None) -> RunSpec:
     """The spec stored on the run and handed to the sandbox runner (fmpy.simulate_fmu's words).
 
     ``max_timeout_s`` is the caller's cap (its tier's); the settings' cap applies as well."""
@@ -152,23 +191,26 @@ def build_run_spec(req: RunCreate, info: ModelInfo, settings: Settings, *,
     fmi_type = _fmi_type(req, info)
     if req.solver is not None and fmi_type != "ModelExchange":
         raise InvalidRunSpec("solver: only ModelExchange runs take a solver.", field="solver")
-    for name in req.outputs or []:
-        _lookup(info, name, "outputs")
+    output = _output(req, info)
+    step_size = _step_size(req, fmi_type, start, stop, interval)
     cap = min(settings.run_max_timeout_s, max_timeout_s if max_timeout_s is not None else math.inf)
     timeout = req.timeout_s if req.timeout_s is not None else min(settings.run_default_timeout_s, cap)
     if timeout > cap:
         raise InvalidRunSpec(f"timeout_s: at most {cap:g} s.", field="timeout_s", max_timeout_s=cap)
     input_table, input_types = _input(req, info)
-    return {
-        "fmi_type": fmi_type,
-        "start_time": start,
-        "stop_time": stop,
-        "output_interval": interval,
-        "solver": req.solver or "CVode",
-        "relative_tolerance": req.relative_tolerance,
-        "start_values": _start_values(req, info),
-        "input": input_table,
-        "input_types": input_types,
-        "outputs": req.outputs,
-        "timeout_s": timeout,
-    }
+    return RunSpec(
+        validate=req.validate_,
+        start_time=start,
+        stop_time=stop,
+        solver=req.solver or "CVode",
+        step_size=step_size,
+        relative_tolerance=req.relative_tolerance,
+        output_interval=interval,
+        fmi_type=fmi_type,
+        start_values=_start_values(req, info),
+        input=input_table,
+        output=output,
+        debug_logging=req.debug_logging,
+        input_types=input_types,
+        timeout_s=timeout,
+    )

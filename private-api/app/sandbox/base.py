@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from app.sandbox.runner import RunSpec, SweepChunk
+
 if TYPE_CHECKING:
     from app.sandbox.warm import Zygote
 
@@ -49,7 +51,7 @@ class Limits:
 class Job:
     run_id: str
     fmu_dir: Path  # host path of the extracted FMU (world-readable); read-only in the sandbox
-    spec: dict[str, Any]  # RunSpec for the runner (see app/sandbox/runner.py), or a sweep chunk's
+    spec: RunSpec | SweepChunk  # one run's, or a sweep chunk's children's (see app/sandbox/runner.py)
     limits: Limits
     # A sweep chunk: each child's own deadline, and the output dir's quota for all its results.
     child_deadline_s: float | None = None

@@ -31,13 +31,13 @@ from app.sandbox.resources import SANDBOX_ID_ENV, ResourceControl
 from app.sandbox.runner import (
     CHILD_DONE,
     CHILD_STARTED,
-    CHUNK_CHILDREN,
     DONE,
     EXIT,
     GO,
     READY,
     RESET_CHECKED,
     RESULT_FILE,
+    SweepChunk,
 )
 from app.sandbox.staging import (
     SandboxDirs,
@@ -348,7 +348,7 @@ class ChildProcessSandbox(Sandbox):
             code, sig = decode_wait_status(exit_.status, self._signal_via_exit_code)
             verdict = Verdict("failed", "output_too_large", over_quota, code, signal_name(sig) if sig else None)
             return self._make_outcome(verdict, wall_time, exit_)
-        return self._outcome(timed_out, deadline_s, wall_time, exit_, CHUNK_CHILDREN in job.spec, quota)
+        return self._outcome(timed_out, deadline_s, wall_time, exit_, isinstance(job.spec, SweepChunk), quota)
 
     def _child_over_deadline(self, child_deadline_s: float | None) -> bool:
         """A sweep chunk's current child has run longer than its own deadline."""

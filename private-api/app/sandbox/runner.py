@@ -18,10 +18,9 @@ Protocol, with the host on the other end of the pipes:
      if the host closes stdin while the runner still runs (the host died), it kills the runner;
      it is not dumpable, so the model cannot trace it or write its memory
 
-RunSpec keys (passed through to ``fmpy.simulate_fmu``): fmi_type, start_time, stop_time,
-output_interval, solver, relative_tolerance, step_size, start_values, input (column dict
-with "time" first), input_types ({name: "Real" | "Integer" | "Boolean" | FMI 3 type}),
-outputs (list or None), validate, debug_logging.
+``spec.json`` is a ``RunSpec`` (or a ``SweepChunk`` of them) in its wire form: the arguments of
+``fmpy.simulate_fmu`` under FMPy's own names, versioned (``SPEC_VERSION``). The app builds it
+(app/runs/spec.py) and stores it on the run; this module is its one definition.
 
 Everything the model prints goes to stderr; the host captures it as the run log, together
 with the FMU's logger messages.
@@ -40,6 +39,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,6 +85,89 @@ class JobFailed(Exception):
         super().__init__(message)
         self.error_code = error_code
         self.message = message
+
+
+# The wire form's version. 1 (no "version" key) named FMPy's ``output`` "outputs"; 2 says so and
+# adds step_size, validate and debug_logging. Specs stored by an earlier release still read.
+SPEC_VERSION = 2
+# The RunSpec fields passed to fmpy.simulate_fmu as they are, in its signature's order.
+SIMULATE_FMU_ARGUMENTS = ("validate", "start_time", "stop_time", "solver", "step_size", "relative_tolerance",
+                          "output_interval", "fmi_type", "start_values", "input", "output", "debug_logging")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: the keyword arguments of ``fmpy.simulate_fmu`` by FMPy's names and defaults (see
+    its docstring), and what the host adds. Values are JSON's: it is stored on the run as
+    ``to_wire()`` and the runner reads it back with ``from_wire``."""
+
+    validate: bool = True
+    start_time: float | None = None
+    stop_time: float | None = None
+    solver: str = "CVode"  # ModelExchange: "CVode" or "Euler"
+    step_size: float | None = None  # ModelExchange: the Euler solver's step
+    relative_tolerance: float | None = None
+    output_interval: float | None = None
+    fmi_type: str | None = None  # "CoSimulation" or "ModelExchange"; None: what the FMU offers
+    start_values: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, list[Any]] | None = None  # columns, "time" and one per input variable
+    output: list[str] | None = None  # variables to record; None: the model's outputs
+    debug_logging: bool = False
+    # The host's: the input columns' types ({name: "Real" | "Integer" | "Boolean" | FMI 3 type}) and
+    # the run's wall-clock limit, which the host enforces (the runner does not read it).
+    input_types: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object stored on the run (``runs.spec``) and written to ``spec.json``."""
+        return {"version": SPEC_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> RunSpec:
+        """A spec in the wire form of this version or an earlier one (a run queued before an
+        upgrade runs after it); null stands for the default. ValueError if it is neither."""
+        data = dict(wire)
+        version = data.pop("version", 1)
+        if type(version) is not int or not 1 <= version <= SPEC_VERSION:
+            raise ValueError(f"run spec version {version!r}: this runner reads versions 1 to {SPEC_VERSION}")
+        if version == 1 and "outputs" in data and "output" not in data:
+            data["output"] = data.pop("outputs")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"run spec has unknown fields: {', '.join(sorted(unknown))}")
+        return cls(**{name: value for name, value in data.items() if value is not None})
+
+    def simulate_fmu_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``fmpy.simulate_fmu``; ``input`` as the NumPy table FMPy expects."""
+        arguments = {name: getattr(self, name) for name in SIMULATE_FMU_ARGUMENTS}
+        arguments["input"] = input_table(self.input, self.input_types)
+        return arguments
+
+
+@dataclass(frozen=True)
+class SweepChunk:
+    """Children of one sweep, run one after another in one runner process (``run_chunk``)."""
+
+    children: tuple[tuple[str, RunSpec], ...]  # (run id, its spec)
+    # reset() between children: True reuses one instance, False instantiates per child, None checks it.
+    reset: bool | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {CHUNK_CHILDREN: [{"id": run_id, "spec": spec.to_wire()} for run_id, spec in self.children],
+                "reset": self.reset}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> SweepChunk:
+        children = tuple((str(child["id"]), RunSpec.from_wire(child["spec"])) for child in wire[CHUNK_CHILDREN])
+        if not children:
+            raise ValueError("a sweep chunk has no children")
+        reset = wire.get("reset")
+        return cls(children, reset if isinstance(reset, bool) else None)
+
+
+def read_job(wire: Mapping[str, Any]) -> RunSpec | SweepChunk:
+    """``spec.json``: one run's spec, or a sweep chunk."""
+    return SweepChunk.from_wire(wire) if CHUNK_CHILDREN in wire else RunSpec.from_wire(wire)
 
 
 def open_control_channel() -> IO[str]:
@@ -268,25 +352,14 @@ def input_table(columns: dict[str, list[Any]] | None, types: dict[str, str]) -> 
     return table
 
 
-def simulate(fmu_dir: Path, spec: dict[str, Any], **reuse: Any) -> Any:
+def simulate(fmu_dir: Path, spec: RunSpec, **reuse: Any) -> Any:
     """FMPy on the extracted FMU; `reuse` passes a parsed `model_description` and an `fmu_instance`."""
     import fmpy
     from fmpy.fmi1 import FMICallException
 
     kwargs: dict[str, Any] = {
         "filename": str(fmu_dir),
-        "fmi_type": spec.get("fmi_type"),
-        "start_time": spec.get("start_time"),
-        "stop_time": spec.get("stop_time"),
-        "output_interval": spec.get("output_interval"),
-        "solver": spec.get("solver") or "CVode",
-        "step_size": spec.get("step_size"),
-        "relative_tolerance": spec.get("relative_tolerance"),
-        "start_values": spec.get("start_values") or {},
-        "input": input_table(spec.get("input"), spec.get("input_types") or {}),
-        "output": spec.get("outputs"),
-        "validate": spec.get("validate", True),
-        "debug_logging": bool(spec.get("debug_logging", False)),
+        **spec.simulate_fmu_arguments(),
         "logger": log_fmu_message,
         "remote_platform": None,  # never fall back to FMPy's remoting server
         **reuse,
@@ -345,34 +418,32 @@ def write_result(result: Any, path: Path) -> int:
 
 def run_job(job_dir: Path, out_dir: Path, control: IO[str]) -> int:
     try:
-        spec = json.loads((job_dir / SPEC_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        job = read_job(json.loads((job_dir / SPEC_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as e:
         raise JobFailed("runner_error", f"cannot read the run spec: {e}") from e
-    if CHUNK_CHILDREN in spec:
-        return run_chunk(job_dir / FMU_DIR, out_dir, control, spec)
-    result = simulate(job_dir / FMU_DIR, spec)
+    if isinstance(job, SweepChunk):
+        return run_chunk(job_dir / FMU_DIR, out_dir, control, job)
+    result = simulate(job_dir / FMU_DIR, job)
     return write_result(result, out_dir / RESULT_FILE)
 
 
-def run_chunk(fmu_dir: Path, out_dir: Path, control: IO[str], chunk: dict[str, Any]) -> int:
+def run_chunk(fmu_dir: Path, out_dir: Path, control: IO[str], chunk: SweepChunk) -> int:
     """Children of one sweep, one after another in this process: the model description is parsed
-    once and, where ``reset()`` is known to be exact, one instance serves them all. ``chunk["reset"]``:
-    true reuses the instance, false instantiates per child, null checks it on the first child (run
+    once and, where ``reset()`` is known to be exact, one instance serves them all. ``chunk.reset``:
+    True reuses the instance, False instantiates per child, None checks it on the first child (run
     on a fresh instance, then again after reset(); bit-identical results mean reset() is exact)."""
     from fmpy.model_description import read_model_description
 
-    children: list[dict[str, Any]] = chunk[CHUNK_CHILDREN]
     try:
-        model_description = read_model_description(str(fmu_dir), validate=children[0]["spec"].get("validate", True))
+        model_description = read_model_description(str(fmu_dir), validate=chunk.children[0][1].validate)
     except Exception as e:
         raise JobFailed("model_error", f"cannot read the model description: {e}") from e
-    reset: bool | None = chunk.get("reset")
+    reset = chunk.reset
     if model_description.fmiVersion == "1.0":
         reset = False  # FMI 1.0 has no reset
     instance = None
     done = 0
-    for child in children:
-        run_id, spec = str(child["id"]), child["spec"]
+    for run_id, spec in chunk.children:
         send(control, CHILD_STARTED, id=run_id)
         _child_log.clear()
         _fmu_errors.clear()
@@ -409,13 +480,13 @@ def run_chunk(fmu_dir: Path, out_dir: Path, control: IO[str], chunk: dict[str, A
     return done
 
 
-def new_instance(fmu_dir: Path, model_description: Any, spec: dict[str, Any]) -> Any:
+def new_instance(fmu_dir: Path, model_description: Any, spec: RunSpec) -> Any:
     from fmpy import instantiate_fmu
 
-    fmi_type = spec.get("fmi_type") or ("CoSimulation" if model_description.coSimulation else "ModelExchange")
+    fmi_type = spec.fmi_type or ("CoSimulation" if model_description.coSimulation else "ModelExchange")
     try:
         return instantiate_fmu(str(fmu_dir), model_description, fmi_type,
-                               debug_logging=bool(spec.get("debug_logging", False)), logger=log_fmu_message)
+                               debug_logging=spec.debug_logging, logger=log_fmu_message)
     except Exception as e:
         raise JobFailed("model_error", f"cannot instantiate the model: {e}") from e
 

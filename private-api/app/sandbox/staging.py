@@ -10,10 +10,9 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.sandbox.base import ErrorCode
-from app.sandbox.runner import FMU_DIR, SPEC_FILE
+from app.sandbox.runner import FMU_DIR, SPEC_FILE, RunSpec, SweepChunk
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,10 @@ class SandboxDirs:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def encode_spec(spec: dict[str, Any]) -> bytes:
+def encode_spec(spec: RunSpec | SweepChunk) -> bytes:
+    """``spec.json``: the spec's wire form."""
     try:
-        return json.dumps(spec, allow_nan=True).encode("utf-8")
+        return json.dumps(spec.to_wire(), allow_nan=True).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ValueError(f"run spec is not JSON-serialisable: {e}") from e
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from app.kit.schemas import FiniteFloat, Int64, VariableName, reject_unstorable_keys
-from app.runs.schemas import RunCreate, RunOut, ScalarValue, StartValue, StartValues
+from app.runs.schemas import RunCreate, RunOut, RunSpecOut, ScalarValue, StartValue, StartValues
 from app.sweeps.models import SweepStatus
 
 SweepMethod = Literal["grid", "list", "lhs", "sobol", "random"]
@@ -50,7 +50,9 @@ class SweepCreate(RunCreate):
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed of the sampler (lhs, sobol, random).")
 
     def base(self) -> RunCreate:
-        return RunCreate.model_validate(self.model_dump(include=set(RunCreate.model_fields)))
+        """The base run spec, as the request gave it (unset fields stay unset)."""
+        return RunCreate.model_validate(self.model_dump(include=set(RunCreate.model_fields), by_alias=True,
+                                                        exclude_unset=True))
 
 
 class SweepCounts(BaseModel):
@@ -73,7 +75,7 @@ class SweepOut(BaseModel):
     parameter_names: list[str]
     samples: int | None
     seed: int | None
-    spec: dict[str, Any] = Field(description="The validated base spec every child starts from.")
+    spec: RunSpecOut = Field(description="The validated base spec every child starts from (a run's spec).")
     total: int = Field(description="Number of child runs.")
     counts: SweepCounts
     progress: float = Field(description="Fraction of the children that are final.")

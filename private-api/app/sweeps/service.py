@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -24,10 +23,12 @@ from app.idempotency import store as idempotency
 from app.kit.models import new_id, utcnow
 from app.kit.pagination import paginate
 from app.runs import lifecycle as run_lifecycle
+from app.runs import repository as run_repository
 from app.runs import service as run_service
-from app.runs.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunStatus
+from app.runs.models import FINAL_STATUSES, Run, RunStatus
 from app.runs.schemas import ScalarValue
 from app.runs.spec import build_run_spec
+from app.sweeps import repository as sweep_repository
 from app.sweeps.models import FINAL_SWEEP_STATUSES, Sweep, SweepStatus
 from app.sweeps.schemas import SweepCounts, SweepCreate, SweepOut, SweepRunOut
 from app.sweeps.space import expand, parameter_names
@@ -76,10 +77,6 @@ class Progress:
         return sum(getattr(self.counts, status) for status in FINAL_STATUSES)
 
 
-def _owned(principal: Principal) -> Select[Sweep]:
-    return select(Sweep).where(Sweep.user_id == principal.user_id)
-
-
 def create_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
                  settings: Settings, idempotency_key: str | None = None) -> tuple[Sweep, list[str], bool]:
     """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep,
@@ -98,7 +95,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     info = registry_service.model_info(fmu)
     caller = limits.for_caller(principal, settings)
-    base = build_run_spec(request.base(), info, settings, max_timeout_s=caller.max_run_seconds)
+    base = build_run_spec(request.base(), info, settings, max_timeout_s=caller.max_run_seconds).to_wire()
     # Sized and validated from the request alone; nothing is sampled before the hold.
     space = expand(request, info, caller.max_sweep_children, settings.sweep_max_values)
     per_child = pricing.run_hold(base["timeout_s"])
@@ -106,8 +103,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
                   seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count,
                   idempotency_key=idempotency_key, request_hash=digest)
-    session.add(sweep)
-    session.flush()
+    sweep_repository.insert(session, sweep)
     # Before the children: a sweep the balance cannot cover leaves nothing behind.
     credits.hold_for_sweep(session, sweep)
     now = utcnow()
@@ -122,7 +118,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
                 for index, values in enumerate(batch, start=made)]
         leaders.extend(row["id"] for row in rows if row["enqueued_at"] is None)
         # One executemany (batched multi-row INSERTs) per batch: memory stays at one batch.
-        session.execute(insert(Run), rows)
+        run_repository.insert_many(session, rows)
         if not made:
             # Once the sweep has a child it counts as one active submission.
             limits.check_active_runs(session, principal, caller)
@@ -131,7 +127,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
 
 
 def get_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
-    sweep = session.scalar(_owned(principal).where(Sweep.id == sweep_id))
+    sweep = sweep_repository.get_owned(session, principal.user_id, sweep_id)
     if sweep is None:
         raise NotFound(f"No sweep {sweep_id!r}.")
     return sweep
@@ -139,10 +135,7 @@ def get_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
 
 def list_sweeps(session: Session, principal: Principal, limit: int, cursor: str | None, *,
                 fmu_id: str | None = None) -> tuple[list[Sweep], str | None]:
-    query = _owned(principal)
-    if fmu_id:
-        query = query.where(Sweep.fmu_id == fmu_id)
-    return paginate(session, query, Sweep.id, limit, cursor)
+    return paginate(session, sweep_repository.owned(principal.user_id, fmu_id=fmu_id), Sweep.id, limit, cursor)
 
 
 def progress_of(session: Session, sweep_ids: Sequence[str]) -> dict[str, Progress]:
@@ -150,10 +143,7 @@ def progress_of(session: Session, sweep_ids: Sequence[str]) -> dict[str, Progres
     found: dict[str, dict[str, int]] = {sweep_id: {} for sweep_id in sweep_ids}
     charged: dict[str, int] = dict.fromkeys(sweep_ids, 0)
     if sweep_ids:
-        rows = session.execute(
-            select(Run.sweep_id, Run.status, func.count(), func.coalesce(func.sum(Run.credits_charged), 0))
-            .where(Run.sweep_id.in_(sweep_ids)).group_by(Run.sweep_id, Run.status))
-        for sweep_id, status, count, cost in rows:
+        for sweep_id, status, count, cost in run_repository.child_counts(session, sweep_ids):
             assert sweep_id is not None
             found[sweep_id][status] = int(count)
             charged[sweep_id] += int(cost)
@@ -175,12 +165,7 @@ def needs_finishing(sweep: Sweep, progress: Progress) -> bool:
 def mark_finished(session: Session, sweep_id: str) -> tuple[str, datetime | None]:
     """Persist that every child is final (once: a concurrent reader may do it first); returns the
     row's status and finished_at as they are now, for ``as_stored``."""
-    written = session.execute(
-        update(Sweep).where(Sweep.id == sweep_id, Sweep.status.not_in(FINAL_SWEEP_STATUSES))
-        .values(status=SweepStatus.FINISHED, finished_at=utcnow()).returning(Sweep.status, Sweep.finished_at)
-        .execution_options(synchronize_session=False)).one_or_none()
-    row = written or session.execute(select(Sweep.status, Sweep.finished_at).where(Sweep.id == sweep_id)).one()
-    return row.status, row.finished_at
+    return sweep_repository.mark_finished(session, sweep_id, utcnow())
 
 
 def as_stored(sweep: Sweep, state: tuple[str, datetime | None]) -> None:
@@ -213,15 +198,13 @@ def child_to_out(sweep: Sweep, run: Run) -> SweepRunOut:
 def list_children(session: Session, sweep: Sweep, limit: int, cursor: str | None, *,
                   status: str | None = None) -> tuple[list[Run], str | None]:
     """Children in sweep_index order; the cursor is the last index seen."""
-    query = select(Run).where(Run.sweep_id == sweep.id)
-    if status:
-        query = query.where(Run.status == status)
+    after = None
     if cursor:
         # An index beyond any column's range (10**23) would reach SQL and fail there.
         if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 10):
             raise InvalidCursor("The cursor is not one this API returned; pass a page's next_cursor unchanged.")
-        query = query.where(Run.sweep_index > int(cursor))
-    runs = list(session.scalars(query.order_by(Run.sweep_index).limit(limit + 1)))
+        after = int(cursor)
+    runs = run_repository.children_page(session, sweep.id, limit + 1, after_index=after, status=status)
     if len(runs) > limit:
         return runs[:limit], str(runs[limit - 1].sweep_index)
     return runs, None
@@ -239,16 +222,9 @@ class Child:
 def iter_children(session: Session, sweep: Sweep, batch: int = 500) -> Iterator[Child]:
     """Every child in sweep_index order, a batch at a time: plain rows, so ten thousand children
     never sit in the session at once."""
-    last = -1
-    while True:
-        rows = session.execute(select(Run.id, Run.sweep_index, Run.status, Run.error_code, Run.spec)
-                               .where(Run.sweep_id == sweep.id, Run.sweep_index > last)
-                               .order_by(Run.sweep_index).limit(batch)).all()
+    for rows in run_repository.child_batches(session, sweep.id, batch):
         for row in rows:
             yield Child(row.id, row.sweep_index, row.status, row.error_code, row.spec.get("start_values", {}))
-        if len(rows) < batch:
-            return
-        last = rows[-1].sweep_index
 
 
 def cancel_sweep(session: Session, principal: Principal, sweep_id: str) -> tuple[Sweep, list[str]]:
@@ -260,8 +236,7 @@ def cancel_sweep(session: Session, principal: Principal, sweep_id: str) -> tuple
         if sweep.status == SweepStatus.CANCELLED:
             return sweep, []  # a retried cancel whose first answer was lost
         raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status=sweep.status)
-    active = list(session.scalars(select(Run.id).where(Run.sweep_id == sweep.id, Run.status.in_(ACTIVE_STATUSES))
-                                  .order_by(Run.sweep_index)))
+    active = run_repository.active_children(session, sweep.id)
     if not active and needs_finishing(sweep, progress_of(session, [sweep.id])[sweep.id]):
         raise SweepFinished(f"Sweep {sweep_id!r} has already finished.", sweep_status=SweepStatus.FINISHED)
     was_running = []
@@ -272,7 +247,6 @@ def cancel_sweep(session: Session, principal: Principal, sweep_id: str) -> tuple
             continue  # it ended while we got here
         if previous == RunStatus.RUNNING:
             was_running.append(run_id)
-    session.execute(update(Sweep).where(Sweep.id == sweep.id).values(status=SweepStatus.CANCELLED, finished_at=utcnow())
-                    .execution_options(synchronize_session=False))
+    sweep_repository.mark_cancelled(session, sweep.id, utcnow())
     session.refresh(sweep)
     return sweep, was_running

@@ -175,8 +175,11 @@ class TestCancel:
         assert time.monotonic() - started < 10
         again = client.post(f"/v1/runs/{run_id}/cancel")
         assert again.status_code == 200 and again.json()["status"] == "cancelled"
-        # It ran in a sandbox: charged, unlike a run cancelled while queued.
-        charged = again.json()["credits_charged"]
+        # It ran in a sandbox: charged once its worker measured it, unlike a run cancelled while queued.
+        deadline = time.monotonic() + 30
+        while (charged := client.get(f"/v1/runs/{run_id}").json()["credits_charged"]) == 0 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert charged >= 1
         assert client.get("/v1/billing/balance").json()["credits"] == 50 - charged
 

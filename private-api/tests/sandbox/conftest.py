@@ -23,6 +23,7 @@ from app.sandbox.bwrap import BwrapZygote
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.docker import LABEL_SANDBOX
 from app.sandbox.resources import ContainerResources
+from app.sandbox.runner import RunSpec
 from app.sandbox.warm import ForkedTree, Zygote, ZygoteBackend
 
 BACKENDS = ("bwrap", "bwrap-warm", "docker", "docker-warm", "process")
@@ -94,10 +95,14 @@ class Finished:
     sandbox: ChildProcessSandbox
 
 
-def run_once(backend: SandboxBackend, fmu_dir: Path, spec: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Finished:
-    """start + run + read the result + close, then check that nothing of the sandbox is left."""
+def run_once(backend: SandboxBackend, fmu_dir: Path, spec: dict[str, Any] | RunSpec,
+             limits: Limits = DEFAULT_LIMITS) -> Finished:
+    """start + run + read the result + close, then check that nothing of the sandbox is left.
+    A dict ``spec`` is a wire form, read as a stored one is."""
     sandbox = backend.start(limits)
     assert isinstance(sandbox, ChildProcessSandbox)
+    if isinstance(spec, dict):
+        spec = RunSpec.from_wire(spec)
     try:
         outcome = sandbox.run(Job(run_id="run-1", fmu_dir=fmu_dir, spec=spec, limits=limits))
         table = read_table(outcome.result_path) if outcome.result_path else None

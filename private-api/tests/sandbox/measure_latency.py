@@ -28,6 +28,7 @@ from fmus.build import build_fmu
 
 from app.sandbox import Job, Limits, SandboxBackend, create_backend
 from app.sandbox.child import ChildProcessSandbox
+from app.sandbox.runner import RunSpec
 
 SPEC = {"fmi_type": "CoSimulation", "stop_time": 1.0, "output_interval": 0.01}
 LIMITS = Limits(deadline_s=30.0)
@@ -44,7 +45,7 @@ def time_ms(action: Callable[[], object], repeat: int) -> list[float]:
 
 def cold_run(backend: SandboxBackend, fmu_dir: Path) -> None:
     with backend.start(LIMITS) as sandbox:
-        outcome = sandbox.run(Job("bench", fmu_dir, SPEC, LIMITS))
+        outcome = sandbox.run(Job("bench", fmu_dir, RunSpec(**SPEC), LIMITS))
         assert outcome.status == "succeeded", outcome
 
 
@@ -56,7 +57,7 @@ def warm_runs(backend: SandboxBackend, fmu_dir: Path, repeat: int) -> list[float
         try:
             assert sandbox.wait_ready(30.0)
             started = time.perf_counter()
-            outcome = sandbox.run(Job("bench", fmu_dir, SPEC, LIMITS))
+            outcome = sandbox.run(Job("bench", fmu_dir, RunSpec(**SPEC), LIMITS))
             samples.append((time.perf_counter() - started) * 1000)
             assert outcome.status == "succeeded", outcome
         finally:

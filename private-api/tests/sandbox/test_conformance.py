@@ -28,6 +28,7 @@ from app.sandbox import Job, Limits, SandboxBackend, SandboxError, create_backen
 from app.sandbox.bwrap import BubblewrapBackend
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.process import ProcessBackend
+from app.sandbox.runner import RunSpec, SweepChunk
 from app.sandbox.warm import ZygoteBackend
 
 from .conftest import (
@@ -156,7 +157,7 @@ class TestResultsMatchRawFmpy:
         sandbox = backend.start(DEFAULT_LIMITS)
         assert isinstance(sandbox, ChildProcessSandbox)
         try:
-            outcome = sandbox.run(Job("run-0", fmu_dirs["VanDerPol"], chunk, DEFAULT_LIMITS))
+            outcome = sandbox.run(Job("run-0", fmu_dirs["VanDerPol"], SweepChunk.from_wire(chunk), DEFAULT_LIMITS))
             assert outcome.status == "succeeded", outcome
             assert outcome.out_dir is not None
             tables = [read_table(outcome.out_dir / f"run-{n}.arrow") for n in range(len(specs))]
@@ -337,14 +338,14 @@ class TestLifecycle:
         try:
             assert sandbox.wait_ready(timeout=20.0)  # FMPy imported, no job yet
             assert list(sandbox.dirs.job.iterdir()) == []
-            job = Job("run-1", fmu_dirs["VanDerPol"], {"stop_time": 1.0}, DEFAULT_LIMITS)
+            job = Job("run-1", fmu_dirs["VanDerPol"], RunSpec(stop_time=1.0), DEFAULT_LIMITS)
             outcome = sandbox.run(job)
             assert outcome.status == "succeeded", outcome
         finally:
             sandbox.close()
 
     def test_a_sandbox_runs_only_one_job(self, backend: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
-        job = Job("run-1", fmu_dirs["VanDerPol"], {"stop_time": 1.0}, DEFAULT_LIMITS)
+        job = Job("run-1", fmu_dirs["VanDerPol"], RunSpec(stop_time=1.0), DEFAULT_LIMITS)
         with backend.start(DEFAULT_LIMITS) as sandbox:
             assert sandbox.run(job).status == "succeeded"
             with pytest.raises(SandboxError):
@@ -358,7 +359,7 @@ class TestLifecycle:
         sandbox.close()
         sandbox.close()
         with pytest.raises(SandboxError):
-            sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], {}, DEFAULT_LIMITS))
+            sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], RunSpec(), DEFAULT_LIMITS))
         assert processes_mentioning(sandbox.id) == []
         assert not sandbox.dirs.root.exists()
 
@@ -369,7 +370,7 @@ class TestLifecycle:
         timer = threading.Timer(1.0, sandbox.close)
         timer.start()
         started = time.monotonic()
-        outcome = sandbox.run(Job("run-1", fmu_dirs["Hostile"], hostile(4), HANG_LIMITS))
+        outcome = sandbox.run(Job("run-1", fmu_dirs["Hostile"], RunSpec.from_wire(hostile(4)), HANG_LIMITS))
         timer.join()
         assert (outcome.status, outcome.error_code) == ("failed", "sandbox_error")
         assert outcome.error_message == "sandbox was closed during the run"
@@ -384,7 +385,7 @@ class TestLifecycle:
         try:
             os.kill(sandbox.pid, signal.SIGKILL)
             time.sleep(0.2)
-            outcome = sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], {}, DEFAULT_LIMITS))
+            outcome = sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], RunSpec(), DEFAULT_LIMITS))
         finally:
             sandbox.close()
         assert (outcome.status, outcome.error_code) == ("failed", "sandbox_error")
@@ -406,9 +407,10 @@ class TestLifecycle:
         with backend.start(DEFAULT_LIMITS) as sandbox:
             bigger = dataclasses.replace(DEFAULT_LIMITS, memory_bytes=DEFAULT_LIMITS.memory_bytes * 2)
             with pytest.raises(SandboxError):
-                sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], {}, bigger))
+                sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], RunSpec(), bigger))
             shorter = dataclasses.replace(DEFAULT_LIMITS, deadline_s=15.0)
-            assert sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], {"stop_time": 1.0}, shorter)).status == "succeeded"
+            job = Job("run-1", fmu_dirs["VanDerPol"], RunSpec(stop_time=1.0), shorter)
+            assert sandbox.run(job).status == "succeeded"
 
     def test_unknown_spec_variable_is_model_error(self, backend: SandboxBackend, fmu_dirs: dict[str, Path]) -> None:
         outcome = run_once(backend, fmu_dirs["VanDerPol"], {"start_values": {"nope": 1.0}}).outcome
@@ -492,6 +494,7 @@ _DYING_HOST = """
 import sys, threading
 from pathlib import Path
 from app.sandbox import Job, Limits, create_backend
+from app.sandbox.runner import RunSpec
 from app.sandbox.warm import ZygoteBackend
 limits = Limits(memory_bytes=512 << 20, deadline_s=600.0)
 work_dir = Path(sys.argv[2])
@@ -500,7 +503,7 @@ backend = create_backend(sys.argv[1].removesuffix("-warm"), work_dir=work_dir)
 backend = ZygoteBackend(backend) if warm else backend
 sandbox = backend.start(limits)
 assert sandbox.wait_ready(60)
-spec = {"fmi_type": "CoSimulation", "start_values": {"mode": 3}}
+spec = RunSpec(fmi_type="CoSimulation", start_values={"mode": 3})
 threading.Thread(target=sandbox.run, args=(Job("run-1", Path(sys.argv[3]), spec, limits),), daemon=True).start()
 # A forked run's processes carry its zygote's command line.
 print(sandbox.tree.zygote.id if warm else sandbox.id, flush=True)

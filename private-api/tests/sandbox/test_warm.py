@@ -21,6 +21,7 @@ import pytest
 from app.sandbox import Job, Limits, Sandbox, SandboxBackend
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.pool import SandboxPool
+from app.sandbox.runner import RunSpec
 from app.sandbox.warm import ForkedTree, Reuse, Zygote
 
 from .conftest import DEFAULT_LIMITS, assert_nothing_left, backend_named, children_of, read_table, zygote_levels
@@ -38,7 +39,7 @@ def run(sandbox: Sandbox, fmu_dir: Path, spec: dict[str, Any], limits: Limits = 
     """Run one job, return (outcome, last probe value or nan), close the sandbox, check nothing is left."""
     assert isinstance(sandbox, ChildProcessSandbox)
     try:
-        outcome = sandbox.run(Job("run-1", fmu_dir, spec, limits))
+        outcome = sandbox.run(Job("run-1", fmu_dir, RunSpec.from_wire(spec), limits))
         probe = float("nan")
         if outcome.result_path is not None and "probe" in (table := read_table(outcome.result_path)).column_names:
             probe = table.column("probe").to_pylist()[-1]
@@ -128,7 +129,7 @@ class TestOneZygotePerTenant:
             for sandbox, warm in ((ahead, True), (now, False)):
                 assert isinstance(sandbox, ChildProcessSandbox) and sandbox.wait_ready(30)
                 assert sandbox.ready is not None and sandbox.ready["warm"] is warm
-                outcome = sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], {"stop_time": 1.0}, DEFAULT_LIMITS))
+                outcome = sandbox.run(Job("run-1", fmu_dirs["VanDerPol"], RunSpec(stop_time=1.0), DEFAULT_LIMITS))
                 assert outcome.status == "succeeded" and outcome.result_path is not None, outcome
                 tables.append(read_table(outcome.result_path))
         finally:
