@@ -3,11 +3,12 @@
     from fmu_gateway_sdk import FMUGatewayClient
 
     with FMUGatewayClient() as client:          # $FMU_GATEWAY_API_KEY, $FMU_GATEWAY_URL
-        result = client.simulate("VanDerPol.fmu", start_values={"mu": 2.5}, stop_time=10)
+        result = client.simulate("VanDerPol.fmu", start_values={"mu": 2.5}, stop_time=10, output=["x0"])
         print(result.to_pandas().head())
 """
 
 from fmu_gateway_sdk._client import AsyncFMUGatewayClient, FMUGatewayClient, FmuInput
+from fmu_gateway_sdk._run_request import RunOptions
 from fmu_gateway_sdk._version import __version__
 from fmu_gateway_sdk.auth import ApiKeyAuth, TokenAuth
 from fmu_gateway_sdk.errors import (
@@ -64,6 +65,7 @@ __all__ = [
     "Run",
     "RunError",
     "RunFailedError",
+    "RunOptions",
     "RunResultInfo",
     "RunTimings",
     "SimulationResult",

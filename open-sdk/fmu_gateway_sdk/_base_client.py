@@ -1,8 +1,9 @@
 """The HTTP layer under both clients: configuration, authentication, retries and error mapping.
 
 Every request is retried on connection errors, 408/429/5xx (see ``_retry``). That is safe because
-every call of this API is idempotent: reads, a content-addressed upload, a cancel, and run creation,
-which always carries an ``Idempotency-Key`` that is the same on each retry.
+every call of this API is idempotent: reads and deletes by nature, and every POST (an upload, a run
+or sweep submission, a cancel) because it carries an ``Idempotency-Key``, made here once per call and
+the same on each of its retries: a retry is then answered as the first attempt was.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 import platform
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -34,10 +36,26 @@ Params = Mapping[str, str | int | float | None]
 SyncContent = bytes | Callable[[], Iterable[bytes]]
 AsyncContent = bytes | Callable[[], AsyncIterable[bytes]]
 TimeoutArg = float | httpx.Timeout | None
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 
 def resolve_base_url(base_url: str | None) -> str:
     return (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def new_idempotency_key() -> str:
+    return f"sdk-{uuid.uuid4().hex}"
+
+
+def request_headers(method: str, headers: Mapping[str, str] | None,
+                    idempotency_key: str | None) -> dict[str, str] | None:
+    """The headers of one call, sent on each of its attempts: a POST's carry its ``Idempotency-Key``
+    (the caller's, or a new one), so a retry can never do the work twice."""
+    if method.upper() != "POST":
+        if idempotency_key is not None:
+            raise ValueError(f"an Idempotency-Key is for POST requests, not {method}")
+        return dict(headers) if headers else None
+    return {**(headers or {}), IDEMPOTENCY_KEY_HEADER: idempotency_key or new_idempotency_key()}
 
 
 class _Requester:
@@ -113,11 +131,14 @@ class SyncRequester(_Requester):
 
     def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
                 content: SyncContent | None = None, headers: Mapping[str, str] | None = None,
-                timeout: TimeoutArg = None, follow_redirects: bool = False) -> httpx.Response:
+                timeout: TimeoutArg = None, follow_redirects: bool = False,
+                idempotency_key: str | None = None) -> httpx.Response:
         """Send with retries; return the 2xx response or raise the typed error.
 
+        A POST carries ``idempotency_key``, or one made for this call, on every attempt.
         ``follow_redirects``: for downloads the server may hand to storage (a presigned URL); httpx
         drops the ``Authorization`` header when a redirect leaves the gateway's origin."""
+        headers = request_headers(method, headers, idempotency_key)
         attempt = 0
         while True:
             try:
@@ -135,7 +156,6 @@ class SyncRequester(_Requester):
                 return step
             time.sleep(step)
             attempt += 1
-
 
     def stream_lines(self, path: str, *, read_timeout: float | None,
                      last_event_id: str | None = None) -> Iterator[str]:
@@ -163,9 +183,11 @@ class AsyncRequester(_Requester):
 
     async def request(self, method: str, path: str, *, params: Params | None = None, json: Any = None,
                       content: AsyncContent | None = None, headers: Mapping[str, str] | None = None,
-                      timeout: TimeoutArg = None, follow_redirects: bool = False) -> httpx.Response:
-        """Send with retries; return the 2xx response or raise the typed error (``follow_redirects``:
-        see :meth:`SyncRequester.request`)."""
+                      timeout: TimeoutArg = None, follow_redirects: bool = False,
+                      idempotency_key: str | None = None) -> httpx.Response:
+        """Send with retries; return the 2xx response or raise the typed error (``idempotency_key``,
+        ``follow_redirects``: see :meth:`SyncRequester.request`)."""
+        headers = request_headers(method, headers, idempotency_key)
         attempt = 0
         while True:
             try:

@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from typing_extensions import Self
+from typing_extensions import Self, Unpack
 
 from fmu_gateway_sdk._base_client import (
     DEFAULT_MAX_RETRIES,
@@ -20,9 +20,10 @@ from fmu_gateway_sdk._base_client import (
     resolve_base_url,
 )
 from fmu_gateway_sdk._retry import RetryPolicy
+from fmu_gateway_sdk._run_request import RunOptions, run_options
 from fmu_gateway_sdk.auth import AuthMode, resolve_auth
 from fmu_gateway_sdk.errors import FMUGatewayError, RunFailedError
-from fmu_gateway_sdk.models import FmiType, FmuSummary, Run, Solver, SweepMethod
+from fmu_gateway_sdk.models import FmuSummary, Run, SweepMethod
 from fmu_gateway_sdk.resources import (
     AsyncBilling,
     AsyncFmus,
@@ -73,10 +74,12 @@ class FMUGatewayClient:
     """The FMU Gateway API.
 
     ``api_key`` defaults to ``$FMU_GATEWAY_API_KEY``, ``base_url`` to ``$FMU_GATEWAY_URL`` or
-    ``http://127.0.0.1:8000``. ``timeout`` is per HTTP request (long-polls get their wait on top);
-    failed requests are retried up to ``max_retries`` times with backoff. ``auth_mode="token"`` sends the
-    API key only to exchange it for short-lived access tokens, which every other request carries and
-    which are renewed before they expire. ``auth`` replaces the API key with any ``httpx.Auth`` (see
+    ``http://127.0.0.1:8000``. ``timeout`` is how long the client waits for each HTTP response
+    (long-polls get their wait on top): in the SDK ``timeout`` always bounds the client's waiting, and
+    a run's own wall-clock limit is ``run_timeout`` (:class:`RunOptions`). Failed requests are retried
+    up to ``max_retries`` times with backoff. ``auth_mode="token"`` sends the API key only to exchange
+    it for short-lived access tokens, which every other request carries and which are renewed before
+    they expire. ``auth`` replaces the API key with any ``httpx.Auth`` (see
     :mod:`fmu_gateway_sdk.auth`). Use it as a context manager, or ``close()`` it.
     """
 
@@ -92,23 +95,22 @@ class FMUGatewayClient:
         self.billing = Billing(self._api)
         self.sweeps = Sweeps(self._api)
 
-    def simulate(self, fmu: FmuInput, *, start_values: Mapping[str, Any] | None = None,
-                 start_time: float | None = None, stop_time: float | None = None,
-                 output_interval: float | None = None, outputs: Sequence[str] | None = None, input: Any = None,
-                 fmi_type: FmiType | None = None, solver: Solver | None = None,
-                 relative_tolerance: float | None = None, timeout: float | None = None) -> SimulationResult:
+    def simulate(self, fmu: FmuInput, *, timeout: float | None = None,
+                 **options: Unpack[RunOptions]) -> SimulationResult:
         """Simulate an FMU and return its result, like ``fmpy.simulate_fmu`` on the server.
 
         ``fmu`` is a path to a ``.fmu`` file (uploaded unless the server has those bytes already), an
-        FMU id, or an FMU object. ``input`` is a dict of columns, an FMPy-style structured array or a
-        DataFrame with a ``time`` column; ``timeout`` is the run's wall-clock limit in seconds. Raises
-        :class:`RunFailedError` (with the run and its log) if the run does not succeed.
+        FMU id, or an FMU object. ``options`` are :class:`RunOptions`: ``start_values``, ``stop_time``,
+        ``output``, ``step_size``, ``input``, ... and ``run_timeout``, the run's wall-clock limit.
+        Raises :class:`RunFailedError` (with the run and its log) if the run does not succeed.
+
+        ``timeout`` is deprecated here: it still sets the run's wall-clock limit (``run_timeout``), with
+        a ``DeprecationWarning``; elsewhere in the SDK ``timeout`` is how long the client waits.
         """
+        options = run_options(options, caller="simulate", timeout=timeout)
         path = local_fmu_path(fmu)
         target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        run = self.runs.create(target, start_values=start_values, start_time=start_time, stop_time=stop_time,
-                               output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
-                               solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
+        run = self.runs.create(target, **options)
         # Two round trips: the submission, then the result once the run has finished.
         outcome = self.runs.finished_result(run)
         if isinstance(outcome, Run):
@@ -117,27 +119,21 @@ class FMUGatewayClient:
 
     def sweep(self, fmu: FmuInput, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
               method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
-              progress: bool = True, timeout: float | None = None, start_values: Mapping[str, Any] | None = None,
-              start_time: float | None = None, stop_time: float | None = None,
-              output_interval: float | None = None, outputs: Sequence[str] | None = None, input: Any = None,
-              fmi_type: FmiType | None = None, solver: Solver | None = None,
-              relative_tolerance: float | None = None, run_timeout: float | None = None) -> SweepResult:
+              progress: bool = True, timeout: float | None = None, **options: Unpack[RunOptions]) -> SweepResult:
         """Run a parameter sweep and return its tables once every child has ended.
 
         ``fmu`` as for :meth:`simulate`. ``parameters``: for ``grid`` value lists by name, for
         ``list`` a list of start-value dicts, for ``lhs``/``sobol``/``random`` ranges
-        (``{"mu": (0.1, 2.0)}``) and ``samples`` draws, reproducible with ``seed``. The other
-        arguments are the base run's, as for :meth:`simulate` (``run_timeout`` is each child's
-        wall-clock limit). ``progress`` shows a progress bar on stderr; ``timeout`` bounds the wait
+        (``{"mu": (0.1, 2.0)}``) and ``samples`` draws, reproducible with ``seed``. ``options`` are
+        the base run's :class:`RunOptions` (``run_timeout`` is each child's wall-clock limit).
+        ``progress`` shows a progress bar on stderr; ``timeout`` bounds how long the client waits
         (:class:`WaitTimeoutError`). A failed child does not raise: see ``result.failed_runs``.
         """
+        options = run_options(options, caller="sweep")
         path = local_fmu_path(fmu)
         target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
         created = self.sweeps.create(target, parameters=parameters, method=method, samples=samples, seed=seed,
-                                     start_values=start_values, start_time=start_time, stop_time=stop_time,
-                                     output_interval=output_interval, outputs=outputs, input=input,
-                                     fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
-                                     timeout=run_timeout)
+                                     **options)
         return self.sweeps.result(self.sweeps.wait(created, timeout=timeout, progress=progress))
 
     def _log_of(self, run: Run) -> str | None:
@@ -177,24 +173,13 @@ class AsyncFMUGatewayClient:
         self.billing = AsyncBilling(self._api)
         self.sweeps = AsyncSweeps(self._api)
 
-    async def simulate(self, fmu: FmuInput, *, start_values: Mapping[str, Any] | None = None,
-                       start_time: float | None = None, stop_time: float | None = None,
-                       output_interval: float | None = None, outputs: Sequence[str] | None = None,
-                       input: Any = None, fmi_type: FmiType | None = None, solver: Solver | None = None,
-                       relative_tolerance: float | None = None, timeout: float | None = None) -> SimulationResult:
-        """Simulate an FMU and return its result, like ``fmpy.simulate_fmu`` on the server.
-
-        ``fmu`` is a path to a ``.fmu`` file (uploaded unless the server has those bytes already), an
-        FMU id, or an FMU object. ``input`` is a dict of columns, an FMPy-style structured array or a
-        DataFrame with a ``time`` column; ``timeout`` is the run's wall-clock limit in seconds. Raises
-        :class:`RunFailedError` (with the run and its log) if the run does not succeed.
-        """
+    async def simulate(self, fmu: FmuInput, *, timeout: float | None = None,
+                       **options: Unpack[RunOptions]) -> SimulationResult:
+        """Simulate an FMU and return its result (see :meth:`FMUGatewayClient.simulate`)."""
+        options = run_options(options, caller="simulate", timeout=timeout)
         path = local_fmu_path(fmu)
         target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        run = await self.runs.create(target, start_values=start_values, start_time=start_time, stop_time=stop_time,
-                                     output_interval=output_interval, outputs=outputs, input=input,
-                                     fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
-                                     timeout=timeout)
+        run = await self.runs.create(target, **options)
         outcome = await self.runs.finished_result(run)
         if isinstance(outcome, Run):
             raise RunFailedError(outcome, log=await self._log_of(outcome), request_id=outcome.request_id)
@@ -203,20 +188,14 @@ class AsyncFMUGatewayClient:
     async def sweep(self, fmu: FmuInput, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                     method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
                     progress: bool = True, timeout: float | None = None,
-                    start_values: Mapping[str, Any] | None = None, start_time: float | None = None,
-                    stop_time: float | None = None, output_interval: float | None = None,
-                    outputs: Sequence[str] | None = None, input: Any = None, fmi_type: FmiType | None = None,
-                    solver: Solver | None = None, relative_tolerance: float | None = None,
-                    run_timeout: float | None = None) -> SweepResult:
+                    **options: Unpack[RunOptions]) -> SweepResult:
         """Run a parameter sweep and return its tables once every child has ended (see
         :meth:`FMUGatewayClient.sweep`)."""
+        options = run_options(options, caller="sweep")
         path = local_fmu_path(fmu)
         target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
         created = await self.sweeps.create(target, parameters=parameters, method=method, samples=samples,
-                                           seed=seed, start_values=start_values, start_time=start_time,
-                                           stop_time=stop_time, output_interval=output_interval, outputs=outputs,
-                                           input=input, fmi_type=fmi_type, solver=solver,
-                                           relative_tolerance=relative_tolerance, timeout=run_timeout)
+                                           seed=seed, **options)
         return await self.sweeps.result(await self.sweeps.wait(created, timeout=timeout, progress=progress))
 
     async def _log_of(self, run: Run) -> str | None:

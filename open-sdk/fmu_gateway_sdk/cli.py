@@ -93,7 +93,8 @@ def _main(
     base_url: Annotated[str | None, typer.Option(
         envvar="FMU_GATEWAY_URL", show_default=False,
         help="Server URL [default: http://127.0.0.1:8000].")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = DEFAULT_TIMEOUT,
+    timeout: Annotated[float, typer.Option(help="Seconds the client waits for each HTTP response.")
+                       ] = DEFAULT_TIMEOUT,
     max_retries: Annotated[int, typer.Option(min=0, help="Retries of a failed request.")] = DEFAULT_MAX_RETRIES,
 ) -> None:
     ctx.obj = _Options(api_key, base_url, timeout, max_retries)
@@ -153,6 +154,23 @@ def _parse_value(text: str) -> bool | int | float | str:
         return float(text)
     except ValueError:
         return text
+
+
+# A command's --timeout used to be the run's wall-clock limit: it still is, said to be deprecated.
+DeprecatedTimeoutOption = Annotated[float | None, typer.Option("--timeout", hidden=True, show_default=False)]
+StepSizeOption = Annotated[float | None, typer.Option(
+    help="Fixed step size of the Euler solver (ModelExchange).", show_default=False)]
+
+
+def _run_timeout(run_timeout: float | None, deprecated: float | None) -> float | None:
+    if deprecated is None:
+        return run_timeout
+    if run_timeout is not None:
+        raise typer.BadParameter("give --run-timeout only (--timeout is its deprecated name)",
+                                 param_hint="--timeout")
+    _err().print("warning: the command's --timeout is deprecated: it is the run's wall-clock limit, "
+                 "--run-timeout (fmu-gateway --timeout before the command is the HTTP timeout)")
+    return deprecated
 
 
 def _start_values(assignments: list[str]) -> dict[str, Any]:
@@ -315,24 +333,27 @@ def run(ctx: typer.Context,
                                                                   help="Variable to record (repeatable).")] = None,
         input_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
                                                         help="CSV input table: a 'time' column plus inputs.")] = None,
-        timeout: Annotated[float | None, typer.Option(help="Wall-clock limit of the run, seconds.",
-                                                      show_default=False)] = None,
+        step_size: StepSizeOption = None,
+        run_timeout: Annotated[float | None, typer.Option(help="Wall-clock limit of the run on the server, seconds.",
+                                                          show_default=False)] = None,
+        timeout: DeprecatedTimeoutOption = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Save the result: .csv, .parquet, "
                                                     ".arrow or .json", show_default=False)] = None,
         head: Annotated[int, typer.Option(min=0, help="Rows to print when not saving.")] = 10,
         quiet: QuietOption = False) -> None:
     """Simulate an FMU and save or print the result."""
     fmt = _result_format(output) if output is not None else None
+    limit = _run_timeout(run_timeout, timeout)
     start_values = _start_values(set_ or [])
     input_table = _read_input_csv(input_file) if input_file is not None else None
     with _session(ctx) as client:
         target = _resolve_fmu(client, fmu)
         submitted = client.runs.create(
             target, start_values=start_values, start_time=start_time, stop_time=stop_time,
-            output_interval=output_interval, outputs=output_variable, input=input_table,
+            output_interval=output_interval, step_size=step_size, output=output_variable, input=input_table,
             fmi_type=fmi_type.value if fmi_type else None,
             solver=solver.value if solver else None, relative_tolerance=relative_tolerance,
-            timeout=timeout, wait=LONG_POLL_S)
+            run_timeout=limit, wait=LONG_POLL_S)
         finished = submitted if submitted.finished else client.runs.wait(submitted)
         if not finished.succeeded:
             raise RunFailedError(finished, log=client.runs.log(finished), request_id=finished.request_id)
@@ -404,8 +425,10 @@ def sweep(ctx: typer.Context,
           output_interval: Annotated[float | None, typer.Option(show_default=False)] = None,
           output_variable: Annotated[list[str] | None, typer.Option(
               metavar="NAME", help="Variable to record (repeatable).")] = None,
-          timeout: Annotated[float | None, typer.Option(help="Wall-clock limit of each run, seconds.",
-                                                        show_default=False)] = None,
+          step_size: StepSizeOption = None,
+          run_timeout: Annotated[float | None, typer.Option(
+              help="Wall-clock limit of each run on the server, seconds.", show_default=False)] = None,
+          timeout: DeprecatedTimeoutOption = None,
           out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the long table: .csv, .parquet or "
                                                    ".arrow", show_default=False)] = None,
           summary: Annotated[Path | None, typer.Option(help="Save the summary (one row per run): .csv, .parquet "
@@ -422,13 +445,15 @@ def sweep(ctx: typer.Context,
     if chosen != "grid" and (not param or samples is None):
         raise typer.BadParameter(f"{chosen} needs --param NAME=MIN:MAX and --samples", param_hint="--param")
     formats = {path: _table_format(path) for path in (out, summary) if path is not None}
+    limit = _run_timeout(run_timeout, timeout)
     parameters: dict[str, Any] = _value_lists(value or []) if chosen == "grid" else _ranges(param or [])
     with _session(ctx) as client:
         target = _resolve_fmu(client, fmu)
         created = client.sweeps.create(
             target, parameters=parameters, method=chosen,  # type: ignore[arg-type]
             samples=samples, seed=seed, start_values=_start_values(set_ or []), start_time=start_time,
-            stop_time=stop_time, output_interval=output_interval, outputs=output_variable, timeout=timeout)
+            stop_time=stop_time, output_interval=output_interval, step_size=step_size, output=output_variable,
+            run_timeout=limit)
         done = client.sweeps.wait(created, progress=progress or _err().is_terminal)
         if out is not None:
             out.write_bytes(client.sweeps.download_result(done, format=formats[out]))

@@ -1,6 +1,7 @@
-"""The SDK is tested against a real gateway: ``fmu-gateway-admin serve`` in a subprocess on a free
-port (private-api/tests/api/gateway_process.py), with a var dir under the repository's var/ that is
-removed afterwards. Nothing is mocked."""
+"""The SDK's own tests: the client against a fake gateway over real HTTP on 127.0.0.1
+(pytest-httpserver), so they need only the SDK and its ``[test]`` extra. What the client sends, how it
+retries, which error it raises, how long it waits. The SDK against the real server is
+private-api/tests/sdk."""
 
 from __future__ import annotations
 
@@ -9,54 +10,54 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PRIVATE_TESTS = REPO_ROOT / "private-api" / "tests"
-for _path in (PRIVATE_TESTS / "api", PRIVATE_TESTS):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:  # as pytest's default import mode does; --import-mode=importlib does not
+    sys.path.insert(0, TESTS_DIR)
 
-from fmus.build import build_all  # noqa: E402
-from gateway_process import Gateway, running_gateway  # noqa: E402
-from thirdparty.fetch import fetch_thirdparty_fmus  # noqa: E402
+from fake_gateway import API_KEY, FAST_RETRIES, FakeGateway, Twin  # noqa: E402
 
 from fmu_gateway_sdk import FMUGatewayClient  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def gateway() -> Iterator[Gateway]:
-    """One gateway for the suite, without a rate limit (the retry tests start their own)."""
-    with running_gateway("sdk", FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0") as gateway:
-        yield gateway
-
-
-@pytest.fixture(scope="session")
-def api_key(gateway: Gateway) -> str:
-    return gateway.create_user(credits=100_000)
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver's server on the loopback address, on a free port."""
+    return "127.0.0.1", 0
 
 
 @pytest.fixture
-def fresh_key(gateway: Gateway) -> str:
-    """A new user's key, for tests that count that user's FMUs, runs or credits."""
-    return gateway.create_user(credits=1000)
+def fake(httpserver: HTTPServer) -> Iterator[FakeGateway]:
+    # An unexpected request gets a status the client does not retry, and fails the test afterwards.
+    httpserver.no_handler_status_code = 418
+    yield FakeGateway(httpserver)
+    httpserver.check_assertions()
 
 
-@pytest.fixture(scope="session")
-def client(gateway: Gateway, api_key: str) -> Iterator[FMUGatewayClient]:
-    with FMUGatewayClient(api_key, gateway.base_url) as client:
+@pytest.fixture
+def own_fake() -> Iterator[FakeGateway]:
+    """A fake gateway of the test's own, threaded, for handlers that outlast the client's patience:
+    their late answers must not land in the next test's log."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.no_handler_status_code = 418
+    server.start()
+    try:
+        yield FakeGateway(server)
+        server.check_assertions()
+    finally:
+        server.clear()
+        server.stop()
+
+
+@pytest.fixture
+def client(fake: FakeGateway) -> Iterator[FMUGatewayClient]:
+    with FMUGatewayClient(API_KEY, fake.base_url) as client:
+        client._api.retry = FAST_RETRIES
         yield client
 
 
-@pytest.fixture(scope="session")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The project's test FMUs by name: VanDerPol, Feedthrough, Hostile, BouncingBall3."""
-    return build_all(tmp_path_factory.mktemp("sdk-fmus"))
-
-
-@pytest.fixture(scope="session")
-def thirdparty() -> dict[str, Path]:
-    """Real FMUs from other tools: om_fmi2 (OpenModelica MassSpringSystem), fmi3 (Reference-FMUs VanDerPol)."""
-    found = fetch_thirdparty_fmus(REPO_ROOT / "var" / "thirdparty-fmus")
-    if not found:
-        pytest.skip("third-party FMUs could not be downloaded from the package index")
-    return found
+@pytest.fixture(params=["sync", "async"])
+def twin(request: pytest.FixtureRequest, fake: FakeGateway) -> Twin:
+    """``twin("simulate", ...)``: the call through FMUGatewayClient, then through AsyncFMUGatewayClient."""
+    return Twin(request.param, fake.base_url)

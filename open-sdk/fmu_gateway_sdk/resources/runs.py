@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 import anyio
+from typing_extensions import Unpack
 
 from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
-from fmu_gateway_sdk._run_request import run_body
+from fmu_gateway_sdk._run_request import RunOptions, run_body, run_options
 from fmu_gateway_sdk.errors import ConflictError, WaitTimeoutError
-from fmu_gateway_sdk.models import FmiType, ResultFormat, Run, RunStatus, Solver, page_from_response
+from fmu_gateway_sdk.models import ResultFormat, Run, RunStatus, page_from_response
 from fmu_gateway_sdk.resources.fmus import FmuRef, fmu_id, fmu_path
 from fmu_gateway_sdk.result import SimulationResult
 
@@ -33,10 +32,6 @@ def run_id(run: RunRef) -> str:
 
 def run_path(run: RunRef, suffix: str = "") -> str:
     return f"/v1/runs/{quote(run_id(run), safe='')}{suffix}"
-
-
-def new_idempotency_key() -> str:
-    return f"sdk-{uuid.uuid4().hex}"
 
 
 class _WaitClock:
@@ -64,26 +59,20 @@ class Runs:
     def __init__(self, api: SyncRequester) -> None:
         self._api = api
 
-    def create(self, fmu: FmuRef, *, start_values: Mapping[str, Any] | None = None, start_time: float | None = None,
-               stop_time: float | None = None, output_interval: float | None = None,
-               outputs: Sequence[str] | None = None, input: Any = None, fmi_type: FmiType | None = None,
-               solver: Solver | None = None, relative_tolerance: float | None = None,
-               timeout: float | None = None, wait: float = 0, idempotency_key: str | None = None) -> Run:
-        """Submit a simulation of an uploaded FMU; the arguments are ``fmpy.simulate_fmu``'s.
+    def create(self, fmu: FmuRef, *, wait: float = 0, idempotency_key: str | None = None,
+               timeout: float | None = None, **options: Unpack[RunOptions]) -> Run:
+        """Submit a simulation of an uploaded FMU; ``options`` are :class:`RunOptions`
+        (``fmpy.simulate_fmu``'s keywords, and ``run_timeout``).
 
-        ``input`` is a dict of columns, an FMPy-style structured array or a DataFrame with a ``time``
-        column; ``timeout`` is the run's wall-clock limit in seconds. ``wait`` seconds (long-poll) lets
-        a short run come back finished. Retries reuse one ``Idempotency-Key`` (generated unless given),
-        so a retried submission never creates or charges a second run.
+        ``wait`` seconds (long-poll) lets a short run come back finished. Retries reuse one
+        ``Idempotency-Key`` (``idempotency_key``, or one made for this call), so a retried submission
+        never creates or charges a second run. ``timeout`` is the deprecated spelling of ``run_timeout``.
         """
-        body = run_body(start_values=start_values, start_time=start_time, stop_time=stop_time,
-                        output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
-                        solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
+        body = run_body(run_options(options, caller="runs.create", timeout=timeout))
         # The POST itself never long-polls: a retry then finds the first attempt answered (its
         # response is replayed) instead of still running; the wait is a separate, safe GET.
-        created = Run.from_response(self._api.request(
-            "POST", f"{fmu_path(fmu)}/runs", json=body,
-            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()}))
+        created = Run.from_response(self._api.request("POST", f"{fmu_path(fmu)}/runs", json=body,
+                                                      idempotency_key=idempotency_key))
         if wait <= 0 or created.finished:
             return created
         return Run.from_response(self._api.request(
@@ -107,7 +96,8 @@ class Runs:
     def wait(self, run: RunRef, *, timeout: float | None = None) -> Run:
         """Block until the run has finished (succeeded, failed, timed out or cancelled) and return it.
 
-        Raises :class:`WaitTimeoutError` if ``timeout`` seconds pass first; the run goes on regardless.
+        Raises :class:`WaitTimeoutError` if ``timeout`` seconds pass first (how long the client waits;
+        the run's own limit is ``run_timeout`` at creation); the run goes on regardless.
         """
         clock = _WaitClock(timeout)
         while True:
@@ -160,25 +150,12 @@ class AsyncRuns:
     def __init__(self, api: AsyncRequester) -> None:
         self._api = api
 
-    async def create(self, fmu: FmuRef, *, start_values: Mapping[str, Any] | None = None,
-                     start_time: float | None = None, stop_time: float | None = None,
-                     output_interval: float | None = None, outputs: Sequence[str] | None = None, input: Any = None,
-                     fmi_type: FmiType | None = None, solver: Solver | None = None,
-                     relative_tolerance: float | None = None, timeout: float | None = None, wait: float = 0,
-                     idempotency_key: str | None = None) -> Run:
-        """Submit a simulation of an uploaded FMU; the arguments are ``fmpy.simulate_fmu``'s.
-
-        ``input`` is a dict of columns, an FMPy-style structured array or a DataFrame with a ``time``
-        column; ``timeout`` is the run's wall-clock limit in seconds. ``wait`` seconds (long-poll) lets
-        a short run come back finished. Retries reuse one ``Idempotency-Key`` (generated unless given),
-        so a retried submission never creates or charges a second run.
-        """
-        body = run_body(start_values=start_values, start_time=start_time, stop_time=stop_time,
-                        output_interval=output_interval, outputs=outputs, input=input, fmi_type=fmi_type,
-                        solver=solver, relative_tolerance=relative_tolerance, timeout=timeout)
-        created = Run.from_response(await self._api.request(
-            "POST", f"{fmu_path(fmu)}/runs", json=body,
-            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()}))
+    async def create(self, fmu: FmuRef, *, wait: float = 0, idempotency_key: str | None = None,
+                     timeout: float | None = None, **options: Unpack[RunOptions]) -> Run:
+        """Submit a simulation of an uploaded FMU (see :meth:`Runs.create`)."""
+        body = run_body(run_options(options, caller="runs.create", timeout=timeout))
+        created = Run.from_response(await self._api.request("POST", f"{fmu_path(fmu)}/runs", json=body,
+                                                            idempotency_key=idempotency_key))
         if wait <= 0 or created.finished:
             return created
         return Run.from_response(await self._api.request(

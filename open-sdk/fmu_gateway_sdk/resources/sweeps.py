@@ -21,21 +21,13 @@ import anyio
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing_extensions import Unpack
 
 from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
-from fmu_gateway_sdk._run_request import run_body
+from fmu_gateway_sdk._run_request import RunOptions, run_body, run_options, start_values_json
 from fmu_gateway_sdk.errors import APIConnectionError, NotFoundError, RateLimitError, WaitTimeoutError
-from fmu_gateway_sdk.models import (
-    FmiType,
-    Solver,
-    Sweep,
-    SweepMethod,
-    SweepRun,
-    TableFormat,
-    page_from_response,
-)
+from fmu_gateway_sdk.models import Sweep, SweepMethod, SweepRun, TableFormat, page_from_response
 from fmu_gateway_sdk.resources.fmus import FmuRef, fmu_id, fmu_path
-from fmu_gateway_sdk.resources.runs import new_idempotency_key
 from fmu_gateway_sdk.sweep_result import SweepResult, arrow_to_pandas
 
 #: A sweep: its id or the object itself.
@@ -59,14 +51,13 @@ def sweep_path(sweep: SweepRef, suffix: str = "") -> str:
 
 
 def sweep_body(*, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]], method: SweepMethod,
-               samples: int | None, seed: int | None, run_spec: dict[str, Any]) -> dict[str, Any]:
-    body = run_body(**run_spec)
+               samples: int | None, seed: int | None, options: RunOptions) -> dict[str, Any]:
+    """The body of ``POST /v1/fmus/{id}/sweeps``: the base run's settings, the space and its sampling."""
+    body = run_body(options)
     if isinstance(parameters, Mapping):
         space: Any = {str(k): _space_entry(v) for k, v in parameters.items()}
     else:
-        space = [dict(run_body(start_values=s, start_time=None, stop_time=None, output_interval=None,
-                               outputs=None, input=None, fmi_type=None, solver=None, relative_tolerance=None,
-                               timeout=None).get("start_values", {})) for s in parameters]
+        space = [start_values_json(sample) for sample in parameters]
     body.update(method=method, parameters=space)
     if samples is not None:
         body["samples"] = int(samples)
@@ -90,15 +81,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and not isinstance(value, bool | int | float | str):
         return value.item()
     return value
-
-
-def _run_spec(*, start_values: Mapping[str, Any] | None, start_time: float | None, stop_time: float | None,
-              output_interval: float | None, outputs: Sequence[str] | None, input: Any,
-              fmi_type: FmiType | None, solver: Solver | None, relative_tolerance: float | None,
-              timeout: float | None) -> dict[str, Any]:
-    return {"start_values": start_values, "start_time": start_time, "stop_time": stop_time,
-            "output_interval": output_interval, "outputs": outputs, "input": input, "fmi_type": fmi_type,
-            "solver": solver, "relative_tolerance": relative_tolerance, "timeout": timeout}
 
 
 class _EventParser:
@@ -194,23 +176,18 @@ class Sweeps:
 
     def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
-               start_values: Mapping[str, Any] | None = None, start_time: float | None = None,
-               stop_time: float | None = None, output_interval: float | None = None,
-               outputs: Sequence[str] | None = None, input: Any = None, fmi_type: FmiType | None = None,
-               solver: Solver | None = None, relative_tolerance: float | None = None,
-               timeout: float | None = None, idempotency_key: str | None = None) -> Sweep:
-        """Submit a sweep of an uploaded FMU: one child run per sample, the other arguments are the
-        base run's (``fmpy.simulate_fmu``'s). ``parameters``: for ``grid`` value lists by name
-        (``{"mu": [0.5, 1, 2]}``), for ``list`` a list of start-value dicts, for ``lhs``/``sobol``/
-        ``random`` ranges (``{"mu": (0.1, 2.0)}`` or ``{"mu": {"min": 0.1, "max": 2.0}}``) and
-        ``samples``. Retries reuse one ``Idempotency-Key``, so a retry never creates a second sweep."""
-        body = sweep_body(parameters=parameters, method=method, samples=samples, seed=seed, run_spec=_run_spec(
-            start_values=start_values, start_time=start_time, stop_time=stop_time, output_interval=output_interval,
-            outputs=outputs, input=input, fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
-            timeout=timeout))
-        return Sweep.from_response(self._api.request(
-            "POST", f"{fmu_path(fmu)}/sweeps", json=body,
-            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()}))
+               idempotency_key: str | None = None, timeout: float | None = None,
+               **options: Unpack[RunOptions]) -> Sweep:
+        """Submit a sweep of an uploaded FMU: one child run per sample; ``options`` are the base run's
+        :class:`RunOptions` (``run_timeout`` is each child's limit). ``parameters``: for ``grid`` value
+        lists by name (``{"mu": [0.5, 1, 2]}``), for ``list`` a list of start-value dicts, for ``lhs``/
+        ``sobol``/``random`` ranges (``{"mu": (0.1, 2.0)}`` or ``{"mu": {"min": 0.1, "max": 2.0}}``)
+        and ``samples``. Retries reuse one ``Idempotency-Key``, so a retry never creates a second sweep.
+        ``timeout`` is the deprecated spelling of ``run_timeout``."""
+        body = sweep_body(parameters=parameters, method=method, samples=samples, seed=seed,
+                          options=run_options(options, caller="sweeps.create", timeout=timeout))
+        return Sweep.from_response(self._api.request("POST", f"{fmu_path(fmu)}/sweeps", json=body,
+                                                     idempotency_key=idempotency_key))
 
     def get(self, sweep: SweepRef) -> Sweep:
         return Sweep.from_response(self._api.request("GET", sweep_path(sweep)))
@@ -252,7 +229,8 @@ class Sweeps:
 
     def wait(self, sweep: SweepRef, *, timeout: float | None = None, progress: bool = False) -> Sweep:
         """Block until every child is final (or the sweep was cancelled) and return the sweep; with
-        ``progress`` a progress bar on stderr. Raises :class:`WaitTimeoutError` after ``timeout`` s."""
+        ``progress`` a progress bar on stderr. Raises :class:`WaitTimeoutError` once the client has
+        waited ``timeout`` seconds; the sweep goes on."""
         deadline = _Deadline(timeout)
         with _ProgressBar(progress) as bar:
             current = sweep if isinstance(sweep, Sweep) else self.get(sweep)
@@ -310,19 +288,13 @@ class AsyncSweeps:
 
     async def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                      method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
-                     start_values: Mapping[str, Any] | None = None, start_time: float | None = None,
-                     stop_time: float | None = None, output_interval: float | None = None,
-                     outputs: Sequence[str] | None = None, input: Any = None, fmi_type: FmiType | None = None,
-                     solver: Solver | None = None, relative_tolerance: float | None = None,
-                     timeout: float | None = None, idempotency_key: str | None = None) -> Sweep:
+                     idempotency_key: str | None = None, timeout: float | None = None,
+                     **options: Unpack[RunOptions]) -> Sweep:
         """Submit a sweep of an uploaded FMU (see :meth:`Sweeps.create`)."""
-        body = sweep_body(parameters=parameters, method=method, samples=samples, seed=seed, run_spec=_run_spec(
-            start_values=start_values, start_time=start_time, stop_time=stop_time, output_interval=output_interval,
-            outputs=outputs, input=input, fmi_type=fmi_type, solver=solver, relative_tolerance=relative_tolerance,
-            timeout=timeout))
-        return Sweep.from_response(await self._api.request(
-            "POST", f"{fmu_path(fmu)}/sweeps", json=body,
-            headers={"Idempotency-Key": idempotency_key or new_idempotency_key()}))
+        body = sweep_body(parameters=parameters, method=method, samples=samples, seed=seed,
+                          options=run_options(options, caller="sweeps.create", timeout=timeout))
+        return Sweep.from_response(await self._api.request("POST", f"{fmu_path(fmu)}/sweeps", json=body,
+                                                           idempotency_key=idempotency_key))
 
     async def get(self, sweep: SweepRef) -> Sweep:
         return Sweep.from_response(await self._api.request("GET", sweep_path(sweep)))

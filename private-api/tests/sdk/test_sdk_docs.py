@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from gateway_process import Gateway
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DOCUMENTS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "sdk_usage.md", REPO_ROOT / "open-sdk" / "README.md"]
 EXAMPLE = REPO_ROOT / "open-sdk" / "examples" / "run_fmu.py"
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)

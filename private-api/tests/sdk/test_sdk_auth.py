@@ -12,18 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_process import Gateway, running_gateway
-from sdk_support import count_requests
-
 from fmu_gateway_sdk import (
-    ApiKeyAuth,
     AsyncFMUGatewayClient,
     AuthenticationError,
     FMUGatewayClient,
-    FMUGatewayError,
     PermissionDeniedError,
     TokenAuth,
 )
+from gateway_process import Gateway, running_gateway
+from sdk_support import count_requests
 
 TOKEN_TTL_S = 3
 
@@ -188,9 +185,3 @@ class TestErrors:
                 pytest.raises(AuthenticationError) as caught:
             client.billing.balance()
         assert caught.value.code == "unauthenticated"
-
-    def test_auth_mode_cannot_be_combined_with_auth(self, key: str) -> None:
-        with pytest.raises(FMUGatewayError, match="auth_mode"):
-            FMUGatewayClient(auth=ApiKeyAuth(key), auth_mode="token")
-        with pytest.raises(ValueError, match="auth_mode"):
-            FMUGatewayClient(key, auth_mode="jwt")  # type: ignore[arg-type]

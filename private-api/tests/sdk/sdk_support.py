@@ -9,14 +9,11 @@ import signal
 import time
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from gateway_process import Gateway
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def count_requests(gateway: Gateway, method: str, path_pattern: str, status: int | None = None) -> int:

@@ -1,6 +1,7 @@
-"""Retries: a real 429 from a rate-limited gateway, a gateway restarted mid-call, and a gateway that
-crashes after creating a run, which the retried create must find (same Idempotency-Key) rather than
-run and charge twice."""
+"""Retries against real gateways: a real 429 from a rate-limited gateway, a gateway restarted mid-call,
+and a gateway that crashes after creating a run, which the retried create must find (same
+Idempotency-Key) rather than run and charge twice. The policy itself, and the key on every POST, are
+tested without a gateway in open-sdk/tests/test_retries.py and test_idempotency_key.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fmu_gateway_sdk import AsyncFMUGatewayClient, FMUGatewayClient, RateLimitError, ValidationError
 from gateway_process import Gateway, new_var_dir, running_gateway, start_gateway, stop_gateway
 from sdk_support import (
     count_requests,
@@ -25,9 +27,6 @@ from sdk_support import (
     require_server_feature,
     wait_until,
 )
-
-from fmu_gateway_sdk import AsyncFMUGatewayClient, FMUGatewayClient, RateLimitError, ValidationError
-from fmu_gateway_sdk._retry import RetryPolicy, parse_retry_after
 
 RATE_LIMIT_PER_MINUTE = 30  # a token every 2 s once the burst is spent: Retry-After is 2
 HOSTILE_SLEEP = 4
@@ -138,7 +137,7 @@ class TestServerRestart:
             with ThreadPoolExecutor(1) as pool:
                 # The create answers at once; the server dies during the wait that follows it.
                 submitted = pool.submit(client.runs.create, hostile, start_values={"mode": HOSTILE_SLEEP},
-                                        stop_time=1, timeout=3, wait=20)
+                                        stop_time=1, run_timeout=3, wait=20)
                 wait_until(lambda: bool(observer.get("/v1/runs").json()["data"]), timeout=30)
                 assert not submitted.done()
                 crash_gateway(first)
@@ -172,42 +171,3 @@ class TestIdempotencyKey:
                 client.runs.create(fmu, stop_time=2, idempotency_key="sweep-42")
             assert caught.value.code == "idempotency_key_reused"
             assert len(list(client.runs.list())) == 1
-
-    def test_each_create_gets_its_own_key(self, gateway: Gateway, fresh_key: str,
-                                          model_files: dict[str, Path]) -> None:
-        with FMUGatewayClient(fresh_key, gateway.base_url) as client:
-            fmu = client.fmus.upload(model_files["VanDerPol"])
-            ids = {client.runs.create(fmu, stop_time=1).id for _ in range(2)}
-            assert len(ids) == 2
-
-
-class TestRetryPolicy:
-    def response(self, status: int, **headers: str) -> httpx.Response:
-        return httpx.Response(status, headers=headers)
-
-    def test_backoff_doubles_up_to_the_cap_with_jitter(self) -> None:
-        policy = RetryPolicy(max_retries=10, initial_delay=0.5, max_delay=4.0, jitter=0.25)
-        for attempt, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (6, 4.0)]:
-            delays = [policy.backoff(attempt) for _ in range(200)]
-            assert all(0.75 * ceiling <= d <= ceiling for d in delays)
-            assert len(set(delays)) > 1
-
-    def test_retry_after_is_honoured(self) -> None:
-        policy = RetryPolicy(max_retries=3)
-        delay = policy.delay_after_response(0, self.response(429, **{"Retry-After": "7"}))
-        assert delay is not None and 7.0 <= delay < 7.5
-        date = self.response(503, **{"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"})
-        assert policy.delay_after_response(0, date) is None  # longer than max_retry_after: give up
-        assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
-
-    def test_only_transient_failures_are_retried(self) -> None:
-        policy = RetryPolicy(max_retries=2)
-        for status in (429, 500, 502, 503, 504):
-            assert policy.delay_after_response(0, self.response(status)) is not None
-        for status in (400, 401, 402, 403, 404, 409, 422):
-            assert policy.delay_after_response(0, self.response(status)) is None
-        assert policy.delay_after_response(2, self.response(503)) is None  # retries used up
-        assert policy.delay_after_error(0, httpx.ConnectError("refused")) is not None
-        assert policy.delay_after_error(0, httpx.ReadTimeout("slow")) is not None
-        assert policy.delay_after_error(0, httpx.RemoteProtocolError("hung up")) is not None
-        assert policy.delay_after_error(0, httpx.UnsupportedProtocol("ftp://")) is None

@@ -4,17 +4,11 @@ the ``client.sweeps`` resource, progress from Server-Sent Events, and ``fmu-gate
 from __future__ import annotations
 
 import asyncio
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from gateway_process import Gateway
-from scipy.stats import qmc
-from sdk_support import count_requests
-from typer.testing import CliRunner
-
 from fmu_gateway_sdk import (
     AsyncFMUGatewayClient,
     ConflictError,
@@ -24,7 +18,10 @@ from fmu_gateway_sdk import (
     ValidationError,
 )
 from fmu_gateway_sdk.cli import app
-from fmu_gateway_sdk.resources import AsyncSweeps, Sweeps
+from gateway_process import Gateway
+from scipy.stats import qmc
+from sdk_support import count_requests
+from typer.testing import CliRunner
 
 SHORT = {"stop_time": 1.0, "output_interval": 0.1}
 
@@ -71,7 +68,7 @@ class TestClientSweep:
         fmu = client.fmus.ensure_uploaded(model_files["Hostile"])
         # mode 4 sleeps until its timeout: the sweep is still running when cancelled.
         sweep = client.sweeps.create(fmu, parameters=[{"mode": 4}, {"mode": 4}], method="list", stop_time=1,
-                                     timeout=30)
+                                     run_timeout=30)
         assert next(iter(client.sweeps.list())).id == sweep.id
         assert client.sweeps.get(sweep.id).total == 2
         with pytest.raises(ConflictError) as info:
@@ -97,15 +94,6 @@ class TestClientSweep:
 
 
 class TestAsyncSweep:
-    def test_async_resource_has_the_sync_surface(self) -> None:
-        def methods(cls: type) -> dict[str, list[str]]:
-            return {name: list(inspect.signature(m).parameters) for name, m in vars(cls).items()
-                    if callable(m) and not name.startswith("_")}
-
-        assert methods(Sweeps) == methods(AsyncSweeps)
-        assert (inspect.signature(FMUGatewayClient.sweep).parameters.keys()
-                == inspect.signature(AsyncFMUGatewayClient.sweep).parameters.keys())
-
     def test_async_sweep_matches_the_sync_one(self, gateway: Gateway, api_key: str, client: FMUGatewayClient,
                                               model_files: dict[str, Path]) -> None:
         async def main() -> SweepResult:

@@ -14,11 +14,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import Result
-from gateway_process import Gateway
-from typer.testing import CliRunner
-
 from fmu_gateway_sdk import FMUGatewayClient
 from fmu_gateway_sdk.cli import app
+from gateway_process import Gateway
+from typer.testing import CliRunner
 
 FMU_ID = re.compile(r"^fmu_[0-9a-z]+$")
 RUN_ID = re.compile(r"^run_[0-9a-z]+$")

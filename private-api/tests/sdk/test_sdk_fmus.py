@@ -8,10 +8,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fmu_gateway_sdk import AsyncFMUGatewayClient, Fmu, FMUGatewayClient, FmuSummary, NotFoundError
 from gateway_process import Gateway
 from sdk_support import count_requests, has_parameter, require_server_feature
-
-from fmu_gateway_sdk import AsyncFMUGatewayClient, Fmu, FMUGatewayClient, FmuSummary, NotFoundError
 
 UPLOAD_PATH = "/v1/fmus"
 

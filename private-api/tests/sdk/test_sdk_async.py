@@ -1,17 +1,13 @@
-"""``AsyncFMUGatewayClient`` has the surface of ``FMUGatewayClient`` and behaves the same against the
-same server."""
+"""``AsyncFMUGatewayClient`` behaves as ``FMUGatewayClient`` does against the same server (that
+they have the same surface is tested in open-sdk/tests/test_async_twin.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gateway_process import Gateway
-from sdk_support import count_requests
-
 from fmu_gateway_sdk import (
     AsyncFMUGatewayClient,
     FMUGatewayClient,
@@ -20,41 +16,8 @@ from fmu_gateway_sdk import (
     SimulationResult,
     ValidationError,
 )
-from fmu_gateway_sdk.resources import AsyncBilling, AsyncFmus, AsyncRuns, Billing, Fmus, Runs
-
-PAIRS = [(FMUGatewayClient, AsyncFMUGatewayClient), (Fmus, AsyncFmus), (Runs, AsyncRuns), (Billing, AsyncBilling)]
-SYNC_ONLY = {"close", "__enter__", "__exit__"}
-ASYNC_ONLY = {"aclose", "close", "__aenter__", "__aexit__"}
-
-
-def public_methods(cls: type) -> dict[str, inspect.Signature]:
-    return {name: inspect.signature(member) for name, member in vars(cls).items()
-            if callable(member) and not name.startswith("_")}
-
-
-class TestSurface:
-    @pytest.mark.parametrize(("sync_cls", "async_cls"), PAIRS, ids=[s.__name__ for s, _ in PAIRS])
-    def test_same_methods_with_the_same_parameters(self, sync_cls: type, async_cls: type) -> None:
-        sync_methods = {k: v for k, v in public_methods(sync_cls).items() if k not in SYNC_ONLY}
-        async_methods = {k: v for k, v in public_methods(async_cls).items() if k not in ASYNC_ONLY}
-        assert sync_methods.keys() == async_methods.keys()
-        for name, signature in sync_methods.items():
-            theirs = async_methods[name]
-            assert [(p.name, p.kind, p.default) for p in signature.parameters.values()] == \
-                   [(p.name, p.kind, p.default) for p in theirs.parameters.values()], name
-            member = getattr(async_cls, name)
-            assert inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member), name
-
-    def test_constructors_take_the_same_configuration(self) -> None:
-        sync = inspect.signature(FMUGatewayClient.__init__).parameters
-        assert list(sync) == list(inspect.signature(AsyncFMUGatewayClient.__init__).parameters)
-
-    def test_both_clients_have_the_same_resources(self, gateway: Gateway, api_key: str) -> None:
-        with FMUGatewayClient(api_key, gateway.base_url) as sync:
-            async_client = AsyncFMUGatewayClient(api_key, gateway.base_url)
-            assert {k for k in vars(sync) if not k.startswith("_")} == \
-                   {k for k in vars(async_client) if not k.startswith("_")}
-            asyncio.run(async_client.aclose())
+from gateway_process import Gateway
+from sdk_support import count_requests
 
 
 class TestBehaviour:
