@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -33,6 +34,12 @@ from app.sweeps import routes as sweeps
 
 log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+# What a database that does not answer raises (refused or dropped connections, a pool that
+# cannot get one, SQLite's lock held past its timeout): 503 with Retry-After, never 500.
+DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+DATABASE_RETRY_AFTER_S = 5
 
 
 class RequestIdMiddleware:
@@ -70,6 +77,16 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except DATABASE_DOWN as exc:
+            # Wherever it was met (a route, the auth dependency, the idempotency middleware): the
+            # database did not answer, which a retry a little later may find it doing.
+            log.warning("database unavailable: %s: %s", type(exc).__name__, (str(exc).splitlines() or [""])[0])
+            if started:
+                raise
+            response = problem_response(503, "database_unavailable", "Database unavailable",
+                                        "The database did not answer; retry in a few seconds.",
+                                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+            await response(scope, receive, send_with_id)
         except Exception:
             # Rendered here, inside the request id's scope, rather than by Starlette's outer handler.
             log.exception("unhandled error")

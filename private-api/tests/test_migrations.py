@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,15 @@ def test_0005_copies_each_fmus_summary_out_of_its_model_info(backend: str, tmp_p
 def as_json(value: object) -> object:
     # Raw SQL: SQLite returns JSON as text, PostgreSQL's driver parses it.
     return json.loads(value) if isinstance(value, str) else value
+
+
+def test_migrate_on_a_fresh_machine_makes_the_directories_it_needs(tmp_path: Path) -> None:
+    var_dir = tmp_path / "not" / "there" / "yet"
+    env = {**os.environ, "FMU_GATEWAY_VAR_DIR": str(var_dir), "FMU_GATEWAY_ENVIRONMENT": "test"}
+    env.pop("FMU_GATEWAY_DATABASE_URL", None)
+    done = subprocess.run([str(Path(sys.executable).parent / "fmu-gateway-admin"), "migrate"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    database = next(var_dir.rglob("*.db"))
+    tables = inspect(create_engine(f"sqlite:///{database}")).get_table_names()
+    assert {"runs", "fmus", "users", "ledger_entries"} <= set(tables)

@@ -54,6 +54,10 @@ class Dispatcher(ABC):
         for run_id in run_ids:
             self._outbox.put(run_id)
 
+    def check(self) -> bool:
+        """Whether this dispatcher has a broker, which answered (raises if it does not)."""
+        return False
+
     def reserve(self) -> bool:
         """Book a worker of this process that is free now, for a run its submission claims itself
         (``FmuRunner.claim_submitted``); then ``run_reserved`` or ``cancel_reservation``. Only a

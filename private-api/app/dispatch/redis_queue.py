@@ -72,6 +72,10 @@ class RedisDispatcher(Dispatcher):
         self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(
             actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, broker=self.broker)(execute_run)
 
+    def check(self) -> bool:
+        self.broker.client.ping()
+        return True
+
     @property
     def executes_locally(self) -> bool:
         return self._executes_locally

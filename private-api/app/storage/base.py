@@ -36,6 +36,10 @@ class Storage(ABC):
         """Remove ``key``; removing a missing key is not an error."""
 
     @abstractmethod
+    def check(self) -> None:
+        """Raise unless the store can be reached and written to (the readiness probe)."""
+
+    @abstractmethod
     def keys(self, prefix: str = "") -> Iterator[str]:
         """The keys that start with ``prefix``, in lexicographic order."""
 

@@ -42,6 +42,10 @@ class LocalStorage(Storage):
     def put_bytes(self, key: str, data: bytes) -> None:
         self._atomic_write(key, lambda tmp: tmp.write_bytes(data))
 
+    def check(self) -> None:
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
+            raise OSError(f"the storage directory {self.root} is missing or not writable")
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -63,6 +63,9 @@ class S3Storage(Storage):
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 bucket {self.bucket!r} is unreachable: {exc}") from exc
 
+    def check(self) -> None:
+        self.check_bucket()
+
     def _key(self, key: str) -> str:
         return self.prefix + key
 

@@ -205,7 +205,7 @@ class TestComposeFile:
 
     def test_healthchecks_run_with_python_not_curl(self, compose: dict[str, Any]) -> None:
         api_check = compose["services"]["api"]["healthcheck"]["test"]
-        assert api_check[1] == "python3" and "/healthz" in api_check[-1]
+        assert api_check[1] == "python3" and "/readyz" in api_check[-1]
         for name in ("api", "worker", "s3"):
             compile(compose["services"][name]["healthcheck"]["test"][-1], name, "exec")
 
