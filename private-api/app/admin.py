@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 from app.auth import service as auth_service
 from app.auth.models import SCOPES
 from app.billing import credits as ledger
+from app.billing import repository as billing_repository
 from app.billing.pricing import load_pricing
 from app.config import get_settings
 from app.db import Database
 from app.errors import ProblemError
+from app.kit.models import utcnow
 from app.migrate import upgrade
 
 cli = typer.Typer(help="FMU Gateway operator commands.", no_args_is_help=True, add_completion=False)
@@ -119,6 +121,29 @@ def set_tier(email: Annotated[str, typer.Option(help="The user's email.")],
         user.tier = tier
         session.commit()
     typer.echo(f"{email}: tier {tier}")
+
+
+@cli.command("usage-events")
+def usage_events(status: Annotated[str, typer.Option(help="pending, sent, skipped or rejected.")] = "rejected",
+                 limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
+    """Usage events reported to Stripe in a status, oldest first: by default those Stripe refused
+    for good, which are not retried until ``retry-usage-events`` says so."""
+    with _write_session() as session:
+        events = billing_repository.usage_events_of_status(session, status, limit)
+        for event in events:
+            typer.echo(f"{event.id}\t{event.identifier}\tuser {event.user_id}\tvalue {event.value}\t"
+                       f"attempts {event.attempts}\t{event.last_error or ''}")
+    typer.echo(f"{len(events)} {status} usage event(s)", err=True)
+
+
+@cli.command("retry-usage-events")
+def retry_usage_events(event_ids: Annotated[list[str] | None, typer.Argument(help="Event ids; none: all.")] = None,
+                       ) -> None:
+    """Send rejected usage events again (after fixing what Stripe refused, e.g. a customer)."""
+    with _write_session() as session:
+        count = billing_repository.retry_rejected_usage_events(session, event_ids or None, utcnow())
+        session.commit()
+    typer.echo(f"{count} rejected usage event(s) pending again")
 
 
 @cli.command("ensure-dev-user")

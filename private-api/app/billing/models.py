@@ -84,7 +84,8 @@ class UsageEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    # pending → sent, or skipped (the user has no Stripe customer to bill).
+    # pending → sent; skipped (the user has no Stripe customer to bill); rejected (Stripe refused it
+    # for good: `fmu-gateway-admin usage-events` lists those, `retry-usage-events` sends them again).
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

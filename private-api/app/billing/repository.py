@@ -163,6 +163,28 @@ def retry_usage_event_later(session: Session, event_id: str, *, next_attempt_at:
         attempts=UsageEvent.attempts + 1, next_attempt_at=next_attempt_at, last_error=last_error))
 
 
+def reject_usage_event(session: Session, event_id: str, *, last_error: str) -> None:
+    """Stripe refused the event for good: it waits, ``rejected``, for an operator."""
+    session.execute(update(UsageEvent).where(UsageEvent.id == event_id).values(
+        status="rejected", attempts=UsageEvent.attempts + 1, last_error=last_error))
+
+
+def usage_events_of_status(session: Session, status: str, limit: int) -> list[UsageEvent]:
+    """Events in ``status``, oldest first."""
+    return list(session.scalars(select(UsageEvent).where(UsageEvent.status == status)
+                                .order_by(UsageEvent.occurred_at, UsageEvent.id).limit(limit)))
+
+
+def retry_rejected_usage_events(session: Session, event_ids: list[str] | None, now: datetime) -> int:
+    """Rejected events (those of ``event_ids``, or all) pending again, due at ``now``; how many."""
+    query = update(UsageEvent).where(UsageEvent.status == "rejected")
+    if event_ids is not None:
+        query = query.where(UsageEvent.id.in_(event_ids))
+    moved: int = session.execute(query.values(status="pending", next_attempt_at=now)
+                                 .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    return moved
+
+
 def make_pending_usage_events_due(session: Session, event_ids: list[str], now: datetime) -> None:
     """The events of ``event_ids`` still pending are due at ``now``."""
     session.execute(update(UsageEvent).where(UsageEvent.id.in_(event_ids), UsageEvent.status == "pending")

@@ -41,6 +41,14 @@ def is_outage(exc: stripe.StripeError) -> bool:
     return isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (exc.http_status or 0) >= 500
 
 
+def is_rejection(exc: stripe.StripeError) -> bool:
+    """Stripe refused this event for good (a 4xx about the request: an unknown customer, a bad
+    value); sending it again would only be refused again. A bad API key (401/403) or a rate limit
+    is no fault of the event's: those are retried."""
+    return isinstance(exc, stripe.InvalidRequestError) and not is_duplicate(exc) and \
+        (exc.http_status or 0) in (400, 404, 422)
+
+
 class UsageReporter(BackgroundThread):
     thread_name = "usage-reporter"
     join_timeout_s = 30.0
@@ -91,6 +99,9 @@ class UsageReporter(BackgroundThread):
                     "timestamp": int(event.occurred_at.timestamp()),
                 }, options={"max_network_retries": 0})  # the outbox's own backoff retries, without blocking
             except stripe.StripeError as exc:
+                if is_rejection(exc):
+                    self._reject(event, exc)
+                    continue
                 if not is_duplicate(exc):
                     self._retry_later(event, exc)
                     if is_outage(exc):
@@ -114,6 +125,13 @@ class UsageReporter(BackgroundThread):
             billing_repository.retry_usage_event_later(
                 session, event.id, next_attempt_at=utcnow() + self.backoff(event.attempts),
                 last_error=f"{type(exc).__name__}: {exc}"[:2000])
+            session.commit()
+
+    def _reject(self, event: UsageEvent, exc: stripe.StripeError) -> None:
+        log.error("meter event %s rejected by Stripe, not retried (fmu-gateway-admin usage-events lists it): %s",
+                  event.identifier, exc)
+        with self.db.session(write=True) as session:
+            billing_repository.reject_usage_event(session, event.id, last_error=f"{type(exc).__name__}: {exc}"[:2000])
             session.commit()
 
     def _release(self, event_ids: list[str]) -> None:

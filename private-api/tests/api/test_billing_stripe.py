@@ -393,6 +393,29 @@ class TestUsageReporting:
         assert [e["identifier"] for e in shop.stripe.meter_events
                 if e["payload"]["stripe_customer_id"] == customer] == [run["id"]]
 
+    def test_an_event_stripe_refuses_for_good_waits_for_the_operator_then_is_sent_once(
+            self, shop: Shop, fmus: dict[str, Path]) -> None:
+        client = shop.customer(credits=100)
+        customer = shop.stripe.checkout_sessions[shop.checkout(client, pack="pack_1k")]["customer"]
+        shop.stripe.reject_meter_events = 1
+        [run] = run_vanderpol(client, fmus["VanDerPol"], 1)
+
+        def row() -> Any:
+            return shop.query("SELECT status, attempts, last_error FROM usage_events WHERE identifier = :id",
+                              id=run["id"])[0]
+
+        wait_until(lambda: row().status == "rejected")
+        time.sleep(2)  # longer than the flush interval and its backoff: nothing retries it
+        assert (row().status, row().attempts) == ("rejected", 1)
+        assert "No such customer" in row().last_error
+        listed = shop.gateway.admin("usage-events")
+        assert listed.returncode == 0 and run["id"] in listed.stdout
+        retried = shop.gateway.admin("retry-usage-events")
+        assert retried.returncode == 0 and "1 rejected usage event(s) pending again" in retried.stdout
+        wait_until(lambda: row().status == "sent")
+        assert [e["identifier"] for e in shop.stripe.meter_events
+                if e["payload"]["stripe_customer_id"] == customer] == [run["id"]]
+
     def test_usage_of_a_user_without_a_stripe_customer_is_skipped(self, shop: Shop, fmus: dict[str, Path]) -> None:
         client = shop.customer(credits=100)
         [run] = run_vanderpol(client, fmus["VanDerPol"], 1)

@@ -96,6 +96,8 @@ class FakeStripe:
     outage: str | None = None
     # Accept the next N meter events but answer 500, as if the response were lost on the way back.
     lose_meter_event_responses: int = 0
+    # The next this many meter events are refused for good (400, as for a customer Stripe does not know).
+    reject_meter_events: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -248,6 +250,10 @@ class FakeStripe:
                  "identifier": identifier, "livemode": False, "payload": payload,
                  "timestamp": int(params.get("timestamp") or time.time())}
         with self._lock:
+            if self.reject_meter_events > 0:
+                self.reject_meter_events -= 1
+                return stripe_error(400, "invalid_request_error", "No such customer: "
+                                    f"'{payload['stripe_customer_id']}'", code="resource_missing", param="payload")
             if any(seen["identifier"] == identifier for seen in self.meter_events):
                 return stripe_error(400, "invalid_request_error",
                                     f"An event already exists with identifier {identifier}.",
