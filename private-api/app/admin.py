@@ -222,6 +222,10 @@ def worker() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     ctx = AppContext.build(settings, worker=True)
+    if settings.metrics_port is not None:
+        from app import metrics
+
+        metrics.serve_worker_metrics(settings.metrics_host, settings.metrics_port)
     ctx.start()
     logging.getLogger(__name__).info("worker %s started", ctx.runner.worker_id)
     try:

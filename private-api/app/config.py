@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     stripe_timeout_s: float = 30.0
     checkout_success_url: str = "http://127.0.0.1:8000/billing/success?session_id={CHECKOUT_SESSION_ID}"
     checkout_cancel_url: str = "http://127.0.0.1:8000/billing/cancel"
+    # GET /metrics (Prometheus): with a token, only to `Authorization: Bearer <token>`; without one,
+    # only to clients on this host (a scraper beside it, or a proxy that adds the token).
+    metrics_token: SecretStr = SecretStr("")
+    # A worker process serves its own /metrics here when set (it has no API to serve them through).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # The usage outbox: how often it is flushed to Stripe, and the backoff of a failed event.
     usage_flush_interval_s: float = 10.0
     usage_flush_batch: int = 100

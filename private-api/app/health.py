@@ -1,20 +1,22 @@
 """``/healthz`` (liveness: the process answers; it touches nothing else, so a database outage never
-restarts it) and ``/readyz`` (readiness: the database, blob storage, the broker when one is
-configured, and a sandbox starting where this process executes runs)."""
+restarts it), ``/readyz`` (readiness: the database, blob storage, the broker when one is
+configured, and a sandbox starting where this process executes runs) and ``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from app import __version__
+from app import __version__, metrics
 from app.auth.dependencies import Ctx
 from app.context import AppContext
 from app.errors import ProblemError
@@ -49,6 +51,26 @@ class NotReady(ProblemError):
 @router.get("/healthz", response_model=Health)
 async def healthz(ctx: Ctx) -> Health:
     return Health(status="ok", version=__version__, sandbox=ctx.settings.sandbox)
+
+
+class MetricsForbidden(ProblemError):
+    status = 403
+    code = "metrics_forbidden"
+    title = "Metrics are not served to this client"
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics_text(request: Request, ctx: Ctx) -> Response:
+    """Prometheus text: to ``Authorization: Bearer <FMU_GATEWAY_METRICS_TOKEN>`` when a token is set,
+    else to clients on this host only."""
+    token = ctx.settings.metrics_token.get_secret_value()
+    if token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise MetricsForbidden("Send the metrics token as Authorization: Bearer.")
+    elif request.client is None or not ipaddress.ip_address(request.client.host).is_loopback:
+        raise MetricsForbidden("Without FMU_GATEWAY_METRICS_TOKEN, metrics are served on this host only.")
+    return Response(metrics.exposition(ctx.db), media_type=metrics.CONTENT_TYPE)
 
 
 @router.get("/readyz", response_model=Readiness)

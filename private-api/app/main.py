@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import __version__, health
+from app import __version__, health, metrics
 from app.auth import routes as auth
 from app.billing import routes as billing
 from app.body_limits import BodyLimitMiddleware
@@ -69,10 +69,12 @@ class RequestIdMiddleware:
             await send(message)
 
         started = False
+        status = 500
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
             await send_with_id(message)
 
         try:
@@ -83,6 +85,7 @@ class RequestIdMiddleware:
             log.warning("database unavailable: %s: %s", type(exc).__name__, (str(exc).splitlines() or [""])[0])
             if started:
                 raise
+            status = 503
             response = problem_response(503, "database_unavailable", "Database unavailable",
                                         "The database did not answer; retry in a few seconds.",
                                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
@@ -92,11 +95,15 @@ class RequestIdMiddleware:
             log.exception("unhandled error")
             if started:
                 raise
+            status = 500
             response = problem_response(500, "internal_error", "Internal server error",
                                         "An unexpected error occurred; quote the request id when reporting it.")
             await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+            # The route's template (not the path: ids would make a series per object).
+            route = scope.get("route")
+            metrics.HTTP_REQUESTS.labels(route=getattr(route, "path", "unmatched"), status=str(status)).inc()
 
 
 async def _problem(_: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.config import Settings
 from app.db import Database
 from app.dispatch.notifier import STARTED, RunNotifier
@@ -279,7 +280,8 @@ class FmuRunner:
                         used: list[Sandbox]) -> dict[str, Any]:
         fmu_dir = self.cache.ensure(sha256)
         limits = limits_for(spec, self.settings)
-        sandbox = self.sandboxes.acquire(limits, tenant)
+        with metrics.SANDBOX_START.time():
+            sandbox = self.sandboxes.acquire(limits, tenant)
         used.append(sandbox)
         try:
             log.info("run %s: sandbox %s", run_id, sandbox.id)
@@ -307,7 +309,8 @@ class FmuRunner:
         spec = SweepChunk(tuple((r.run_id, RunSpec.from_wire(r.spec)) for r in runs), first.reset_exact)
         job = Job(run_id=first.run_id, fmu_dir=fmu_dir, spec=spec, limits=limits,
                   child_deadline_s=per_child.deadline_s, output_quota_bytes=per_child.max_output_bytes * len(runs))
-        sandbox = self.sandboxes.acquire(limits, first.tenant)
+        with metrics.SANDBOX_START.time():
+            sandbox = self.sandboxes.acquire(limits, first.tenant)
         used.append(sandbox)
         try:
             log.info("runs %s..%s (%d of sweep %s): sandbox %s", first.run_id, runs[-1].run_id, len(runs),

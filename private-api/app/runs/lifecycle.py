@@ -22,6 +22,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app import metrics
 from app.billing import credits, pricing
 from app.billing.stripe_service import StripeService
 from app.kit.models import utcnow
@@ -198,6 +199,9 @@ def requeue_or_fail_lapsed(session: Session, max_attempts: int, limit: int) -> t
 def _settle(session: Session, charges: list[tuple[Run, int, str]], refunds: list[tuple[Run, str]]) -> None:
     """What final runs cost, written to the ledger and the usage outbox: every settlement of a
     run goes through here. ``charges``: (run, cost, note); ``refunds``: (run, reason)."""
+    # Counted as the settlement is written: each final run is settled once (a rolled-back
+    # transaction, rare, leaves its count).
+    metrics.runs_settled([*((run, cost) for run, cost, _ in charges), *((run, 0) for run, _ in refunds)])
     for run, reason in refunds:
         credits.refund_run(session, run, reason)
     by_user: dict[str, list[tuple[Run, int, str]]] = {}

@@ -73,6 +73,14 @@ def count_active(session: Session, user_id: str) -> tuple[int, int]:
     return int(counted[0] or 0), int(counted[1] or 0)
 
 
+def queued_per_user(session: Session, limit: int) -> list[tuple[str, int]]:
+    """(user id, queued runs) of the ``limit`` users with the most queued runs."""
+    count = func.count()
+    return [(row[0], int(row[1])) for row in session.execute(
+        select(Run.user_id, count).where(Run.status == QUEUED).group_by(Run.user_id).order_by(count.desc())
+        .limit(limit))]
+
+
 def credits_held_by_active(session: Session, user_id: str) -> int:
     """What the user's active runs hold."""
     return int(session.scalar(select(func.coalesce(func.sum(Run.credits_held), 0)).where(

@@ -428,3 +428,19 @@ class TestMakeDeploy:
         result = subprocess.run(["make", "-s", "deploy", "TARGET=kubernetes"], cwd=REPO, capture_output=True, text=True)
         assert result.returncode != 0
         assert "unknown TARGET=kubernetes" in result.stdout
+
+
+class TestGrafanaDashboard:
+    def test_every_series_it_plots_is_one_the_gateway_exports(self) -> None:
+        from app import metrics
+
+        dashboard = json.loads((DEPLOY / "grafana" / "fmu_gateway_dashboard.json").read_text())
+        exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+        plotted = {name for expr in exprs for name in re.findall(r"fmu_gateway_\w+", expr)}
+        exported = {sample for collector in (metrics.RUNS, metrics.RUN_DURATION, metrics.QUEUE_WAIT,
+                                             metrics.SANDBOX_START, metrics.CREDITS_SETTLED, metrics.HTTP_REQUESTS)
+                    for family in collector.describe() for sample in (family.name + "_total", family.name + "_bucket",
+                                                                       family.name)}
+        exported.add("fmu_gateway_queue_depth")
+        assert plotted and plotted <= exported, plotted - exported
+        assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
