@@ -433,3 +433,16 @@ def test_api_that_only_enqueues_needs_no_sandbox_engine(tmp_path: Path) -> None:
     ) as gateway:
         health = httpx.get(f"{gateway.base_url}/healthz", timeout=10).json()
         assert (health["status"], health["sandbox"]) == ("ok", "docker")
+
+
+def test_a_worker_serves_the_metrics_of_the_runs_it_executed(fmus: dict[str, Path]) -> None:
+    with cluster("worker-metrics", REDIS_URL, workers=0) as c:
+        port = free_port()
+        c.workers.append(start_worker(c.root / "worker-metrics", **c.env, FMU_GATEWAY_METRICS_PORT=str(port)))
+        client = c.gateway.client(c.gateway.create_user(credits=1000))
+        fmu = upload(client, fmus["VanDerPol"])
+        runs = wait_final(client, [submit(client, fmu, stop_time=1) for _ in range(2)])
+        assert {run["status"] for run in runs.values()} == {"succeeded"}
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert 'fmu_gateway_runs_total{status="succeeded"} 2.0' in text
+        assert "fmu_gateway_sandbox_start_seconds_count 2.0" in text
