@@ -123,6 +123,19 @@ def set_tier(email: Annotated[str, typer.Option(help="The user's email.")],
     typer.echo(f"{email}: tier {tier}")
 
 
+@cli.command()
+def purge() -> None:
+    """Remove the results and logs of runs past their tier's result_retention_days now (every
+    process does it every FMU_GATEWAY_RETENTION_INTERVAL_S anyway)."""
+    from app.runs import retention
+    from app.storage import create_storage
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    expired = retention.purge(Database(settings), create_storage(settings))
+    typer.echo(f"{expired} run(s) past retention: result and log removed")
+
+
 @cli.command("usage-events")
 def usage_events(status: Annotated[str, typer.Option(help="pending, sent, skipped or rejected.")] = "rejected",
                  limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     stripe_timeout_s: float = 30.0
     checkout_success_url: str = "http://127.0.0.1:8000/billing/success?session_id={CHECKOUT_SESSION_ID}"
     checkout_cancel_url: str = "http://127.0.0.1:8000/billing/cancel"
+    # How often each process removes the results and logs past their tier's result_retention_days
+    # (0: never; `fmu-gateway-admin purge` does it once).
+    retention_interval_s: float = 3600.0
     # GET /metrics (Prometheus): with a token, only to `Authorization: Bearer <token>`; without one,
     # only to clients on this host (a scraper beside it, or a proxy that adds the token).
     metrics_token: SecretStr = SecretStr("")

@@ -68,7 +68,7 @@ class AppContext:
         self.usage_reporter = (UsageReporter(self.settings, self.db, self.stripe.client)
                                if self.stripe.client is not None else None)
         self.lease_renewer = LeaseRenewer(self.runner)
-        self.housekeeper = Housekeeper(self.db, self.dispatcher, self.settings)
+        self.housekeeper = Housekeeper(self.db, self.dispatcher, self.settings, self.storage)
         if isinstance(self.dispatcher, RedisDispatcher) and self.dispatcher.executes_locally:
             self.consumer = QueueConsumer(self.dispatcher.broker, self.runner, self.settings.workers,
                                           self.settings.worker_drain_s)

@@ -109,6 +109,12 @@ class RunNotFinished(ProblemError):
     title = "Run has not finished"
 
 
+class ResultExpired(ProblemError):
+    status = 410
+    code = "result_expired"
+    title = "The run's result and log are past their retention"
+
+
 class ResultUnavailable(ProblemError):
     status = 409
     code = "result_unavailable"

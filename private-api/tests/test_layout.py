@@ -21,7 +21,8 @@ SQL_ELSEWHERE = {"idempotency/store.py", "kit/pagination.py", "health.py", "db.p
 SQL_CALLS = {"select", "update", "insert", "delete"}
 SESSION_QUERIES = {"execute", "scalar", "scalars", "get"}
 # Who may end a transaction: requests (routes, their dependencies and middleware) and worker tasks.
-TRANSACTION_OWNERS = {"admin.py", "db.py", "runs/executor.py", "billing/usage_reporter.py", "dispatch/base.py",
+TRANSACTION_OWNERS = {"admin.py", "db.py", "runs/executor.py", "runs/retention.py", "billing/usage_reporter.py",
+                      "dispatch/base.py",
                       "dispatch/leases.py", "dispatch/relay.py", "auth/dependencies.py",
                       "idempotency/middleware.py"}
 

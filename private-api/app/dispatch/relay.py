@@ -4,6 +4,7 @@ executes runs. Each pass is a cheap indexed query; several processes may run the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from sqlalchemy import Row
@@ -15,6 +16,8 @@ from app.dispatch.base import SEND_BATCH, Dispatcher
 from app.dispatch.leases import reap
 from app.kit.models import utcnow
 from app.runs import repository as run_repository
+from app.runs import retention
+from app.storage import Storage
 from app.sweeps.service import message_spacing
 
 log = logging.getLogger(__name__)
@@ -76,16 +79,28 @@ def messages_for(rows: Sequence[Row[str, str | None]], spacing: int) -> list[str
 
 
 class Housekeeper(BackgroundThread):
-    """Every ``dispatch_poll_s``: reap lapsed leases, then relay what is due."""
+    """Every ``dispatch_poll_s``: reap lapsed leases, then relay what is due; every
+    ``retention_interval_s``, remove the results past their tier's retention."""
 
     thread_name = "dispatch-housekeeper"
 
-    def __init__(self, db: Database, dispatcher: Dispatcher, settings: Settings) -> None:
+    def __init__(self, db: Database, dispatcher: Dispatcher, settings: Settings, storage: Storage) -> None:
         super().__init__()
         self.db = db
         self.dispatcher = dispatcher
         self.settings = settings
+        self.storage = storage
         self._failing = False
+        self._next_purge = time.monotonic()
+
+    def _purge_when_due(self) -> None:
+        if self.settings.retention_interval_s <= 0 or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.settings.retention_interval_s
+        try:
+            retention.purge(self.db, self.storage)
+        except Exception:
+            log.exception("retention: purge failed; trying again in %.0f s", self.settings.retention_interval_s)
 
     def _loop(self) -> None:
         # The embedded pool's queue lived in the process that is gone: hand everything queued over.
@@ -95,6 +110,7 @@ class Housekeeper(BackgroundThread):
                 reap(self.db, self.settings)
                 relay(self.db, self.dispatcher, self.settings, everything=first)
                 first = False
+                self._purge_when_due()
                 if self._failing:
                     log.info("relay: the queue is reachable again")
                 self._failing = False

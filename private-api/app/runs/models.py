@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.models import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -46,7 +46,8 @@ def check_transition(sources: tuple[RunStatus, ...], target: RunStatus) -> None:
 class Run(Base):
     __tablename__ = "runs"
     # A retried submission with the same Idempotency-Key finds the run it already created.
-    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),
+                      Index("ix_runs_unexpired_finished_at", "result_expired_at", "finished_at"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -80,3 +81,5 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the tier's retention removed the result and log (the run itself stays listed).
+    result_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

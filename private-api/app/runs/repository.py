@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Row, Select, Table, Update, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.auth.models import User
 from app.fmus.models import Fmu
 from app.runs.models import ACTIVE_STATUSES, Run, RunStatus, check_transition
 from app.sweeps.models import Sweep
@@ -85,6 +86,22 @@ def credits_held_by_active(session: Session, user_id: str) -> int:
     """What the user's active runs hold."""
     return int(session.scalar(select(func.coalesce(func.sum(Run.credits_held), 0)).where(
         Run.user_id == user_id, Run.status.in_(ACTIVE_STATUSES))) or 0)
+
+
+# -- result retention ---------------------------------------------------------------------------
+
+def past_retention(session: Session, cutoffs: Mapping[str, datetime], limit: int) -> list[str]:
+    """Up to ``limit`` final runs whose files are still stored and that finished before their
+    user's tier's cutoff (``cutoffs``: tier id → cutoff; users of other tiers keep theirs)."""
+    past = or_(*(and_(User.tier == tier, Run.finished_at < cutoff) for tier, cutoff in cutoffs.items()))
+    return list(session.scalars(select(Run.id).join(User, User.id == Run.user_id)
+                                .where(Run.result_expired_at.is_(None), Run.finished_at.is_not(None), past)
+                                .order_by(Run.finished_at).limit(limit)))
+
+
+def mark_expired(session: Session, run_ids: Sequence[str], now: datetime) -> None:
+    session.execute(update(Run).where(Run.id.in_(list(run_ids)), Run.result_expired_at.is_(None))
+                    .values(result_expired_at=now).execution_options(synchronize_session=False))
 
 
 # -- a sweep's children -------------------------------------------------------------------------

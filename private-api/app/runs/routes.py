@@ -19,7 +19,7 @@ from app.auth.dependencies import Ctx, DbSession, RunsRead, RunsWrite
 from app.auth.service import Principal
 from app.context import AppContext
 from app.dispatch.notifier import STARTED
-from app.errors import ResultUnavailable, RunNotFinished
+from app.errors import ResultExpired, ResultUnavailable, RunNotFinished
 from app.idempotency.middleware import owns_idempotency_key
 from app.kit.params import Cursor, IdempotencyKey, IdFilter, Limit, ResourceId
 from app.kit.schemas import Page
@@ -169,7 +169,14 @@ async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
     if run.status != RunStatus.SUCCEEDED:
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
+    _check_retained(run)
     return await run_in_threadpool(_result_response, ctx, run_id, format)
+
+
+def _check_retained(run: RunOut) -> None:
+    if run.result_expired_at is not None:
+        raise ResultExpired(f"Run {run.id!r}'s result and log were removed on {run.result_expired_at:%Y-%m-%d}, "
+                            "as its tier's result retention says.", result_expired_at=run.result_expired_at.isoformat())
 
 
 def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
@@ -200,6 +207,7 @@ def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
             responses={200: {"content": {"text/plain": {}}, "description": "FMU log and runner output."}})
 def get_log(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
     run = run_service.get_run(session, principal, run_id)
+    _check_retained(run_service.to_out(run))
     key = run_service.log_key(run.id)
     text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""
     return Response(text, media_type="text/plain; charset=utf-8")

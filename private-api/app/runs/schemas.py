@@ -102,3 +102,5 @@ class RunOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    result_expired_at: datetime | None = Field(
+        None, description="When the tier's result retention removed the result and log (410 result_expired since).")

@@ -172,4 +172,5 @@ def to_out(run: Run) -> RunOut:
         max_rss_bytes=run.max_rss_bytes, credits_held=run.credits_held, credits_charged=run.credits_charged,
         sweep_id=run.sweep_id, sweep_index=run.sweep_index,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
+        result_expired_at=run.result_expired_at,
     )
