@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.orm import Session
 
+from app import logs
 from app.auth import service as auth_service
 from app.auth.models import SCOPES
 from app.billing import credits as ledger
@@ -210,8 +211,8 @@ def serve(host: Annotated[str, typer.Option(envvar="HOST")] = "127.0.0.1",
     limit_malloc_arenas()
     settings = get_settings()
     upgrade(settings.resolved_database_url)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info",
+                log_config=logs.configure(settings.log_format))
 
 
 @cli.command()
@@ -229,7 +230,7 @@ def worker() -> None:
                    err=True)
         raise typer.Exit(1)
     upgrade(settings.resolved_database_url)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     logging.getLogger("dramatiq").setLevel(logging.WARNING)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

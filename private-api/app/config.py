@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     stripe_timeout_s: float = 30.0
     checkout_success_url: str = "http://127.0.0.1:8000/billing/success?session_id={CHECKOUT_SESSION_ID}"
     checkout_cancel_url: str = "http://127.0.0.1:8000/billing/cancel"
+    # Log lines: "text" for a terminal, "json" (one object a line, with request/user/run/sweep ids)
+    # for a log pipeline.
+    log_format: Literal["text", "json"] = "text"
     # How often each process removes the results and logs past their tier's result_retention_days
     # (0: never; `fmu-gateway-admin purge` does it once).
     retention_interval_s: float = 3600.0

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import __version__, health, metrics
+from app import __version__, health, logs, metrics
 from app.auth import routes as auth
 from app.billing import routes as billing
 from app.body_limits import BodyLimitMiddleware
@@ -54,6 +54,10 @@ class RequestIdMiddleware:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        with logs.bound(request_id=request_id):
+            await self._call(scope, receive, send, request_id)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         token = request_id_var.set(request_id)
 
         async def send_with_id(message: Message) -> None:

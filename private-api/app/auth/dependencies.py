@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app import logs
 from app.auth import service as auth_service
 from app.auth.service import Principal, authenticate, mark_used
 from app.billing import limits
@@ -65,6 +66,7 @@ def identify_and_spend(ctx: AppContext, authorization: str | None, state: dict[s
     middleware, else the route's dependency) leaves the caller in ``state`` for the other."""
     principal = identify(ctx, authorization)
     state["principal"] = principal  # identified even if the budget is spent (429)
+    logs.bind(user_id=principal.user_id)
     spend_request(ctx, principal, state)
     return principal
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
-from app import metrics
+from app import logs, metrics
 from app.config import Settings
 from app.db import Database
 from app.dispatch.notifier import STARTED, RunNotifier
@@ -155,6 +155,11 @@ class FmuRunner:
         self._execute([claimed])
 
     def _execute(self, runs: list[Claimed]) -> None:
+        # A chunk of a sweep's children logs under its sweep; a single run under its own id.
+        with logs.bound(run_id=runs[0].run_id if len(runs) == 1 else None, sweep_id=runs[0].sweep_id):
+            self._execute_bound(runs)
+
+    def _execute_bound(self, runs: list[Claimed]) -> None:
         self.notifier.publish_all([(run.run_id, STARTED) for run in runs])
         # Sandboxes whose results are stored (and files removed): closed once their runs are final and
         # published (ending their processes is nobody's wait, and no competition for the finish).
