@@ -7,11 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+
+# What a database that does not answer raises: refused or dropped connections, a pool that cannot
+# get one, SQLite's lock held past its timeout. Requests answer 503; queued work waits for it.
+DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 
 WRITE_OPTION = "fmu_gateway_write"
 _HOLDS_WRITE_LOCK = "fmu_gateway_holds_write_lock"

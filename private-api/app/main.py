@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
-import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +23,7 @@ from app.billing import routes as billing
 from app.body_limits import BodyLimitMiddleware
 from app.config import Settings, get_settings
 from app.context import AppContext
+from app.db import DATABASE_DOWN
 from app.errors import ProblemError, problem_response, request_id_var
 from app.events import routes as events
 from app.fmus import routes as fmus
@@ -36,9 +36,7 @@ log = logging.getLogger(__name__)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-# What a database that does not answer raises (refused or dropped connections, a pool that
-# cannot get one, SQLite's lock held past its timeout): 503 with Retry-After, never 500.
-DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+# A database that does not answer (app.db.DATABASE_DOWN): 503 with Retry-After, never 500.
 DATABASE_RETRY_AFTER_S = 5
 
 

@@ -10,6 +10,8 @@ message went missing, and a message for a run that is no longer queued does noth
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,8 +21,10 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
-from app.db import Database
+from app.db import DATABASE_DOWN, Database
 from app.dispatch.base import Dispatcher
+
+log = logging.getLogger(__name__)
 
 ACTOR_NAME = "execute_run"
 QUEUE_NAME = "runs"
@@ -58,6 +62,30 @@ def enqueue_on_pipeline(broker: RedisBroker, pipe: redis.client.Pipeline, messag
         message_id, message.encode()])
 
 
+# How long a message waits for a database that does not answer before it is given up (the relay
+# sends its run again later: the database is the queue's source of truth).
+DATABASE_WAIT_S = 300.0
+DATABASE_BACKOFF_MAX_S = 2.0
+
+
+def run_waiting_for_the_database(execute: Callable[[str], None], run_id: str) -> None:
+    """``execute(run_id)``, again with backoff while the database does not answer: the broker here
+    retries nothing, so a message whose first database step failed would be dropped, and its run
+    would wait for the relay's re-send (minutes) instead of the database's return (seconds)."""
+    deadline = time.monotonic() + DATABASE_WAIT_S
+    delay = 0.1
+    while True:
+        try:
+            execute(run_id)
+            return
+        except DATABASE_DOWN as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("run %s waits for the database (%s); again in %.1f s", run_id, type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, DATABASE_BACKOFF_MAX_S)
+
+
 class RedisDispatcher(Dispatcher):
     def __init__(self, db: Database, url: str, namespace: str, execute: Callable[[str], None],
                  executes_locally: bool) -> None:
@@ -66,7 +94,7 @@ class RedisDispatcher(Dispatcher):
         self._executes_locally = executes_locally
 
         def execute_run(run_id: str) -> None:
-            execute(run_id)
+            run_waiting_for_the_database(execute, run_id)
 
         # Declared in every process (it declares the queue); only workers consume it.
         self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(

@@ -39,6 +39,7 @@ from gateway_process import (
 )
 from redis_keys import REDIS_URL, temporary_redis_prefix
 from required import unavailable
+from tcp_proxy import TcpProxy
 
 from app.sandbox.resources import (
     CGROUP_PREFIX,
@@ -446,3 +447,30 @@ def test_a_worker_serves_the_metrics_of_the_runs_it_executed(fmus: dict[str, Pat
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert 'fmu_gateway_runs_total{status="succeeded"} 2.0' in text
         assert "fmu_gateway_sandbox_start_seconds_count 2.0" in text
+
+
+def test_a_message_met_by_a_database_outage_waits_for_it_and_is_never_dropped(fmus: dict[str, Path]) -> None:
+    # The relay's re-send far away (120 s): only the message itself can bring the runs back in time.
+    with cluster("db-outage", REDIS_URL, workers=0, FMU_GATEWAY_DISPATCH_REDELIVER_S="120") as c:
+        url = sa.engine.make_url(c.database_url)
+        proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+        try:
+            proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+            worker = start_worker(c.root / "worker-outage", **{**c.env, "FMU_GATEWAY_DATABASE_URL": proxied})
+            c.workers.append(worker)
+            client = c.gateway.client(c.gateway.create_user(credits=1000, tier="pro"))
+            fmu = upload(client, fmus["VanDerPol"])
+            proxy.cut()  # the worker's database is gone; the API's is not
+            run_ids = [submit(client, fmu, stop_time=1) for _ in range(3)]
+            time.sleep(3)  # the worker has their messages, and no database
+            assert {client.get(f"/v1/runs/{r}").json()["status"] for r in run_ids} == {"queued"}
+            proxy.restore()
+            back = time.monotonic()
+            runs = wait_final(client, run_ids, timeout=60)
+            assert time.monotonic() - back < 15
+            assert {run["status"] for run in runs.values()} == {"succeeded"}
+            assert "waits for the database" in worker.log()
+            assert "Failed to process message" not in worker.log()
+        finally:
+            with contextlib.suppress(AssertionError):
+                proxy.cut()
