@@ -128,13 +128,12 @@ def cancel(session: Session, run: Run) -> RunStatus | None:
     gone). Returns the status the run left, as the UPDATE that moved it found it (``run`` may have
     been read before a worker claimed it); None if it was final already."""
     previous = _cancel_row(session, run.id)
-    if previous is None:
-        session.refresh(run)
-        return None
-    # A sweep child claimed with its chunk has no started_at until it really starts: it costs nothing.
     session.refresh(run)
+    if previous is None:
+        return None
     if previous == RUNNING and run.started_at is not None:
         return previous
+    # A sweep child claimed with its chunk has no started_at until it really starts: it costs nothing.
     if previous == RUNNING:
         run_repository.end_cancelled(session, run.id, {})
         session.refresh(run)

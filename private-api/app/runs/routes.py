@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Literal
 
@@ -169,14 +170,14 @@ async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
     if run.status != RunStatus.SUCCEEDED:
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
-    _check_retained(run)
+    _check_retained(run.id, run.result_expired_at)
     return await run_in_threadpool(_result_response, ctx, run_id, format)
 
 
-def _check_retained(run: RunOut) -> None:
-    if run.result_expired_at is not None:
-        raise ResultExpired(f"Run {run.id!r}'s result and log were removed on {run.result_expired_at:%Y-%m-%d}, "
-                            "as its tier's result retention says.", result_expired_at=run.result_expired_at.isoformat())
+def _check_retained(run_id: str, expired_at: datetime | None) -> None:
+    if expired_at is not None:
+        raise ResultExpired(f"Run {run_id!r}'s result and log were removed on {expired_at:%Y-%m-%d}, "
+                            "as its tier's result retention says.", result_expired_at=expired_at.isoformat())
 
 
 def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
@@ -207,7 +208,7 @@ def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
             responses={200: {"content": {"text/plain": {}}, "description": "FMU log and runner output."}})
 def get_log(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
     run = run_service.get_run(session, principal, run_id)
-    _check_retained(run_service.to_out(run))
+    _check_retained(run.id, run.result_expired_at)
     key = run_service.log_key(run.id)
     text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""
     return Response(text, media_type="text/plain; charset=utf-8")

@@ -28,7 +28,8 @@ def finished_run(gateway: Gateway, fmus: dict[str, Path], tier: str) -> tuple[ht
 
 
 def finished_days_ago(gateway: Gateway, days: float, *run_ids: str) -> None:
-    engine = sa.create_engine(f"sqlite:///{gateway.var_dir / 'fmu_gateway.db'}")
+    # The gateway writes to the same file: wait for its write lock as it waits for ours.
+    engine = sa.create_engine(f"sqlite:///{gateway.var_dir / 'fmu_gateway.db'}", connect_args={"timeout": 30})
     try:
         with engine.begin() as connection:
             connection.execute(sa.update(Run).where(Run.id.in_(run_ids))
@@ -60,7 +61,7 @@ def test_purge_removes_what_is_past_each_tiers_retention_and_nothing_else(fmus: 
 
         purged = gateway.admin("purge")
         assert purged.returncode == 0, purged.stderr
-        assert "1 run(s) past retention" in purged.stdout
+        assert "1 run(s) past retention" in purged.stdout, purged.stdout + purged.stderr
         assert_expired(free, gateway, old_free)
         assert pro.get(f"/v1/runs/{old_pro}").json()["result_expired_at"] is None
         assert pro.get(f"/v1/runs/{old_pro}/result").status_code == 200
