@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: help install bwrap run worker sample test fuzz lint contract bench build deploy clean
+.PHONY: help install bwrap run worker sample test fuzz lint contract bench load build deploy clean
 
 help:
 	@echo "make run       install, migrate, create the dev user, serve on $(HOST):$(PORT)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint      ruff + mypy"
 	@echo "make contract  regenerate shared-specs/api_contract.yaml from the app"
 	@echo "make bench     gateway vs raw FMPy on the same FMU"
+	@echo "make load      load test on loopback (embedded, then PostgreSQL + Redis + 2 workers) and books checks"
 	@echo "make build     the runner, API/worker and SDK images, offline (IMAGES=\"runner api sdk\")"
 	@echo "make deploy    print the deployment steps; TARGET=compose|ecs|vercel performs one (docs/deployment.md)"
 
@@ -82,6 +83,10 @@ bench: install sample
 	$(PY) bench/bench_sandbox.py --fmu MassSpringSystem
 	$(PY) bench/bench_sweeps.py --samples 1000
 	$(PY) bench/bench_memory.py --runs 10000
+
+# 20 clients of 4 tenants for 60 s per mode on 127.0.0.1, then every run final and the books balanced (docs/operations.md).
+load: install sample
+	$(PY) bench/load.py --mode embedded cluster
 
 # Safe by default: without TARGET it only prints the steps of docs/deployment.md.
 TARGET ?=

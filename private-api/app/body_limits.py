@@ -117,5 +117,5 @@ def _content_length(scope: Scope) -> int | None:
 async def refuse(error: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer with ``error`` as problem+json, closing the connection: the rest of the body is not read."""
     response = problem_response(error.status, error.code, error.title, error.detail,
-                                {"Connection": "close"}, **error.extra)
+                                {**error.headers, "Connection": "close"}, **error.extra)
     await response(scope, receive, send)

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # API and worker process. The bucket is the operator's to create; start-up fails without it.
     storage: Literal["local", "s3"] = "local"
     storage_dir: Path | None = None
+    # Local storage: below this many free bytes, uploads, runs and sweeps are refused (507
+    # storage_full). The default fits a largest upload (200 MiB) and a largest result (256 MiB)
+    # admitted just above it; 0 turns the check off. S3 has no such limit.
+    storage_min_free_bytes: int = Field(default=512 << 20, ge=0)
     s3_bucket: str = ""
     # Keys are stored under this prefix, so one bucket can hold several deployments.
     s3_prefix: str = ""
@@ -78,14 +82,15 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # With a broker, an API process also executes runs (a worker inside it); for small deployments.
     api_executes_runs: bool = False
-    # A worker holds a lease on each run it executes and renews it every third of this.
-    run_lease_s: float = Field(default=30.0, gt=0)
+    # A worker holds a lease on each run it executes and renews it every third of this. Short, as
+    # a vanished worker's runs wait for its lease to lapse: queued again within ~this + the poll.
+    run_lease_s: float = Field(default=10.0, gt=0)
     # A run whose worker vanished this many times fails with worker_lost (its hold refunded).
     run_max_attempts: int = Field(default=3, ge=1)
     # A queued run handed to the queue this long ago is handed over again (a lost message).
     dispatch_redeliver_s: float = Field(default=120.0, gt=0)
     # How often each process looks for runs to hand over and for lapsed leases.
-    dispatch_poll_s: float = Field(default=2.0, gt=0)
+    dispatch_poll_s: float = Field(default=1.0, gt=0)
     # A stopping worker lets its runs finish this long, then puts the rest back in the queue.
     worker_drain_s: float = Field(default=10.0, ge=0)
 
@@ -153,6 +158,9 @@ class Settings(BaseSettings):
     # Most children of one sweep a worker runs in one sandbox process, one after another (1: each
     # alone); a chunk takes a share of what is left of its sweep, up to this (sweep_service.chunk_size).
     sweep_chunk_size: int = Field(default=64, ge=1, le=256)
+    # A chunk is also sized to last about this long, from how long the sweep's children took so
+    # far: a chunk is what another tenant's run may wait for (app.runs.scheduling).
+    sweep_chunk_seconds: float = Field(default=2.0, gt=0)
     # Server-Sent Events: how often a stream re-reads the database (other processes' changes) and
     # how long it may stay silent before a heartbeat comment keeps proxies from closing it.
     events_poll_s: float = Field(default=0.5, gt=0)

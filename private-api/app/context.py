@@ -30,6 +30,7 @@ from app.sandbox.backends import NoSandboxes
 from app.sandbox.pool import SandboxPool
 from app.sandbox.warm import Reuse
 from app.storage import Storage, create_storage
+from app.storage.space import FreeSpace
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class AppContext:
     idempotency: IdempotencyStore
     # Signs and verifies access tokens; built here so every request shares one.
     tokens: TokenService = field(init=False)
+    # Whether blob storage has room for an upload, a run or a sweep (app.storage_admission).
+    free_space: FreeSpace = field(init=False)
     usage_marks: UsageMarks = field(init=False, default_factory=UsageMarks)
     # Counts each user's open event streams (in Redis when configured, shared by every API process).
     stream_slots: StreamSlots = field(init=False)
@@ -63,6 +66,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.tokens = TokenService.from_settings(self.settings)
+        self.free_space = FreeSpace(self.storage, self.settings.storage_min_free_bytes)
         self.stream_slots = create_stream_slots(self.settings)
         self.stripe = StripeService(self.settings)
         self.usage_reporter = (UsageReporter(self.settings, self.db, self.stripe.client)

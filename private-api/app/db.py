@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy import create_engine, event
@@ -17,6 +19,30 @@ from app.config import Settings
 # What a database that does not answer raises: refused or dropped connections, a pool that cannot
 # get one, SQLite's lock held past its timeout. Requests answer 503; queued work waits for it.
 DATABASE_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+# How long work outside a request waits for a database that does not answer, and the longest pause
+# between its tries.
+DATABASE_WAIT_S = 300.0
+DATABASE_BACKOFF_MAX_S = 2.0
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def retry_while_down(call: Callable[[], T], what: str, wait_s: float = DATABASE_WAIT_S) -> T:
+    """``call()``, again with backoff while the database does not answer: work outside a request
+    (a run's message, a run's outcome) waits for the database's return, seconds, instead of being
+    dropped and found again by a timer, minutes. ``call`` must be safe to repeat."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except DATABASE_DOWN as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s waits for the database (%s); again in %.1f s", what, type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, DATABASE_BACKOFF_MAX_S)
 
 WRITE_OPTION = "fmu_gateway_write"
 _HOLDS_WRITE_LOCK = "fmu_gateway_holds_write_lock"

@@ -53,6 +53,21 @@ class PayloadTooLarge(ProblemError):
     title = "Payload too large"
 
 
+class StorageFull(ProblemError):
+    """Blob storage is (nearly) out of space: the server's state, not the request's. Refused before
+    anything is stored (``app.storage_admission``), or a write that met a full disk (``app.main``)."""
+
+    status = 507
+    code = "storage_full"
+    title = "Storage is full"
+    # Space comes back when an operator frees or adds some, or retention removes old results.
+    RETRY_AFTER_S: ClassVar[int] = 60
+
+    def __init__(self, detail: str = ("The server's storage is full: uploads, runs and sweeps are refused "
+                                      "until space is freed; retry later."), **extra: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(self.RETRY_AFTER_S)}, **extra)
+
+
 class InvalidFMU(ProblemError):
     """The uploaded file is not an FMU we can accept; subclasses refine the code."""
 

@@ -70,7 +70,7 @@ def metrics_text(request: Request, ctx: Ctx) -> Response:
             raise MetricsForbidden("Send the metrics token as Authorization: Bearer.")
     elif request.client is None or not ipaddress.ip_address(request.client.host).is_loopback:
         raise MetricsForbidden("Without FMU_GATEWAY_METRICS_TOKEN, metrics are served on this host only.")
-    return Response(metrics.exposition(ctx.db), media_type=metrics.CONTENT_TYPE)
+    return Response(metrics.exposition(ctx.db, ctx.free_space.free_bytes), media_type=metrics.CONTENT_TYPE)
 
 
 @router.get("/readyz", response_model=Readiness)

@@ -24,12 +24,14 @@ from app.body_limits import BodyLimitMiddleware
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.db import DATABASE_DOWN
-from app.errors import ProblemError, problem_response, request_id_var
+from app.errors import ProblemError, StorageFull, problem_response, request_id_var
 from app.events import routes as events
 from app.fmus import routes as fmus
 from app.idempotency.middleware import IdempotencyMiddleware
 from app.kit.openapi import with_problem_responses
 from app.runs import routes as runs
+from app.storage.space import is_out_of_space
+from app.storage_admission import StorageAdmissionMiddleware
 from app.sweeps import routes as sweeps
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,16 @@ class RequestIdMiddleware:
                                         "The database did not answer; retry in a few seconds.",
                                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
             await response(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            if not started and is_out_of_space(exc):
+                # A write that met a full disk between admission and the write: 507, never 500. Whoever
+                # wrote has removed what it half-wrote (LocalStorage, the upload's cleanup).
+                log.error("storage full: %s", exc)
+                status = StorageFull.status
+                error = StorageFull()
+                await problem_response(error.status, error.code, error.title, error.detail,
+                                       error.headers)(scope, receive, send_with_id)
+                return
             # Rendered here, inside the request id's scope, rather than by Starlette's outer handler.
             log.exception("unhandled error")
             if started:
@@ -149,11 +160,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     # Added last runs first: request ids wrap everything, bodies are capped before anything reads
-    # them, idempotency sees authenticated POSTs.
+    # them, a request that stores is refused while storage is full before its body is read,
+    # idempotency sees authenticated POSTs.
     routers = [health.router, fmus.router, runs.router, sweeps.router, events.router, billing.router, auth.keys_router,
                auth.router]
-    app.add_middleware(IdempotencyMiddleware,
-                       routes=[route for router in routers for route in router.routes if isinstance(route, APIRoute)])
+    api_routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    app.add_middleware(IdempotencyMiddleware, routes=api_routes)
+    app.add_middleware(StorageAdmissionMiddleware, routes=api_routes)
     app.add_middleware(BodyLimitMiddleware, settings=settings)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(ProblemError, _problem)

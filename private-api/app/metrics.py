@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,6 +92,11 @@ def runs_settled(runs: Iterable[tuple[Run, int]]) -> None:
             QUEUE_WAIT.observe(max(0.0, (run.started_at - run.created_at).total_seconds()))
 
 
+# The series read from live state at each scrape (every other is a counter or histogram above).
+QUEUE_DEPTH = "fmu_gateway_queue_depth"
+STORAGE_FREE = "fmu_gateway_storage_free_bytes"
+
+
 class QueueDepth(Collector):
     """``fmu_gateway_queue_depth{tenant}``: queued runs per user (the deepest 100), read at the scrape."""
 
@@ -99,11 +104,24 @@ class QueueDepth(Collector):
         self.db = db
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("fmu_gateway_queue_depth", "Queued runs per tenant.", labels=["tenant"])
+        family = GaugeMetricFamily(QUEUE_DEPTH, "Queued runs per tenant.", labels=["tenant"])
         with self.db.session() as session:
             for user_id, queued in run_repository.queued_per_user(session, limit=100):
                 family.add_metric([user_id], queued)
         yield family
+
+
+class StorageFree(Collector):
+    """``fmu_gateway_storage_free_bytes``: what local blob storage has free, as admission sees it
+    (``app.storage.space``); absent where storage has no such limit (S3)."""
+
+    def __init__(self, free_bytes: Callable[[], int | None]) -> None:
+        self.free_bytes = free_bytes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        free = self.free_bytes()
+        if free is not None:
+            yield GaugeMetricFamily(STORAGE_FREE, "Free bytes of local blob storage.", value=free)
 
 
 def _summed() -> CollectorRegistry:
@@ -118,9 +136,12 @@ def serve_worker_metrics(host: str, port: int) -> None:
     start_http_server(port, addr=host, registry=_summed())
 
 
-def exposition(db: Database | None) -> bytes:
-    """Every process's values summed, and the queue's depth where a database is given."""
+def exposition(db: Database | None, free_bytes: Callable[[], int | None] | None = None) -> bytes:
+    """Every process's values summed, the queue's depth where a database is given, and the blob
+    storage's free bytes where ``free_bytes`` is."""
     registry = _summed()
     if db is not None:
         registry.register(QueueDepth(db))
+    if free_bytes is not None:
+        registry.register(StorageFree(free_bytes))
     return generate_latest(registry)

@@ -66,3 +66,36 @@ def test_a_sweeps_waiting_children_go_again_as_the_sweep_first_went(db: Database
     assert sent == sorted(singles + children[::spacing])  # 2 + 3 messages for 22 runs
     with db.session() as session:  # every one of them stamped: not sent again at the next pass
         assert all(stamp > long_ago for stamp in session.scalars(select(Run.enqueued_at)))
+
+
+def test_a_sweep_whose_creator_died_before_sending_gets_every_message_it_was_to_send(db: Database) -> None:
+    """A sweep is created with its message children unstamped and the rest stamped; the API that
+    made it died before its sender ran. The relay sends each unstamped child: they already are the
+    sweep's one-in-``spacing``, thinning them again would leave most children without a message."""
+    user_id = new_user(db, 100)
+    make_run(db, user_id, held=0)  # makes the placeholder FMU
+    with db.session(write=True) as session:
+        session.execute(update(Run).where(Run.user_id == user_id).values(status="cancelled")
+                        .execution_options(synchronize_session=False))
+        session.commit()
+    children = queued_sweep(db, user_id, f"fmu_{user_id}", CHILDREN * 4)
+    settings = Settings()
+    spacing = message_spacing(settings.sweep_chunk_size)
+    fresh = settings.dispatch_redeliver_s / 2
+    with db.session(write=True) as session:  # as create_sweep leaves them, a moment ago
+        created = utcnow() - timedelta(seconds=fresh)
+        session.execute(update(Run).where(Run.user_id == user_id).values(created_at=created, enqueued_at=created)
+                        .execution_options(synchronize_session=False))
+        session.execute(update(Run).where(Run.id.in_(children[::spacing])).values(enqueued_at=None)
+                        .execution_options(synchronize_session=False))
+        session.commit()
+
+    with temporary_redis_prefix("relay-unsent") as prefix:
+        namespace = f"{prefix}dramatiq"
+        dispatcher = RedisDispatcher(db, REDIS_URL, namespace, execute=lambda _: None, executes_locally=False)
+        try:
+            relay(db, dispatcher, settings)
+        finally:
+            dispatcher.shutdown()
+        stored = redis.Redis.from_url(REDIS_URL).hvals(f"{namespace}:{QUEUE_NAME}.msgs")
+    assert sorted(json.loads(message)["args"][0] for message in stored) == sorted(children[::spacing])

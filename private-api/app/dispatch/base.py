@@ -58,6 +58,12 @@ class Dispatcher(ABC):
         """Whether this dispatcher has a broker, which answered (raises if it does not)."""
         return False
 
+    def queue_lost(self) -> bool:
+        """Whether the queue lost its messages since this process last asked (a broker restarted
+        without persistence, or flushed), and this process is the one to send every queued run
+        again. Raises if the broker does not answer."""
+        return False
+
     def reserve(self) -> bool:
         """Book a worker of this process that is free now, for a run its submission claims itself
         (``FmuRunner.claim_submitted``); then ``run_reserved`` or ``cancel_reservation``. Only a

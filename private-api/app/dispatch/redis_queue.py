@@ -11,7 +11,6 @@ message went missing, and a message for a run that is no longer queued does noth
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
-from app.db import DATABASE_DOWN, Database
+from app.db import Database
 from app.dispatch.base import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -62,39 +61,17 @@ def enqueue_on_pipeline(broker: RedisBroker, pipe: redis.client.Pipeline, messag
         message_id, message.encode()])
 
 
-# How long a message waits for a database that does not answer before it is given up (the relay
-# sends its run again later: the database is the queue's source of truth).
-DATABASE_WAIT_S = 300.0
-DATABASE_BACKOFF_MAX_S = 2.0
-
-
-def run_waiting_for_the_database(execute: Callable[[str], None], run_id: str) -> None:
-    """``execute(run_id)``, again with backoff while the database does not answer: the broker here
-    retries nothing, so a message whose first database step failed would be dropped, and its run
-    would wait for the relay's re-send (minutes) instead of the database's return (seconds)."""
-    deadline = time.monotonic() + DATABASE_WAIT_S
-    delay = 0.1
-    while True:
-        try:
-            execute(run_id)
-            return
-        except DATABASE_DOWN as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("run %s waits for the database (%s); again in %.1f s", run_id, type(exc).__name__, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, DATABASE_BACKOFF_MAX_S)
-
-
 class RedisDispatcher(Dispatcher):
     def __init__(self, db: Database, url: str, namespace: str, execute: Callable[[str], None],
                  executes_locally: bool) -> None:
         super().__init__(db)
         self.broker = create_broker(url, namespace)
         self._executes_locally = executes_locally
+        # A key no message outlives: when it is gone, so is the queue (see ``queue_lost``).
+        self._epoch_key = f"{namespace}:fmu-gateway:epoch"
 
         def execute_run(run_id: str) -> None:
-            run_waiting_for_the_database(execute, run_id)
+            execute(run_id)
 
         # Declared in every process (it declares the queue); only workers consume it.
         self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(
@@ -103,6 +80,18 @@ class RedisDispatcher(Dispatcher):
     def check(self) -> bool:
         self.broker.client.ping()
         return True
+
+    def queue_lost(self) -> bool:
+        """An epoch key marks the broker's memory: a restart without persistence or a flush takes
+        it with the queue. The first process to find it gone sets it again (SET NX: exactly one
+        wins) and re-sends what the database says is queued; the others find it set. A broker
+        seen for the first time counts as lost: what was queued while no process watched is sent
+        again (a duplicate message does nothing)."""
+        won = bool(self.broker.client.set(self._epoch_key, uuid.uuid4().hex, nx=True))
+        if won:
+            log.warning("the broker has no queue epoch (a first start, or its queue was lost to a restart or a "
+                        "flush): sending every queued run again")
+        return won
 
     @property
     def executes_locally(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Row
 
@@ -60,15 +61,17 @@ def relay(db: Database, dispatcher: Dispatcher, settings: Settings, *, everythin
             return sent
 
 
-def messages_for(rows: Sequence[Row[str, str | None]], spacing: int) -> list[str]:
-    """The runs to send a message for, of queued (id, sweep_id) rows in sweep order: every single
-    run, and of each sweep's children every ``spacing``-th, as when the sweep was created (each
-    message claims a chunk of at least ``spacing`` of them: a long sweep's waiting children are not
-    sent again one message each)."""
+def messages_for(rows: Sequence[Row[str, str | None, datetime | None]], spacing: int) -> list[str]:
+    """The runs to send a message for, of queued (id, sweep_id, enqueued_at) rows in sweep order:
+    every run never handed over (a single run, or a sweep child that stands for a chunk: its
+    sweep's other children were stamped at its creation), and of the children handed over before
+    (their messages lost) every ``spacing``-th, as when the sweep was created: each message claims
+    chunks until it ran ``spacing`` children, so a long sweep's waiting children are not sent again
+    one message each."""
     seen: dict[str, int] = {}
     chosen: list[str] = []
     for row in rows:
-        if row.sweep_id is None:
+        if row.sweep_id is None or row.enqueued_at is None:
             chosen.append(row.id)
             continue
         position = seen.get(row.sweep_id, 0)
@@ -80,7 +83,14 @@ def messages_for(rows: Sequence[Row[str, str | None]], spacing: int) -> list[str
 
 class Housekeeper(BackgroundThread):
     """Every ``dispatch_poll_s``: reap lapsed leases, then relay what is due; every
-    ``retention_interval_s``, remove the results past their tier's retention."""
+    ``retention_interval_s``, remove the results past their tier's retention.
+
+    Everything queued is sent again, not only what is due, when the messages of queued runs
+    are known to be gone: at the embedded pool's start (its queue died with the process before
+    it), after the broker lost its queue (``Dispatcher.queue_lost``), and after a vanished worker's
+    runs are requeued (the messages it had fetched and not started wait in its unacked set for
+    Dramatiq's heartbeat timeout, a minute or more). A duplicate message does nothing; waiting
+    for ``dispatch_redeliver_s`` would leave runs queued with nothing to run them for minutes."""
 
     thread_name = "dispatch-housekeeper"
 
@@ -104,12 +114,15 @@ class Housekeeper(BackgroundThread):
 
     def _loop(self) -> None:
         # The embedded pool's queue lived in the process that is gone: hand everything queued over.
-        first = self.dispatcher.executes_locally and not self.settings.broker_url
+        everything = self.dispatcher.executes_locally and not self.settings.broker_url
         while True:
             try:
-                reap(self.db, self.settings)
-                relay(self.db, self.dispatcher, self.settings, everything=first)
-                first = False
+                # Kept until a relay of everything succeeds: the broker may fail again in between.
+                everything = self.dispatcher.queue_lost() or everything
+                requeued, _ = reap(self.db, self.settings)
+                everything = everything or (bool(requeued) and bool(self.settings.broker_url))
+                relay(self.db, self.dispatcher, self.settings, everything=everything)
+                everything = False
                 self._purge_when_due()
                 if self._failing:
                     log.info("relay: the queue is reachable again")

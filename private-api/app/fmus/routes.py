@@ -17,6 +17,7 @@ from app.fmus.schemas import DETAIL_MAX_VARIABLES, FmuDetail, FmuSummary
 from app.fmus.upload_stream import receive_upload
 from app.kit.params import Cursor, Limit, ResourceId
 from app.kit.schemas import Page
+from app.storage_admission import STORAGE_FULL_RESPONSE
 
 router = APIRouter(prefix="/v1/fmus", tags=["fmus"])
 
@@ -55,7 +56,8 @@ def _detail(fmu: Fmu) -> FmuDetail:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FmuDetail,
              openapi_extra=UPLOAD_BODY,
-             responses={200: {"model": FmuDetail, "description": "These bytes were already uploaded."}})
+             responses={200: {"model": FmuDetail, "description": "These bytes were already uploaded."},
+                        **STORAGE_FULL_RESPONSE})
 async def upload_fmu(request: Request, response: Response, ctx: Ctx, principal: FmusWrite) -> FmuDetail:
     """Upload an FMU (multipart field ``file``). The same bytes again return the existing FMU."""
     settings = ctx.settings

@@ -20,6 +20,7 @@ from app.body_limits import MULTIPART_ALLOWANCE
 from app.errors import InvalidFilename, PayloadTooLarge, ProblemError
 from app.fmus.service import UploadedFile
 from app.kit.schemas import reject_unstorable
+from app.storage.space import is_out_of_space
 
 
 class MalformedUpload(ProblemError):
@@ -170,4 +171,6 @@ async def receive_upload(request: Request, tmp_dir: Path, max_bytes: int) -> Upl
         raise
     except Exception as exc:
         path.unlink(missing_ok=True)
+        if is_out_of_space(exc):
+            raise  # the server's disk, not the upload: 507 storage_full (app.main)
         raise MalformedUpload(f"The upload could not be read: {exc}") from exc

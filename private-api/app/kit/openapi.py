@@ -1,6 +1,7 @@
 """Every error this API sends is RFC 9457 problem+json (``app.errors``); FastAPI documents only the
 success responses and a 422 of its own shape, so ``with_problem_responses`` says so for every
-operation: 422 and a ``default`` response carrying ``Problem``."""
+operation: 422 and a ``default`` response carrying ``Problem``, and any other error status a route
+declares (``responses={507: {"description": ...}}``) carrying it too."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def with_problem_responses(spec: dict[str, Any]) -> dict[str, Any]:
             if "422" in responses:
                 responses["422"] = {"description": "Validation error; `code` says which (e.g. validation_error).",
                                     "content": _PROBLEM_CONTENT}
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = _PROBLEM_CONTENT
             responses["default"] = {"description": "An error, as RFC 9457 problem details with a stable `code`.",
                                     "content": _PROBLEM_CONTENT}
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})

@@ -10,7 +10,9 @@ import socket
 import stat
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app import logs, metrics
 from app.config import Settings
-from app.db import Database
+from app.db import Database, retry_while_down
 from app.dispatch.notifier import STARTED, RunNotifier
 from app.fmus import repository as fmu_repository
 from app.fmus.cache import FmuCache
@@ -27,6 +29,7 @@ from app.fmus.models import Fmu
 from app.kit.models import utcnow
 from app.runs import lifecycle as run_lifecycle
 from app.runs import repository as run_repository
+from app.runs import scheduling
 from app.runs.lifecycle import PLATFORM_ERRORS
 from app.runs.models import Run, RunStatus
 from app.runs.service import log_key, result_key, to_out
@@ -36,10 +39,13 @@ from app.sandbox.pool import SandboxPool
 from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, REPORTABLE_ERRORS, RESET_CHECKED, RunSpec, SweepChunk
 from app.sandbox.staging import result_file_problem
 from app.storage import Storage
+from app.storage.space import is_out_of_space
 from app.sweeps import service as sweep_service
 
 log = logging.getLogger(__name__)
 
+# Sweeps whose children's duration a worker remembers (the latest used).
+SWEEPS_REMEMBERED = 256
 # Identifies the runner that checked an FMU's reset(): a new runner checks again.
 RUNNER_DIGEST = runner_digest()
 
@@ -98,6 +104,30 @@ def close_all(sandboxes: list[Sandbox]) -> None:
         sandboxes.pop().close(wait=False)
 
 
+def stored(run_id: str, what: str, write: Callable[[], None]) -> bool:
+    """Do ``write`` (a storage put); False if storage is full, the backend having removed what it
+    half-wrote."""
+    try:
+        write()
+    except OSError as exc:
+        if not is_out_of_space(exc):
+            raise
+        log.error("run %s: storage is full; its %s is not stored: %s", run_id, what, exc)
+        return False
+    return True
+
+
+def storage_full(*, log_kept: bool) -> dict[str, Any]:
+    """A run whose result did not fit in storage: the platform's failure, refunded."""
+    kept = "its log is kept" if log_kept else "its log could not be stored either"
+    return {"status": RunStatus.FAILED, "error_code": "storage_full",
+            "error_message": f"storage is full: the result could not be stored ({kept}); the run is not charged"}
+
+
+def log_lost(message: str | None) -> str:
+    return f"{message or 'the run failed'} (its log could not be stored: storage is full)"
+
+
 class FmuRunner:
     def __init__(self, settings: Settings, db: Database, storage: Storage, cache: FmuCache,
                  sandboxes: SandboxPool, notifier: RunNotifier) -> None:
@@ -116,22 +146,57 @@ class FmuRunner:
         self._abandoned: set[str] = set()
         # Runs whose sandbox the shutdown killed.
         self._interrupted: set[str] = set()
+        # How long a child of each sweep lately ran here, in seconds: what sizes its chunks.
+        self._child_s: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stopping = False
 
     def execute(self, run_id: str) -> None:
-        """A dispatch message: its run, claimed with a chunk of its sweep's children if it has one.
-        A sweep gets one message per few children (``sweep_service.message_spacing``), each of which
-        stands for a chunk: if another worker took its own child first, it claims other queued
-        children of the sweep instead."""
+        """A dispatch message, from either dispatcher. Neither retries a message that failed: one
+        that meets a database outage waits for its return instead of being dropped."""
+        retry_while_down(lambda: self._execute_in_turn(run_id), f"run {run_id}")
+
+    def _execute_in_turn(self, run_id: str) -> None:
+        """First the runs of tenants whose turn comes before the message's own
+        (``app.runs.scheduling``), then its own run. A sweep's message stands for a few children
+        (``sweep_service.message_spacing``); its chunks are sized by time and may hold fewer, so it
+        claims again, after the others' turns, until it ran that many or none is left."""
+        served: set[str] = set()
+        spacing = sweep_service.message_spacing(self.settings.sweep_chunk_size)
+        done = 0
+        while True:
+            # A run served once and still queued (its claim lost a race, or it cannot be claimed)
+            # ends the detour: the message never loops on one run.
+            while (other := self._turn_before(run_id)) is not None and other not in served:
+                served.add(other)
+                self._execute_message(other)
+            ran, sweep_id = self._execute_message(run_id)
+            done += ran
+            if sweep_id is None or ran == 0 or done >= spacing:
+                return
+
+    def _turn_before(self, run_id: str) -> str | None:
+        """A queued run of another tenant to serve before ``run_id``'s, or None."""
+        with self.db.session() as session:
+            if not run_repository.others_queued(session, run_id):
+                return None
+            own = run_repository.owner_of(session, run_id)
+            tenant = None if own is None else scheduling.next_tenant(run_repository.waiting_tenants(session), own)
+            return None if tenant is None else run_repository.oldest_queued_of(session, tenant)
+
+    def _execute_message(self, run_id: str) -> tuple[int, str | None]:
+        """A run, claimed with a chunk of its sweep's children if it has one: if another worker
+        took the child first, other queued children of the sweep instead. Returns how many runs
+        it executed, and their sweep."""
         found = self._claim(run_id)
         if found is None:
-            return  # gone, or a single run another worker has, cancelled or finished: a duplicate
+            return 0, None  # gone, or a single run another worker has, cancelled or finished: a duplicate
         claimed, won = found
         runs = [claimed] if won else []
         runs += self._claim_siblings(claimed, won)
         if runs:
             self._execute(runs)
+        return len(runs), claimed.sweep_id
 
     def claim_submitted(self, session: Session, run: Run, fmu: Fmu) -> tuple[Claimed, datetime] | None:
         """Claim a single run in the transaction that creates it, for a worker of this process that
@@ -168,6 +233,7 @@ class FmuRunner:
             pending = runs
             while pending:
                 outcomes, pending = self._run_batch(pending, used)
+                self._learn(runs[0].sweep_id, outcomes)
                 finals = {run.id: run for run in self._settle(outcomes)}
                 # A run's public state is handed to whoever waits for it here: no read back.
                 self.notifier.publish_all([
@@ -194,8 +260,11 @@ class FmuRunner:
             return self._run_chunk(runs, used)
         except Exception as exc:
             log.exception("run %s: platform failure", runs[0].run_id)
-            failed = {"status": RunStatus.FAILED, "error_code": "internal_error",
-                      "error_message": f"internal error: {type(exc).__name__}"}
+            failed = ({"status": RunStatus.FAILED, "error_code": "storage_full",
+                       "error_message": "storage is full: the run could not be executed; it is not charged"}
+                      if is_out_of_space(exc) else
+                      {"status": RunStatus.FAILED, "error_code": "internal_error",
+                       "error_message": f"internal error: {type(exc).__name__}"})
             return {run.run_id: dict(failed) for run in runs}, []
 
     def _settle(self, outcomes: dict[str, dict[str, Any]]) -> list[Run]:
@@ -213,7 +282,11 @@ class FmuRunner:
                 abandoned[run_id] = fields  # cancelled (charged what it used) or no longer ours
             else:
                 finished[run_id] = fields
-        return self._finish(finished, abandoned) if finished or abandoned else []
+        if not finished and not abandoned:
+            return []
+        # The results are stored: an outage now must not cost the run (its lease would lapse and
+        # it would run again), so the outcome waits for the database.
+        return retry_while_down(lambda: self._finish(finished, abandoned), f"the outcome of {len(outcomes)} run(s)")
 
     def _claim(self, run_id: str) -> tuple[Claimed, bool] | None:
         """Move queued → running under a lease; only one worker can win the conditional UPDATE.
@@ -245,8 +318,10 @@ class FmuRunner:
         run itself (``won``), or instead of it, up to a chunk's size in all."""
         if claimed.sweep_id is None:
             return []
-        wanted = sweep_service.chunk_size(claimed.sweep_left, self.settings.sweep_chunk_size,
-                                          self.settings.workers) - (1 if won else 0)
+        size = sweep_service.chunk_size(claimed.sweep_left, self.settings.sweep_chunk_size, self.settings.workers)
+        with self._lock:
+            child_s = self._child_s.get(claimed.sweep_id)
+        wanted = sweep_service.fit_in_time(size, child_s, self.settings.sweep_chunk_seconds) - (1 if won else 0)
         if wanted < 1:
             return []
         expires = utcnow() + self.lease
@@ -257,6 +332,18 @@ class FmuRunner:
             for row in rows:
                 self._held[row.id] = expires
         return [dataclasses.replace(claimed, run_id=row.id, spec=row.spec) for row in rows]
+
+    def _learn(self, sweep_id: str | None, outcomes: dict[str, dict[str, Any]]) -> None:
+        """Remember how long the sweep's children just took (a moving average, a few sweeps)."""
+        walls = [float(fields["wall_time_s"]) for fields in outcomes.values() if fields.get("wall_time_s") is not None]
+        if sweep_id is None or not walls:
+            return
+        mean = sum(walls) / len(walls)
+        with self._lock:
+            known = self._child_s.pop(sweep_id, None)
+            self._child_s[sweep_id] = mean if known is None else (known + mean) / 2
+            while len(self._child_s) > SWEEPS_REMEMBERED:
+                del self._child_s[next(iter(self._child_s))]
 
     def held(self) -> dict[str, datetime]:
         """The runs this process holds leases on, and when each lease expires as last written."""
@@ -390,8 +477,9 @@ class FmuRunner:
         assert outcome.out_dir is not None
         log_path = outcome.out_dir / f"{run_id}.log"
         child_log = read_regular(log_path, limits.max_log_bytes)
-        if child_log:  # an empty log is not stored: it reads as empty
-            self.storage.put_bytes(log_key(run_id), child_log)
+        # First, and an empty one not at all (it reads as empty): a log tells what happened even
+        # when the result does not fit.
+        log_kept = not child_log or stored(run_id, "log", partial(self.storage.put_bytes, log_key(run_id), child_log))
         cpu = float(report.get("cpu_time_s") or 0.0) * scale
         wall = min(float(report.get("wall_time_s") or 0.0), outcome.wall_time_s)
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
@@ -400,7 +488,10 @@ class FmuRunner:
         problem = result_file_problem(result_path, limits.max_output_bytes)
         if report.get("ok") is True and problem is None:
             rows, columns = _arrow_summary(result_path)
-            self.storage.put_file(result_key(run_id), result_path)
+            # Where a small log did not fit, a result will not.
+            if not (log_kept and stored(run_id, "result", partial(self.storage.put_file, result_key(run_id),
+                                                                  result_path))):
+                return {**fields, **storage_full(log_kept=log_kept)}
             return {**fields, "status": RunStatus.SUCCEEDED, "error_code": None, "error_message": None,
                     "result_rows": rows, "result_columns": columns, "result_bytes": result_path.stat().st_size}
         if report.get("ok") is True:
@@ -410,7 +501,8 @@ class FmuRunner:
             claimed = report.get("error_code")
             code = claimed if claimed in REPORTABLE_ERRORS else "runner_error"
             message = str(report.get("message") or code)[:2000]
-        return {**fields, "status": RunStatus.FAILED, "error_code": code, "error_message": message}
+        return {**fields, "status": RunStatus.FAILED, "error_code": code,
+                "error_message": message if log_kept else log_lost(message)}
 
     def _record_reset(self, fmu_id: str, exact: bool) -> None:
         with self.db.session(write=True) as session:
@@ -420,9 +512,12 @@ class FmuRunner:
                  else "differs from a fresh instance: sweep chunks instantiate per child")
 
     def _store(self, run_id: str, outcome: Outcome) -> dict[str, Any]:
-        """Copy what must outlive the sandbox (result, log) into storage before it is removed."""
-        if outcome.log:  # an empty log is not stored: it reads as empty
-            self.storage.put_bytes(log_key(run_id), outcome.log.encode("utf-8", "replace"))
+        """Copy what must outlive the sandbox into storage before it is removed: the log first (it
+        is small, and tells what happened even when the result does not fit), then the result. A
+        full storage fails the run with ``storage_full`` (refunded)."""
+        data = outcome.log.encode("utf-8", "replace")
+        # An empty log is not stored: it reads as empty.
+        log_kept = not data or stored(run_id, "log", partial(self.storage.put_bytes, log_key(run_id), data))
         fields: dict[str, Any] = {
             "status": outcome.status, "error_code": outcome.error_code,
             "error_message": outcome.error_message, "wall_time_s": outcome.wall_time_s,
@@ -430,9 +525,14 @@ class FmuRunner:
         }
         if outcome.status == "succeeded" and outcome.result_path is not None:
             rows, columns = _arrow_summary(outcome.result_path)
-            self.storage.put_file(result_key(run_id), outcome.result_path)
+            # Where a small log did not fit, a result will not.
+            if not (log_kept and stored(run_id, "result", partial(self.storage.put_file, result_key(run_id),
+                                                                  outcome.result_path))):
+                return {**fields, **storage_full(log_kept=log_kept)}
             fields.update(result_rows=rows, result_columns=columns,
                           result_bytes=outcome.result_path.stat().st_size)
+        elif not log_kept:
+            fields["error_message"] = log_lost(outcome.error_message)
         return fields
 
     def _finish(self, outcomes: dict[str, dict[str, Any]], cancelled: dict[str, dict[str, Any]]) -> list[Run]:

@@ -34,7 +34,7 @@ __all__ = ["PLATFORM_ERRORS", "TRANSITIONS", "IllegalTransition", "cancel", "cla
 
 QUEUED, RUNNING, CANCELLED = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLED
 # Failures that are the platform's fault, not the model's: the run's credits are refunded.
-PLATFORM_ERRORS = frozenset({"sandbox_error", "runner_error", "internal_error", "worker_lost"})
+PLATFORM_ERRORS = frozenset({"sandbox_error", "runner_error", "internal_error", "worker_lost", "storage_full"})
 # A run moves between queued and running a few times at most (claimed, given back at a shutdown).
 _CANCEL_ATTEMPTS = 5
 

@@ -47,7 +47,9 @@ class Run(Base):
     __tablename__ = "runs"
     # A retried submission with the same Idempotency-Key finds the run it already created.
     __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),
-                      Index("ix_runs_unexpired_finished_at", "result_expired_at", "finished_at"))
+                      Index("ix_runs_unexpired_finished_at", "result_expired_at", "finished_at"),
+                      # Whose turn it is (app.runs.scheduling): queued runs by user, oldest first.
+                      Index("ix_runs_status_user", "status", "user_id", "created_at"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -12,12 +12,28 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, Update, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
 
 from app.auth.models import User
 from app.fmus.models import Fmu
 from app.runs.models import ACTIVE_STATUSES, Run, RunStatus, check_transition
+from app.runs.scheduling import Waiting
 from app.sweeps.models import Sweep
 
 RUNS = cast(Table, Run.__table__)
@@ -147,6 +163,39 @@ def active_children(session: Session, sweep_id: str) -> list[str]:
                                 .order_by(Run.sweep_index)))
 
 
+# -- turns across tenants (app.runs.scheduling) ---------------------------------------------
+
+_OWNER = aliased(Run)
+_OWNER_OF = select(_OWNER.user_id).where(_OWNER.id == bindparam("b_run")).scalar_subquery()
+# Two range scans of ix_runs_status_user (below and above the owner): as cheap with one tenant's
+# 10,000 children queued as with none.
+_OTHERS_QUEUED = select(or_(exists().where(Run.status == QUEUED, Run.user_id < _OWNER_OF),
+                            exists().where(Run.status == QUEUED, Run.user_id > _OWNER_OF)))
+_WAITING = (select(func.sum(case((Run.status == RUNNING, 1), else_=0)),
+                   func.min(case((Run.status == QUEUED, Run.created_at))), Run.user_id)
+            .where(Run.status.in_((QUEUED, RUNNING))).group_by(Run.user_id)
+            .having(func.min(case((Run.status == QUEUED, Run.created_at))).is_not(None)))
+
+
+def others_queued(session: Session, run_id: str) -> bool:
+    """Whether a user other than ``run_id``'s owner has a run queued."""
+    return bool(session.scalar(_OTHERS_QUEUED, {"b_run": run_id}))
+
+
+def owner_of(session: Session, run_id: str) -> str | None:
+    return session.scalar(select(Run.user_id).where(Run.id == run_id))
+
+
+def waiting_tenants(session: Session) -> list[Waiting]:
+    """Every user with a run queued, with how many of their runs are running."""
+    return [Waiting(int(running or 0), first, user_id) for running, first, user_id in session.execute(_WAITING)]
+
+
+def oldest_queued_of(session: Session, user_id: str) -> str | None:
+    return session.scalar(select(Run.id).where(Run.status == QUEUED, Run.user_id == user_id)
+                          .order_by(Run.created_at, Run.sweep_index).limit(1))
+
+
 # -- hand-over to workers ---------------------------------------------------------------------
 
 def mark_enqueued(session: Session, run_ids: Sequence[str], now: datetime) -> None:
@@ -170,11 +219,12 @@ def any_where(session: Session, condition: ColumnElement[bool]) -> bool:
 
 
 def stamp_due(session: Session, due: ColumnElement[bool], now: datetime,
-              limit: int) -> Sequence[Row[str, str | None]]:
-    """(id, sweep_id) of up to ``limit`` due runs, oldest first, stamped ``enqueued_at = now``;
-    rows another relay holds are skipped."""
-    rows = session.execute(select(Run.id, Run.sweep_id).where(due).order_by(Run.created_at, Run.sweep_index)
-                           .limit(limit).with_for_update(skip_locked=True)).all()
+              limit: int) -> Sequence[Row[str, str | None, datetime | None]]:
+    """(id, sweep_id, enqueued_at as it was) of up to ``limit`` due runs, oldest first, stamped
+    ``enqueued_at = now``; rows another relay holds are skipped."""
+    rows = session.execute(select(Run.id, Run.sweep_id, Run.enqueued_at).where(due)
+                           .order_by(Run.created_at, Run.sweep_index).limit(limit)
+                           .with_for_update(skip_locked=True)).all()
     if rows:
         session.execute(update(Run).where(Run.id.in_([row.id for row in rows])).values(enqueued_at=now)
                         .execution_options(synchronize_session=False))

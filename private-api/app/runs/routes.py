@@ -28,6 +28,7 @@ from app.runs import result_delivery, result_formats
 from app.runs import service as run_service
 from app.runs.models import FINAL_STATUSES, RunStatus
 from app.runs.schemas import RunCreate, RunOut
+from app.storage_admission import STORAGE_FULL_RESPONSE
 
 router = APIRouter(tags=["runs"])
 
@@ -95,7 +96,8 @@ def _submit(ctx: AppContext, principal: Principal, fmu_id: str, body: RunCreate,
 
 
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
-             responses={200: {"model": RunOut, "description": "The run finished within `wait`."}})
+             responses={200: {"model": RunOut, "description": "The run finished within `wait`."},
+                        **STORAGE_FULL_RESPONSE})
 @owns_idempotency_key  # the run row keeps the key: a retry is answered with the run as it is now
 async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: RunsWrite,
                      wait: WaitSeconds = 0, idempotency_key: IdempotencyKey = None) -> JSONResponse:

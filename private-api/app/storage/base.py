@@ -46,6 +46,10 @@ class Storage(ABC):
     def read_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_chunks(key))
 
+    def free_bytes(self) -> int | None:
+        """Bytes a write may still use; None when the backend has no such limit (S3)."""
+        return None
+
     def presigned_url(self, key: str, expires_s: int, *, filename: str | None = None,
                       content_type: str | None = None) -> str | None:
         """A URL anyone holding it may GET ``key`` from for ``expires_s`` seconds, without our

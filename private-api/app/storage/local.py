@@ -46,6 +46,10 @@ class LocalStorage(Storage):
         if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
             raise OSError(f"the storage directory {self.root} is missing or not writable")
 
+    def free_bytes(self) -> int | None:
+        # What an unprivileged writer may use (f_bavail): the file system's reserve is not ours.
+        return shutil.disk_usage(self.root).free
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -24,6 +24,7 @@ from app.kit.params import Cursor, IdempotencyKey, IdFilter, Limit, ResourceId
 from app.kit.schemas import Page
 from app.runs import result_formats
 from app.runs.models import RunStatus
+from app.storage_admission import STORAGE_FULL_RESPONSE
 from app.sweeps import results as sweep_results
 from app.sweeps import service as sweep_service
 from app.sweeps.models import FINAL_SWEEP_STATUSES, Sweep
@@ -60,7 +61,8 @@ def load_sweep(ctx: AppContext, principal: Principal, sweep_id: str) -> SweepOut
         return sweep_outs(ctx, session, [sweep_service.get_sweep(session, principal, sweep_id)])[0]
 
 
-@router.post("/v1/fmus/{fmu_id}/sweeps", response_model=SweepOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post("/v1/fmus/{fmu_id}/sweeps", response_model=SweepOut, status_code=status.HTTP_202_ACCEPTED,
+             responses=STORAGE_FULL_RESPONSE)
 @owns_idempotency_key  # the sweep row keeps the key: a retry is answered with the sweep as it is now
 async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principal: RunsWrite,
                        idempotency_key: IdempotencyKey = None) -> JSONResponse:

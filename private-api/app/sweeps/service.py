@@ -55,6 +55,15 @@ def chunk_size(left: int, largest: int, threads: int) -> int:
     return max(1, min(largest, max(share, message_spacing(largest))))
 
 
+def fit_in_time(size: int, child_s: float | None, target_s: float) -> int:
+    """``size`` children, or as many as last about ``target_s`` at ``child_s`` seconds each: a
+    worker is busy with a chunk until it ends, whoever else waits (app.runs.scheduling). ``child_s``
+    None (none of the sweep's children has run here yet): one, to learn how long one takes."""
+    if child_s is None:
+        return 1
+    return max(1, min(size, int(target_s / child_s) if child_s > 0 else size))
+
+
 class SweepNotFinished(ProblemError):
     status = 409
     code = "sweep_not_finished"

@@ -20,6 +20,10 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self.restore()
 
+    @property
+    def is_cut(self) -> bool:
+        return self._listener is None
+
     def restore(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -115,6 +115,30 @@ class TestSharedBudgetThroughRedis:
 
 
 class TestConcurrentRuns:
+    def test_the_tiers_concurrency_holds_across_two_servers(self, redis_pair: tuple[Gateway, Gateway],
+                                                             fmus: dict[str, Path]) -> None:
+        """Both servers execute runs (each its own pool) and count one user's active runs in the
+        one database: together they admit exactly the tier's concurrency, not twice it."""
+        first, second = redis_pair
+        key = first.create_user(200)
+        clients = [first.client(key), second.client(key)]
+        fmu = upload(clients[0], fmus["Hostile"].read_bytes(), "h.fmu").json()
+        url = f"/v1/fmus/{fmu['id']}/runs"
+        with ThreadPoolExecutor(10) as pool:
+            responses = list(pool.map(lambda i: clients[i % 2].post(url, json=SLEEP), range(10)))
+        accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+        try:
+            assert len(accepted) == FREE.max_concurrent_runs, [r.status_code for r in responses]
+            for response in responses:
+                if response.status_code != 202:
+                    assert_problem(response, 429, "too_many_active_runs")
+            # At the limit, each server refuses, whichever took the runs.
+            for client in clients:
+                assert_problem(client.post(url, json=SLEEP), 429, "too_many_active_runs")
+        finally:
+            for run_id in accepted:
+                clients[0].post(f"/v1/runs/{run_id}/cancel")
+
     def test_runs_beyond_the_tiers_concurrency_get_429_and_store_nothing(self, gateway: Gateway,
                                                                          fmus: dict[str, Path]) -> None:
         client, _ = user(gateway, credits=200)

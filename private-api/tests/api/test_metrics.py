@@ -4,6 +4,7 @@ move with what the gateway does, served to this host or to the metrics token onl
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def test_the_queue_depth_is_per_tenant(gateway: Gateway, fmus: dict[str, Path]) 
     finally:
         for run_id in run_ids:
             client.post(f"/v1/runs/{run_id}/cancel")
+
+
+def test_the_free_space_of_blob_storage_is_the_file_systems(gateway: Gateway) -> None:
+    free = scrape(gateway)[("fmu_gateway_storage_free_bytes", ())]
+    actual = shutil.disk_usage(gateway.var_dir).free  # the storage dir sits in the var dir here
+    assert free > 0 and abs(free - actual) < max(64 << 20, actual // 20), (free, actual)
 
 
 def test_with_a_token_only_its_bearer_reads_them() -> None:

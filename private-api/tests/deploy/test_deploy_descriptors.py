@@ -441,6 +441,6 @@ class TestGrafanaDashboard:
                                              metrics.SANDBOX_START, metrics.CREDITS_SETTLED, metrics.HTTP_REQUESTS)
                     for family in collector.describe() for sample in (family.name + "_total", family.name + "_bucket",
                                                                        family.name)}
-        exported.add("fmu_gateway_queue_depth")
+        exported |= {metrics.QUEUE_DEPTH, metrics.STORAGE_FREE}
         assert plotted and plotted <= exported, plotted - exported
         assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
