@@ -115,11 +115,15 @@ class TestSharedBudgetThroughRedis:
 
 
 class TestConcurrentRuns:
-    def test_the_tiers_concurrency_holds_across_two_servers(self, redis_pair: tuple[Gateway, Gateway],
-                                                             fmus: dict[str, Path]) -> None:
-        """Both servers execute runs (each its own pool) and count one user's active runs in the
-        one database: together they admit exactly the tier's concurrency, not twice it."""
-        first, second = redis_pair
+    def test_the_tiers_concurrency_holds_across_two_servers(self, fmus: dict[str, Path], tmp_path: Path) -> None:
+        """Both servers execute runs (each its own pool; one blob store, as behind a load balancer)
+        and count one user's active runs in the one database: together they admit exactly the
+        tier's concurrency, not twice it."""
+        with redis_gateway_pair("concurrency", FMU_GATEWAY_WARM_SANDBOXES="0",
+                                FMU_GATEWAY_STORAGE_DIR=str(tmp_path / "storage")) as (first, second):
+            self._admit_across(first, second, fmus)
+
+    def _admit_across(self, first: Gateway, second: Gateway, fmus: dict[str, Path]) -> None:
         key = first.create_user(200)
         clients = [first.client(key), second.client(key)]
         fmu = upload(clients[0], fmus["Hostile"].read_bytes(), "h.fmu").json()
@@ -132,7 +136,10 @@ class TestConcurrentRuns:
             for response in responses:
                 if response.status_code != 202:
                     assert_problem(response, 429, "too_many_active_runs")
-            # At the limit, each server refuses, whichever took the runs.
+            # Every admitted run is still active (none ended early and freed its place), and at the
+            # limit each server refuses, whichever took the runs.
+            statuses = {clients[0].get(f"/v1/runs/{run_id}").json()["status"] for run_id in accepted}
+            assert statuses <= {"queued", "running"}, statuses
             for client in clients:
                 assert_problem(client.post(url, json=SLEEP), 429, "too_many_active_runs")
         finally:
