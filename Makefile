@@ -48,6 +48,7 @@ run: install sample
 	@$(VENV)/bin/fmu-gateway-admin migrate
 	@key=$$($(VENV)/bin/fmu-gateway-admin ensure-dev-user --key-file var/dev-api-key | tail -n 1); \
 	  echo "dev API key (also in var/dev-api-key): $$key"
+	@echo "web console: http://$(HOST):$(PORT)/console"
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/fmu-gateway-admin serve
 
 # Executes runs from the broker; the API then only enqueues (set FMU_GATEWAY_BROKER_URL for both).

@@ -22,6 +22,7 @@ from app.auth import routes as auth
 from app.billing import routes as billing
 from app.body_limits import BodyLimitMiddleware
 from app.config import Settings, get_settings
+from app.console import routes as console
 from app.context import AppContext
 from app.db import DATABASE_DOWN
 from app.errors import ProblemError, StorageFull, problem_response, request_id_var
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http)
     for router in routers:
         app.include_router(router)
+    app.include_router(console.router)  # static pages: no idempotency or storage admission to apply
     # /openapi.json is the published contract: every error documented as problem+json.
     fastapi_openapi = app.openapi
     app.openapi = lambda: with_problem_responses(fastapi_openapi())  # type: ignore[method-assign]

@@ -1,5 +1,5 @@
 """Services the suite talks to: a test whose service is missing skips, saying why, unless
-``FMU_GATEWAY_TEST_REQUIRE`` names the service (comma-separated: ``docker,postgresql,redis``);
+``FMU_GATEWAY_TEST_REQUIRE`` names the service (comma-separated: ``chromium,docker,postgresql,redis``);
 then it fails. ``.ci/run`` names them all, so CI cannot pass with part of the suite skipped."""
 
 from __future__ import annotations

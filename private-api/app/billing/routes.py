@@ -1,4 +1,4 @@
-"""``/v1/billing``: balance, ledger, Stripe Checkout and Stripe's webhooks, and the hook the execute
+"""``/v1/billing``: balance, ledger, prices, Stripe Checkout and Stripe's webhooks, and the hook the execute
 route charges through.
 
 The routes own their transactions: what a checkout or a webhook writes is committed here."""
@@ -13,7 +13,15 @@ from fastapi.concurrency import run_in_threadpool
 from app.auth.dependencies import BillingRead, BillingWrite, Ctx, DbSession
 from app.billing import service as billing_service
 from app.billing import webhooks as stripe_webhooks
-from app.billing.schemas import Balance, CheckoutCreate, CheckoutOut, LedgerEntryOut, LedgerKind, WebhookReceived
+from app.billing.schemas import (
+    Balance,
+    CheckoutCreate,
+    CheckoutOut,
+    LedgerEntryOut,
+    LedgerKind,
+    PricingOut,
+    WebhookReceived,
+)
 from app.billing.stripe_service import CheckoutSession
 from app.context import AppContext
 from app.kit.params import Cursor, IdFilter, Limit
@@ -34,6 +42,13 @@ def list_ledger(session: DbSession, principal: BillingRead,
     entries, next_cursor = billing_service.ledger(session, principal.user_id, limit, cursor, run_id=run_id, kind=kind)
     return Page(data=[LedgerEntryOut.model_validate(e, from_attributes=True) for e in entries],
                 has_more=next_cursor is not None, next_cursor=next_cursor)
+
+
+@router.get("/pricing", response_model=PricingOut)
+def get_pricing() -> PricingOut:
+    """The tiers with their limits, the credit packs and the cost model; public (no API key), as
+    a price list is."""
+    return billing_service.pricing()
 
 
 @router.post("/checkout", response_model=CheckoutOut, status_code=status.HTTP_201_CREATED)

@@ -1,4 +1,4 @@
-"""The billing API's objects: balance, ledger entries, Checkout, webhook receipts."""
+"""The billing API's objects: balance, ledger entries, prices, Checkout, webhook receipts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field, model_validator
 
 from app.billing.models import LEDGER_KINDS
+from app.billing.pricing import CostModel, CreditPack, Tier
 from app.kit.schemas import Name
 
 LedgerKind = Literal["purchase", "grant", "hold", "settle", "release", "refund", "adjust"]
@@ -31,6 +32,17 @@ class LedgerEntryOut(BaseModel):
     reference: str | None = Field(description="The Stripe object behind the entry (payment intent, invoice).")
     description: str | None
     created_at: datetime
+
+
+class PricingOut(BaseModel):
+    """The tiers with their limits and the credit packs on sale (shared-specs/pricing_tiers.json)."""
+
+    version: int
+    currency: str
+    credit_value_usd: float = Field(description="What one credit is worth.")
+    cost_model: CostModel = Field(description="How a run's cost in credits follows from its CPU time.")
+    tiers: list[Tier]
+    credit_packs: list[CreditPack]
 
 
 class CheckoutCreate(BaseModel):

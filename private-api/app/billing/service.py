@@ -1,4 +1,4 @@
-"""What the billing routes answer: a caller's balance and ledger. Money moves in ``credits`` (the
+"""What the billing routes answer: a caller's balance and ledger, and the prices. Money moves in ``credits`` (the
 ledger), ``stripe_service`` (Checkout, customers) and ``webhooks`` (Stripe's events)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from sqlalchemy.orm import Session
 
 from app.billing import repository as billing_repository
 from app.billing.models import LedgerEntry
-from app.billing.schemas import Balance, LedgerKind
+from app.billing.pricing import load_pricing
+from app.billing.schemas import Balance, LedgerKind, PricingOut
 from app.runs import repository as run_repository
 
 
@@ -23,3 +24,8 @@ def ledger(session: Session, user_id: str, limit: int, cursor: str | None, *, ru
            kind: LedgerKind | None = None) -> tuple[list[LedgerEntry], str | None]:
     """The user's ledger entries, newest first, and the next page's cursor."""
     return billing_repository.list_ledger_entries(session, user_id, limit, cursor, run_id=run_id, kind=kind)
+
+
+def pricing() -> PricingOut:
+    """The tiers, their limits and the credit packs, as pricing_tiers.json states them."""
+    return PricingOut.model_validate(load_pricing().model_dump())
