@@ -62,6 +62,9 @@ class TestShutdown:
                 time.sleep(0.1)
             warm = {p.name for p in (var_dir / "sandboxes").glob("sbx-*")}
             assert len(warm) == 2
+            # A warm sandbox's directory is made a moment before its process starts.
+            while time.monotonic() < deadline and not set(sandbox_ids_running()) >= warm:
+                time.sleep(0.1)
             assert set(sandbox_ids_running()) >= warm
         finally:
             stop_gateway(gateway)
