@@ -70,12 +70,9 @@ class RedisDispatcher(Dispatcher):
         # A key no message outlives: when it is gone, so is the queue (see ``queue_lost``).
         self._epoch_key = f"{namespace}:fmu-gateway:epoch"
 
-        def execute_run(run_id: str) -> None:
-            execute(run_id)
-
         # Declared in every process (it declares the queue); only workers consume it.
         self.actor: dramatiq.Actor[[str], None] = dramatiq.actor(
-            actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, broker=self.broker)(execute_run)
+            actor_name=ACTOR_NAME, queue_name=QUEUE_NAME, broker=self.broker)(execute)
 
     def check(self) -> bool:
         self.broker.client.ping()

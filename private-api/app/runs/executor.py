@@ -477,9 +477,7 @@ class FmuRunner:
         assert outcome.out_dir is not None
         log_path = outcome.out_dir / f"{run_id}.log"
         child_log = read_regular(log_path, limits.max_log_bytes)
-        # First, and an empty one not at all (it reads as empty): a log tells what happened even
-        # when the result does not fit.
-        log_kept = not child_log or stored(run_id, "log", partial(self.storage.put_bytes, log_key(run_id), child_log))
+        log_kept = self._keep_log(run_id, child_log)
         cpu = float(report.get("cpu_time_s") or 0.0) * scale
         wall = min(float(report.get("wall_time_s") or 0.0), outcome.wall_time_s)
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
@@ -488,9 +486,7 @@ class FmuRunner:
         problem = result_file_problem(result_path, limits.max_output_bytes)
         if report.get("ok") is True and problem is None:
             rows, columns = _arrow_summary(result_path)
-            # Where a small log did not fit, a result will not.
-            if not (log_kept and stored(run_id, "result", partial(self.storage.put_file, result_key(run_id),
-                                                                  result_path))):
+            if not self._keep_result(run_id, result_path, log_kept):
                 return {**fields, **storage_full(log_kept=log_kept)}
             return {**fields, "status": RunStatus.SUCCEEDED, "error_code": None, "error_message": None,
                     "result_rows": rows, "result_columns": columns, "result_bytes": result_path.stat().st_size}
@@ -504,6 +500,16 @@ class FmuRunner:
         return {**fields, "status": RunStatus.FAILED, "error_code": code,
                 "error_message": message if log_kept else log_lost(message)}
 
+    def _keep_log(self, run_id: str, data: bytes) -> bool:
+        """Store a run's log, before its result: it is small, and tells what happened even when the
+        result does not fit. An empty one is not stored (it reads as empty). False: storage is full."""
+        return not data or stored(run_id, "log", partial(self.storage.put_bytes, log_key(run_id), data))
+
+    def _keep_result(self, run_id: str, path: Path, log_kept: bool) -> bool:
+        """Store a run's result; False: storage is full (where its small log did not fit, the result
+        will not, and is not tried)."""
+        return log_kept and stored(run_id, "result", partial(self.storage.put_file, result_key(run_id), path))
+
     def _record_reset(self, fmu_id: str, exact: bool) -> None:
         with self.db.session(write=True) as session:
             fmu_repository.record_reset_check(session, fmu_id, exact=exact, checked_by=RUNNER_DIGEST)
@@ -515,9 +521,7 @@ class FmuRunner:
         """Copy what must outlive the sandbox into storage before it is removed: the log first (it
         is small, and tells what happened even when the result does not fit), then the result. A
         full storage fails the run with ``storage_full`` (refunded)."""
-        data = outcome.log.encode("utf-8", "replace")
-        # An empty log is not stored: it reads as empty.
-        log_kept = not data or stored(run_id, "log", partial(self.storage.put_bytes, log_key(run_id), data))
+        log_kept = self._keep_log(run_id, outcome.log.encode("utf-8", "replace"))
         fields: dict[str, Any] = {
             "status": outcome.status, "error_code": outcome.error_code,
             "error_message": outcome.error_message, "wall_time_s": outcome.wall_time_s,
@@ -525,9 +529,7 @@ class FmuRunner:
         }
         if outcome.status == "succeeded" and outcome.result_path is not None:
             rows, columns = _arrow_summary(outcome.result_path)
-            # Where a small log did not fit, a result will not.
-            if not (log_kept and stored(run_id, "result", partial(self.storage.put_file, result_key(run_id),
-                                                                  outcome.result_path))):
+            if not self._keep_result(run_id, outcome.result_path, log_kept):
                 return {**fields, **storage_full(log_kept=log_kept)}
             fields.update(result_rows=rows, result_columns=columns,
                           result_bytes=outcome.result_path.stat().st_size)
