@@ -111,7 +111,10 @@ class TestSharedBudgetThroughRedis:
         responses, elapsed = spend(clients, FREE.requests_per_minute + 10)
         # Alone, each server would have let its 65 requests through.
         assert_one_budget(responses, elapsed, FREE.requests_per_minute)
-        assert [r.status_code for r in responses[-2:]] == [429, 429]  # one from each server
+        # Both servers refused (round-robin: even indices went to the first); a token refilled
+        # mid-run may let one of the last requests through, so no position is asserted.
+        refused_by = {i % 2 for i, r in enumerate(responses) if r.status_code == 429}
+        assert refused_by == {0, 1}
 
 
 class TestConcurrentRuns:
