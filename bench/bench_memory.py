@@ -54,7 +54,7 @@ def main() -> None:
         pid = gateway.process.pid
 
         def run(_: int) -> None:
-            client.simulate(fmu_id)
+            client.simulate(fmu_id, cache=False)  # executed, each one, not answered from the run cache
 
         with ThreadPoolExecutor(args.clients) as threads:
             list(threads.map(run, range(WARM_UP_RUNS)))

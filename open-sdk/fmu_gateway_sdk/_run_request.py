@@ -73,6 +73,10 @@ class RunOptions(TypedDict, total=False):
     """The run's wall-clock limit in seconds, enforced by the server: a run still going then ends as
     ``timed_out``. Not how long the client waits: that is ``timeout=`` (see the README)."""
 
+    cache: bool | None
+    """Whether an earlier identical succeeded run of yours may answer at once, from the run cache
+    (the server's default: yes; ``False`` always computes). Not an FMPy argument."""
+
     outputs: Sequence[str] | None
     """Deprecated: the former name of ``output`` (a ``DeprecationWarning``; removed in a later release)."""
 
@@ -82,7 +86,7 @@ RUN_OPTION_NAMES: frozenset[str] = frozenset(RunOptions.__optional_keys__ | RunO
 # RunOptions key -> field of the run body, where they differ.
 _BODY_FIELDS = {"run_timeout": "timeout_s"}
 _SCALAR_OPTIONS = ("start_time", "stop_time", "output_interval", "step_size", "relative_tolerance", "solver",
-                   "fmi_type", "validate", "debug_logging", "run_timeout")
+                   "fmi_type", "validate", "debug_logging", "run_timeout", "cache")
 
 
 def run_options(options: RunOptions, *, caller: str, timeout: float | None = None) -> RunOptions:

@@ -7,15 +7,18 @@ Exit codes: 0 success; 1 the API or the run reported an error (the problem goes 
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar, cast
 
+import anyio
 import typer
 from rich import box
 from rich.console import Console
@@ -23,11 +26,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from fmu_gateway_sdk._base_client import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from fmu_gateway_sdk._client import FMUGatewayClient, local_fmu_path
+from fmu_gateway_sdk._client import AsyncFMUGatewayClient, FMUGatewayClient, local_fmu_path
 from fmu_gateway_sdk._fmu_file import PROGRESS_MIN_BYTES
 from fmu_gateway_sdk.auth import API_KEY_ENV
 from fmu_gateway_sdk.errors import APIError, FMUGatewayError, RunFailedError
-from fmu_gateway_sdk.models import Fmu, FmuSummary, ResultFormat, Run, RunStatus
+from fmu_gateway_sdk.models import Fmu, FmuSummary, Grant, ResultFormat, Run, RunStatus, SweepMethod
 from fmu_gateway_sdk.resources.runs import LONG_POLL_S
 
 app = typer.Typer(
@@ -100,11 +103,17 @@ def _main(
     ctx.obj = _Options(api_key, base_url, timeout, max_retries)
 
 
+ClientT = TypeVar("ClientT", FMUGatewayClient, AsyncFMUGatewayClient)
+
+
 def _client(ctx: typer.Context) -> FMUGatewayClient:
+    return _configured(ctx, FMUGatewayClient)
+
+
+def _configured(ctx: typer.Context, kind: type[ClientT]) -> ClientT:
     options: _Options = ctx.obj
     try:
-        return FMUGatewayClient(options.api_key, options.base_url, timeout=options.timeout,
-                                max_retries=options.max_retries)
+        return kind(options.api_key, options.base_url, timeout=options.timeout, max_retries=options.max_retries)
     except FMUGatewayError as exc:
         _err().print(f"error: {escape(exc.message)}", markup=True)
         raise typer.Exit(EXIT_USAGE) from exc
@@ -450,7 +459,7 @@ def sweep(ctx: typer.Context,
     with _session(ctx) as client:
         target = _resolve_fmu(client, fmu)
         created = client.sweeps.create(
-            target, parameters=parameters, method=chosen,  # type: ignore[arg-type]
+            target, parameters=parameters, method=cast(SweepMethod, chosen),
             samples=samples, seed=seed, start_values=_start_values(set_ or []), start_time=start_time,
             stop_time=stop_time, output_interval=output_interval, step_size=step_size, output=output_variable,
             run_timeout=limit)
@@ -545,10 +554,87 @@ def delete(ctx: typer.Context, fmu_id: Annotated[str, typer.Argument(metavar="FM
 
 
 @app.command()
+def share(ctx: typer.Context,
+          fmu_id: Annotated[str, typer.Argument(metavar="FMU_ID")],
+          email: Annotated[str | None, typer.Argument(help="Who may run it: the email of their account.",
+                                                      show_default=False)] = None,
+          price: Annotated[int | None, typer.Option(min=0, help="Credits each of their runs that succeeds pays "
+                                                    "you [default: 0].", show_default=False)] = None,
+          list_: Annotated[bool, typer.Option("--list", help="List the FMU's grants.")] = False,
+          revoke: Annotated[str | None, typer.Option(metavar="GRANT_ID", help="Revoke this grant.",
+                                                     show_default=False)] = None,
+          quiet: QuietOption = False) -> None:
+    """Let another user run your FMU at a price per run; or --list its grants, or --revoke one."""
+    if sum((email is not None, list_, revoke is not None)) != 1:
+        raise typer.BadParameter("give EMAIL (to share), --list or --revoke GRANT_ID: one of them", param_hint="EMAIL")
+    if price is not None and email is None:
+        raise typer.BadParameter("--price goes with EMAIL", param_hint="--price")
+    with _session(ctx) as client:
+        if email is not None:
+            grants = [client.fmus.share(fmu_id, email=email, price_credits_per_run=price or 0)]
+        elif revoke is not None:
+            grants = [client.fmus.revoke_grant(fmu_id, revoke)]
+        else:
+            grants = client.fmus.grants(fmu_id)
+        if quiet:
+            for grant in grants:
+                _out().print(grant.id)
+            return
+        _print_grants(grants)
+
+
+def _print_grants(grants: list[Grant]) -> None:
+    table = _table("id", "email", "price", "runs", "earned", "granted", "revoked", no_wrap=("id", "granted", "revoked"))
+    for grant in grants:
+        table.add_row(grant.id, escape(grant.email), str(grant.price_credits_per_run), str(grant.runs),
+                      str(grant.earned_credits), grant.created_at.strftime("%Y-%m-%d %H:%M"),
+                      grant.revoked_at.strftime("%Y-%m-%d %H:%M") if grant.revoked_at else "")
+    _out().print(table)
+
+
+@app.command()
 def balance(ctx: typer.Context) -> None:
     """Print your credit balance."""
     with _session(ctx) as client:
         _out().print(str(client.billing.balance().credits))
+
+
+class TransportChoice(str, Enum):
+    stdio = "stdio"
+    http = "http"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command("mcp")
+def mcp_command(ctx: typer.Context,
+                transport: Annotated[TransportChoice, typer.Option(
+                    help="stdio: the MCP client starts this command and talks over its stdin/stdout; http: "
+                         "streamable HTTP at http://HOST:PORT/mcp.")] = TransportChoice.stdio,
+                host: Annotated[str, typer.Option(help="Address the http transport listens on.")] = "127.0.0.1",
+                port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the http transport.")] = 8765,
+                ) -> None:
+    """Serve FMU Gateway to AI agents over the Model Context Protocol (docs/mcp.md); the API key and URL
+    are this command's (--api-key, FMU_GATEWAY_API_KEY, ...), never the agent's."""
+    try:
+        from fmu_gateway_sdk import mcp_server
+    except ImportError as exc:
+        _err().print(f"error: fmu-gateway mcp needs the mcp package ({escape(str(exc))}): "
+                     "pip install 'fmu-gateway-sdk[mcp]'")
+        raise typer.Exit(EXIT_USAGE) from exc
+    client = _configured(ctx, AsyncFMUGatewayClient)
+    if transport is TransportChoice.http:
+        if not _is_loopback(host):
+            # The HTTP transport has no authentication of its own: whoever reaches it uses this API key.
+            _err().print(f"warning: serving on {escape(host)}, beyond this machine: anyone who can reach it "
+                         "acts with your API key")
+        _err().print(f"FMU Gateway MCP server at http://{escape(host)}:{port}/mcp")
+    anyio.run(partial(mcp_server.serve, client, transport=transport.value, host=host, port=port))
 
 
 def main() -> None:

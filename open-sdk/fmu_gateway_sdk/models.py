@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -13,10 +13,15 @@ from typing_extensions import Self
 __all__ = [
     "FINAL_STATUSES",
     "Balance",
+    "DailyEarnings",
     "DefaultExperiment",
     "FmiType",
     "Fmu",
     "FmuSummary",
+    "FmuUsage",
+    "Grant",
+    "GranteeUsage",
+    "Quote",
     "ResultFormat",
     "Run",
     "RunError",
@@ -111,6 +116,12 @@ class FmuSummary(APIModel):
     platforms: list[str] = Field(default_factory=list)
     #: How many variables the model declares (None from a server that does not say).
     variable_count: int | None = None
+    #: False: the model uses randomness or wall-clock time, so its runs are never served from the run cache.
+    deterministic: bool = True
+    #: Set when another user shared this model with you: their display name.
+    shared_by: str | None = None
+    #: A model shared with you: the credits each of your runs that succeeds pays its owner (None for yours).
+    price_credits_per_run: int | None = None
     created_at: datetime
 
 
@@ -181,6 +192,12 @@ class Run(APIModel):
     credits_charged: int = 0
     sweep_id: str | None = None
     sweep_index: int | None = None
+    #: The earlier run whose result this one reuses (same deterministic model and spec), if any.
+    cached_from: str | None = None
+    #: Of the credits held, what goes to the model's owner if the run succeeds (a model shared with you).
+    owner_credits: int = 0
+    #: The grant under which you ran someone else's model.
+    grant_id: str | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -244,6 +261,72 @@ class Sweep(APIModel):
 
 class Balance(APIModel):
     credits: int
+
+
+class Grant(APIModel):
+    """Leave for the user with ``email`` to run one of your FMUs, paying you ``price_credits_per_run``
+    for each run that succeeds (``client.fmus.share``)."""
+
+    id: str
+    fmu_id: str
+    email: str
+    price_credits_per_run: int = 0
+    created_at: datetime
+    #: Since then the grantee can start no run of the model.
+    revoked_at: datetime | None = None
+    #: Runs the grantee made of the model under this grant.
+    runs: int = 0
+    #: What you earned from them, after the platform fee.
+    earned_credits: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class GranteeUsage(APIModel):
+    grant_id: str
+    email: str
+    runs: int = 0
+    succeeded: int = 0
+    earned_credits: int = 0
+
+
+class DailyEarnings(APIModel):
+    day: date
+    #: Runs of the model by grantees that finished that day (UTC).
+    runs: int = 0
+    earned_credits: int = 0
+
+
+class FmuUsage(APIModel):
+    """Who ran one of your shared FMUs, and what it earned you (``client.fmus.usage``)."""
+
+    fmu_id: str
+    by_grantee: list[GranteeUsage] = Field(default_factory=list)
+    #: The last days with runs, newest first.
+    by_day: list[DailyEarnings] = Field(default_factory=list)
+
+
+class Quote(APIModel):
+    """What a run or a sweep would hold, from ``create(..., dry_run=True)``: validated like the real
+    submission, but nothing is placed and nothing is held."""
+
+    fmu_id: str
+    #: How many runs the submission would place (a sweep's children; 1 for a run).
+    runs: int
+    #: The platform's hold per run: its worst case.
+    credits_per_run: int
+    #: What each run that succeeds pays the model's owner, on top (a model shared with you; else 0).
+    owner_credits_per_run: int = 0
+    #: The whole hold, ``runs * (credits_per_run + owner_credits_per_run)``; what the runs do not use is released.
+    credits_held: int
+    #: Your balance now.
+    balance: int
+    #: Whether the balance covers the hold (else the submission is 402 ``insufficient_credits``).
+    sufficient: bool
+    #: The validated run spec (a sweep's base spec), with the server's defaults filled in.
+    spec: dict[str, Any] = Field(default_factory=dict)
 
 
 M = TypeVar("M", bound=APIModel)

@@ -21,14 +21,14 @@ EVERY_OPTION: RunOptions = {
     "start_values": {"mu": 2.5, "on": True, "mode": 3, "label": "a"}, "start_time": 0.5, "stop_time": 10.0,
     "output_interval": 0.1, "step_size": 1e-3, "relative_tolerance": 1e-6, "solver": "Euler",
     "fmi_type": "ModelExchange", "input": {"time": [0.0, 1.0], "u": [1.0, 2.0]}, "output": ("x0", "x1"),
-    "validate": False, "debug_logging": True, "run_timeout": 30.0,
+    "validate": False, "debug_logging": True, "run_timeout": 30.0, "cache": False,
 }
 #: EVERY_OPTION as the server reads it: fmpy.simulate_fmu's names, the run's limit as timeout_s.
 EVERY_FIELD = {
     "start_values": {"mu": 2.5, "on": True, "mode": 3, "label": "a"}, "start_time": 0.5, "stop_time": 10.0,
     "output_interval": 0.1, "step_size": 1e-3, "relative_tolerance": 1e-6, "solver": "Euler",
     "fmi_type": "ModelExchange", "input": {"time": [0.0, 1.0], "u": [1.0, 2.0]}, "output": ["x0", "x1"],
-    "validate": False, "debug_logging": True, "timeout_s": 30.0,
+    "validate": False, "debug_logging": True, "timeout_s": 30.0, "cache": False,
 }
 SWEEP_FIELDS = {"method", "parameters", "samples", "seed"}
 

@@ -55,10 +55,15 @@ def migrate() -> None:
 @cli.command("create-user")
 def create_user(email: Annotated[str, typer.Option(help="The user's email (unique).")],
                 credits: Annotated[int, typer.Option(min=0, help="Starting credit balance.")] = 0,
-                live: Annotated[bool, typer.Option(help="Issue an fmu_live_ key, not fmu_test_.")] = False) -> None:
+                live: Annotated[bool, typer.Option(help="Issue an fmu_live_ key, not fmu_test_.")] = False,
+                display_name: Annotated[str | None, typer.Option(
+                    help="How others see the user where it shares a model (else its user id).")] = None,
+                ) -> None:
     """Create a user with an API key; the key is the last line of output."""
+    if display_name is not None and not 0 < len(display_name) <= 100:
+        raise typer.BadParameter("1 to 100 characters", param_hint="--display-name")
     with _write_session() as session:
-        user = auth_service.create_user(session, email, credits)
+        user = auth_service.create_user(session, email, credits, display_name=display_name)
         key = auth_service.issue_api_key(session, user, get_settings().secret_key.get_secret_value(), live=live)
         session.commit()
     typer.echo(f"created user {user.id} <{email}> with {credits} credits")

@@ -31,6 +31,7 @@ from app.fmus import routes as fmus
 from app.idempotency.middleware import IdempotencyMiddleware
 from app.kit.openapi import with_problem_responses
 from app.runs import routes as runs
+from app.sharing import routes as sharing
 from app.storage.space import is_out_of_space
 from app.storage_admission import StorageAdmissionMiddleware
 from app.sweeps import routes as sweeps
@@ -163,8 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last runs first: request ids wrap everything, bodies are capped before anything reads
     # them, a request that stores is refused while storage is full before its body is read,
     # idempotency sees authenticated POSTs.
-    routers = [health.router, fmus.router, runs.router, sweeps.router, events.router, billing.router, auth.keys_router,
-               auth.router]
+    routers = [health.router, fmus.router, sharing.router, runs.router, sweeps.router, events.router, billing.router,
+               auth.keys_router, auth.router]
     api_routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
     app.add_middleware(IdempotencyMiddleware, routes=api_routes)
     app.add_middleware(StorageAdmissionMiddleware, routes=api_routes)

@@ -6,7 +6,8 @@ from app.billing.models import IdempotencyRecord, LedgerEntry, StripeEvent, Usag
 from app.fmus.models import Fmu
 from app.kit.models import Base
 from app.runs.models import Run
+from app.sharing.models import FmuGrant
 from app.sweeps.models import Sweep
 
-__all__ = ["ApiKey", "Base", "Fmu", "IdempotencyRecord", "LedgerEntry", "Run", "StripeEvent", "Sweep",
-           "UsageEvent", "User"]
+__all__ = ["ApiKey", "Base", "Fmu", "FmuGrant", "IdempotencyRecord", "LedgerEntry", "Run", "StripeEvent",
+           "Sweep", "UsageEvent", "User"]

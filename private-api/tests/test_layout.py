@@ -13,7 +13,7 @@ import pytest
 import app
 
 APP = Path(app.__file__).resolve().parent
-DOMAINS = ("fmus", "runs", "sweeps", "billing", "auth")
+DOMAINS = ("fmus", "sharing", "runs", "sweeps", "billing", "auth")
 PARTS = ("routes.py", "service.py", "repository.py", "schemas.py", "models.py")
 # Where SQL may be built or sent besides the domains' repositories: a table's own store, the
 # pager that runs a repository's query, the readiness probe, the database and the admin CLI.

@@ -1,14 +1,16 @@
-"""``client.fmus``: upload (hash first, send only unknown bytes), list, get, page variables, delete."""
+"""``client.fmus``: upload (hash first, send only unknown bytes), list, get, page variables, update,
+delete; share one with another user at a price per run, and see who ran it."""
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 from fmu_gateway_sdk._base_client import AsyncRequester, Params, SyncRequester
 from fmu_gateway_sdk._fmu_file import FmuFile, FmuPath, TransferProgress
-from fmu_gateway_sdk.models import Fmu, FmuSummary, Variable, page_from_response
+from fmu_gateway_sdk.models import Fmu, FmuSummary, FmuUsage, Grant, Variable, page_from_response
 
 log = logging.getLogger("fmu_gateway_sdk")
 
@@ -28,8 +30,22 @@ def fmu_path(fmu: FmuRef) -> str:
 
 
 def _matching(found: list[FmuSummary], sha256: str) -> FmuSummary | None:
-    # Checked here too, so a server without the ?sha256= filter never makes us skip an upload wrongly.
-    return next((f for f in found if f.sha256 == sha256), None)
+    # Checked here too, so a server without the ?sha256= filter never makes us skip an upload wrongly;
+    # a model shared with you is not yours: running it would pay its owner.
+    return next((f for f in found if f.sha256 == sha256 and f.shared_by is None), None)
+
+
+def _grants_path(fmu: FmuRef) -> str:
+    return f"{fmu_path(fmu)}/grants"
+
+
+def _grant_path(fmu: FmuRef, grant: Grant | str) -> str:
+    grant_id = grant.id if isinstance(grant, Grant) else grant
+    return f"{_grants_path(fmu)}/{quote(grant_id, safe='')}"
+
+
+def _grant_body(email: str, price_credits_per_run: int) -> dict[str, str | int]:
+    return {"email": email, "price_credits_per_run": price_credits_per_run}
 
 
 def _variables_params(page_size: int, cursor: str | None, q: str | None) -> Params:
@@ -70,7 +86,8 @@ class Fmus:
         return _matching(found, sha256.lower())
 
     def list(self, *, page_size: int = PAGE_SIZE) -> Iterator[FmuSummary]:
-        """Every FMU you uploaded, newest first; pages are fetched as you iterate."""
+        """Every FMU you uploaded or that was shared with you (``shared_by`` set), newest first; pages
+        are fetched as you iterate."""
         cursor: str | None = None
         while True:
             items, cursor = page_from_response(FmuSummary, self._api.request(
@@ -95,8 +112,39 @@ class Fmus:
             if cursor is None:
                 return
 
+    def update(self, fmu: FmuRef, *, deterministic: bool) -> Fmu:
+        """Say whether your model is deterministic: ``False`` (it uses randomness or wall-clock time)
+        keeps its runs out of the run cache."""
+        return Fmu.from_response(self._api.request("PATCH", fmu_path(fmu), json={"deterministic": deterministic}))
+
     def delete(self, fmu: FmuRef) -> None:
         self._api.request("DELETE", fmu_path(fmu))
+
+    def share(self, fmu: FmuRef, *, email: str, price_credits_per_run: int = 0) -> Grant:
+        """Let the user with ``email`` run your FMU (not download it); each of their runs that
+        succeeds pays you ``price_credits_per_run`` credits, less your tier's platform fee.
+        :class:`ConflictError` (``grant_exists``) if they already have an active grant."""
+        return Grant.from_response(self._api.request("POST", _grants_path(fmu),
+                                                     json=_grant_body(email, price_credits_per_run)))
+
+    def grants(self, fmu: FmuRef) -> builtins.list[Grant]:
+        """Every grant of your FMU, the revoked ones included (``revoked_at`` set)."""
+        found: list[Grant] = []
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(Grant, self._api.request(
+                "GET", _grants_path(fmu), params={"limit": PAGE_SIZE, "cursor": cursor}))
+            found.extend(items)
+            if cursor is None:
+                return found
+
+    def revoke_grant(self, fmu: FmuRef, grant: Grant | str) -> Grant:
+        """End a grant: the grantee can start no more runs of the model (runs already placed go on)."""
+        return Grant.from_response(self._api.request("DELETE", _grant_path(fmu, grant)))
+
+    def usage(self, fmu: FmuRef) -> FmuUsage:
+        """Who ran your shared FMU and what it earned you, by grantee and by day."""
+        return FmuUsage.from_response(self._api.request("GET", f"{fmu_path(fmu)}/usage"))
 
 
 class AsyncFmus:
@@ -133,7 +181,8 @@ class AsyncFmus:
         return _matching(found, sha256.lower())
 
     async def list(self, *, page_size: int = PAGE_SIZE) -> AsyncIterator[FmuSummary]:
-        """Every FMU you uploaded, newest first; pages are fetched as you iterate (``async for``)."""
+        """Every FMU you uploaded or that was shared with you (``shared_by`` set), newest first; pages
+        are fetched as you iterate (``async for``)."""
         cursor: str | None = None
         while True:
             items, cursor = page_from_response(FmuSummary, await self._api.request(
@@ -160,5 +209,34 @@ class AsyncFmus:
             if cursor is None:
                 return
 
+    async def update(self, fmu: FmuRef, *, deterministic: bool) -> Fmu:
+        """Say whether your model is deterministic (see :meth:`Fmus.update`)."""
+        return Fmu.from_response(await self._api.request("PATCH", fmu_path(fmu),
+                                                         json={"deterministic": deterministic}))
+
     async def delete(self, fmu: FmuRef) -> None:
         await self._api.request("DELETE", fmu_path(fmu))
+
+    async def share(self, fmu: FmuRef, *, email: str, price_credits_per_run: int = 0) -> Grant:
+        """Let the user with ``email`` run your FMU at a price per run (see :meth:`Fmus.share`)."""
+        return Grant.from_response(await self._api.request("POST", _grants_path(fmu),
+                                                           json=_grant_body(email, price_credits_per_run)))
+
+    async def grants(self, fmu: FmuRef) -> builtins.list[Grant]:
+        """Every grant of your FMU, the revoked ones included (``revoked_at`` set)."""
+        found: list[Grant] = []
+        cursor: str | None = None
+        while True:
+            items, cursor = page_from_response(Grant, await self._api.request(
+                "GET", _grants_path(fmu), params={"limit": PAGE_SIZE, "cursor": cursor}))
+            found.extend(items)
+            if cursor is None:
+                return found
+
+    async def revoke_grant(self, fmu: FmuRef, grant: Grant | str) -> Grant:
+        """End a grant: the grantee can start no more runs of the model (runs already placed go on)."""
+        return Grant.from_response(await self._api.request("DELETE", _grant_path(fmu, grant)))
+
+    async def usage(self, fmu: FmuRef) -> FmuUsage:
+        """Who ran your shared FMU and what it earned you, by grantee and by day."""
+        return FmuUsage.from_response(await self._api.request("GET", f"{fmu_path(fmu)}/usage"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Literal, overload
 from urllib.parse import quote
 
 import anyio
@@ -12,7 +13,7 @@ from typing_extensions import Unpack
 from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
 from fmu_gateway_sdk._run_request import RunOptions, run_body, run_options
 from fmu_gateway_sdk.errors import ConflictError, WaitTimeoutError
-from fmu_gateway_sdk.models import ResultFormat, Run, RunStatus, page_from_response
+from fmu_gateway_sdk.models import Quote, ResultFormat, Run, RunStatus, page_from_response
 from fmu_gateway_sdk.resources.fmus import FmuRef, fmu_id, fmu_path
 from fmu_gateway_sdk.result import SimulationResult
 
@@ -32,6 +33,10 @@ def run_id(run: RunRef) -> str:
 
 def run_path(run: RunRef, suffix: str = "") -> str:
     return f"/v1/runs/{quote(run_id(run), safe='')}{suffix}"
+
+
+#: ``?dry_run=true`` on a submission: validate and price it, place and hold nothing.
+DRY_RUN_PARAMS = {"dry_run": "true"}
 
 
 class _WaitClock:
@@ -59,16 +64,29 @@ class Runs:
     def __init__(self, api: SyncRequester) -> None:
         self._api = api
 
+    @overload
+    def create(self, fmu: FmuRef, *, wait: float = ..., idempotency_key: str | None = ...,
+               timeout: float | None = ..., dry_run: Literal[False] = ..., **options: Unpack[RunOptions]) -> Run: ...
+
+    @overload
+    def create(self, fmu: FmuRef, *, wait: float = ..., idempotency_key: str | None = ...,
+               timeout: float | None = ..., dry_run: Literal[True], **options: Unpack[RunOptions]) -> Quote: ...
+
     def create(self, fmu: FmuRef, *, wait: float = 0, idempotency_key: str | None = None,
-               timeout: float | None = None, **options: Unpack[RunOptions]) -> Run:
+               timeout: float | None = None, dry_run: bool = False, **options: Unpack[RunOptions]) -> Run | Quote:
         """Submit a simulation of an uploaded FMU; ``options`` are :class:`RunOptions`
         (``fmpy.simulate_fmu``'s keywords, and ``run_timeout``).
 
         ``wait`` seconds (long-poll) lets a short run come back finished. Retries reuse one
         ``Idempotency-Key`` (``idempotency_key``, or one made for this call), so a retried submission
         never creates or charges a second run. ``timeout`` is the deprecated spelling of ``run_timeout``.
+        ``dry_run=True`` places nothing: the server validates the run and returns its :class:`Quote`
+        (what it would hold, the balance, whether it suffices).
         """
         body = run_body(run_options(options, caller="runs.create", timeout=timeout))
+        if dry_run:
+            return Quote.from_response(self._api.request("POST", f"{fmu_path(fmu)}/runs", params=DRY_RUN_PARAMS,
+                                                         json=body, idempotency_key=idempotency_key))
         # The POST itself never long-polls: a retry then finds the first attempt answered (its
         # response is replayed) instead of still running; the wait is a separate, safe GET.
         created = Run.from_response(self._api.request("POST", f"{fmu_path(fmu)}/runs", json=body,
@@ -150,10 +168,24 @@ class AsyncRuns:
     def __init__(self, api: AsyncRequester) -> None:
         self._api = api
 
+    @overload
+    async def create(self, fmu: FmuRef, *, wait: float = ..., idempotency_key: str | None = ...,
+                     timeout: float | None = ..., dry_run: Literal[False] = ...,
+                     **options: Unpack[RunOptions]) -> Run: ...
+
+    @overload
+    async def create(self, fmu: FmuRef, *, wait: float = ..., idempotency_key: str | None = ...,
+                     timeout: float | None = ..., dry_run: Literal[True], **options: Unpack[RunOptions]) -> Quote: ...
+
     async def create(self, fmu: FmuRef, *, wait: float = 0, idempotency_key: str | None = None,
-                     timeout: float | None = None, **options: Unpack[RunOptions]) -> Run:
-        """Submit a simulation of an uploaded FMU (see :meth:`Runs.create`)."""
+                     timeout: float | None = None, dry_run: bool = False,
+                     **options: Unpack[RunOptions]) -> Run | Quote:
+        """Submit a simulation of an uploaded FMU, or with ``dry_run=True`` only quote it (see
+        :meth:`Runs.create`)."""
         body = run_body(run_options(options, caller="runs.create", timeout=timeout))
+        if dry_run:
+            return Quote.from_response(await self._api.request(
+                "POST", f"{fmu_path(fmu)}/runs", params=DRY_RUN_PARAMS, json=body, idempotency_key=idempotency_key))
         created = Run.from_response(await self._api.request("POST", f"{fmu_path(fmu)}/runs", json=body,
                                                             idempotency_key=idempotency_key))
         if wait <= 0 or created.finished:

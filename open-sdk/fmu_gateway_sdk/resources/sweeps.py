@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote
 
 import anyio
@@ -26,8 +26,9 @@ from typing_extensions import Unpack
 from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
 from fmu_gateway_sdk._run_request import RunOptions, run_body, run_options, start_values_json
 from fmu_gateway_sdk.errors import APIConnectionError, NotFoundError, RateLimitError, WaitTimeoutError
-from fmu_gateway_sdk.models import Sweep, SweepMethod, SweepRun, TableFormat, page_from_response
+from fmu_gateway_sdk.models import Quote, Sweep, SweepMethod, SweepRun, TableFormat, page_from_response
 from fmu_gateway_sdk.resources.fmus import FmuRef, fmu_id, fmu_path
+from fmu_gateway_sdk.resources.runs import DRY_RUN_PARAMS
 from fmu_gateway_sdk.sweep_result import SweepResult, arrow_to_pandas
 
 #: A sweep: its id or the object itself.
@@ -174,20 +175,34 @@ class Sweeps:
     def __init__(self, api: SyncRequester) -> None:
         self._api = api
 
+    @overload
+    def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+               method: SweepMethod = ..., samples: int | None = ..., seed: int | None = ...,
+               idempotency_key: str | None = ..., timeout: float | None = ..., dry_run: Literal[False] = ...,
+               **options: Unpack[RunOptions]) -> Sweep: ...
+
+    @overload
+    def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+               method: SweepMethod = ..., samples: int | None = ..., seed: int | None = ...,
+               idempotency_key: str | None = ..., timeout: float | None = ..., dry_run: Literal[True],
+               **options: Unpack[RunOptions]) -> Quote: ...
+
     def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
-               idempotency_key: str | None = None, timeout: float | None = None,
-               **options: Unpack[RunOptions]) -> Sweep:
+               idempotency_key: str | None = None, timeout: float | None = None, dry_run: bool = False,
+               **options: Unpack[RunOptions]) -> Sweep | Quote:
         """Submit a sweep of an uploaded FMU: one child run per sample; ``options`` are the base run's
         :class:`RunOptions` (``run_timeout`` is each child's limit). ``parameters``: for ``grid`` value
         lists by name (``{"mu": [0.5, 1, 2]}``), for ``list`` a list of start-value dicts, for ``lhs``/
         ``sobol``/``random`` ranges (``{"mu": (0.1, 2.0)}`` or ``{"mu": {"min": 0.1, "max": 2.0}}``)
         and ``samples``. Retries reuse one ``Idempotency-Key``, so a retry never creates a second sweep.
-        ``timeout`` is the deprecated spelling of ``run_timeout``."""
+        ``timeout`` is the deprecated spelling of ``run_timeout``. ``dry_run=True`` places nothing: the
+        server validates the sweep and returns its :class:`Quote` (``runs`` is the number of children)."""
         body = sweep_body(parameters=parameters, method=method, samples=samples, seed=seed,
                           options=run_options(options, caller="sweeps.create", timeout=timeout))
-        return Sweep.from_response(self._api.request("POST", f"{fmu_path(fmu)}/sweeps", json=body,
-                                                     idempotency_key=idempotency_key))
+        response = self._api.request("POST", f"{fmu_path(fmu)}/sweeps", params=DRY_RUN_PARAMS if dry_run else None,
+                                     json=body, idempotency_key=idempotency_key)
+        return Quote.from_response(response) if dry_run else Sweep.from_response(response)
 
     def get(self, sweep: SweepRef) -> Sweep:
         return Sweep.from_response(self._api.request("GET", sweep_path(sweep)))
@@ -286,15 +301,30 @@ class AsyncSweeps:
     def __init__(self, api: AsyncRequester) -> None:
         self._api = api
 
+    @overload
+    async def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                     method: SweepMethod = ..., samples: int | None = ..., seed: int | None = ...,
+                     idempotency_key: str | None = ..., timeout: float | None = ..., dry_run: Literal[False] = ...,
+                     **options: Unpack[RunOptions]) -> Sweep: ...
+
+    @overload
+    async def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                     method: SweepMethod = ..., samples: int | None = ..., seed: int | None = ...,
+                     idempotency_key: str | None = ..., timeout: float | None = ..., dry_run: Literal[True],
+                     **options: Unpack[RunOptions]) -> Quote: ...
+
     async def create(self, fmu: FmuRef, *, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                      method: SweepMethod = "grid", samples: int | None = None, seed: int | None = None,
-                     idempotency_key: str | None = None, timeout: float | None = None,
-                     **options: Unpack[RunOptions]) -> Sweep:
-        """Submit a sweep of an uploaded FMU (see :meth:`Sweeps.create`)."""
+                     idempotency_key: str | None = None, timeout: float | None = None, dry_run: bool = False,
+                     **options: Unpack[RunOptions]) -> Sweep | Quote:
+        """Submit a sweep of an uploaded FMU, or with ``dry_run=True`` only quote it (see
+        :meth:`Sweeps.create`)."""
         body = sweep_body(parameters=parameters, method=method, samples=samples, seed=seed,
                           options=run_options(options, caller="sweeps.create", timeout=timeout))
-        return Sweep.from_response(await self._api.request("POST", f"{fmu_path(fmu)}/sweeps", json=body,
-                                                           idempotency_key=idempotency_key))
+        response = await self._api.request("POST", f"{fmu_path(fmu)}/sweeps",
+                                           params=DRY_RUN_PARAMS if dry_run else None, json=body,
+                                           idempotency_key=idempotency_key)
+        return Quote.from_response(response) if dry_run else Sweep.from_response(response)
 
     async def get(self, sweep: SweepRef) -> Sweep:
         return Sweep.from_response(await self._api.request("GET", sweep_path(sweep)))

@@ -21,6 +21,8 @@ class User(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("usr"))
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    # How others see this user where it shares a model (``shared_by``); None: "a user", never the email.
+    display_name: Mapped[str | None] = mapped_column(String(100))
     # The cached balance: always the sum of the user's ledger entries (app.billing.credits).
     credits: Mapped[int] = mapped_column(Integer, default=0)
     # Credits clawed back by a refund or dispute after they were spent; repaid by the next grants.

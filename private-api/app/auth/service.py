@@ -313,10 +313,10 @@ def revoke_api_key(session: Session, principal: Principal, key_id: str, *,
     return key
 
 
-def create_user(session: Session, email: str, credits: int = 0) -> User:
+def create_user(session: Session, email: str, credits: int = 0, *, display_name: str | None = None) -> User:
     if auth_repository.email_taken(session, email):
         raise EmailTaken(f"A user with email {email!r} already exists.")
-    user = auth_repository.add_user(session, User(email=email, credits=0))
+    user = auth_repository.add_user(session, User(email=email, credits=0, display_name=display_name))
     if credits:
         # Through the ledger, so the user's entries always sum to the balance.
         credit(session, user.id, "grant", credits, f"grant:signup:{user.id}", description="starting credits")

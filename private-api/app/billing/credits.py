@@ -6,7 +6,9 @@ The balance can never go below zero: debits are a conditional ``UPDATE … WHERE
 key (a replayed webhook, a re-run settlement) is written once and changes nothing the second time.
 
 A run's money: ``hold`` (minus the worst case) at submission → ``settle`` (records the real cost) and
-``release`` (+the rest) when it ends, or ``refund`` (+everything) when the platform failed it.
+``release`` (+the rest) when it ends, or ``refund`` (+everything) when the platform failed it. A
+grantee's run of a shared model that succeeds also pays the model's owner: ``earning`` (+its price
+less the platform fee) on the owner's ledger, in the same transaction.
 
 The decisions (amounts, keys, which entries) are made here, the SQL is in ``app.billing.repository``.
 Nothing here commits: each entry is a savepoint in the transaction of the request or worker task
@@ -15,12 +17,14 @@ that calls, which commits it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.billing import pricing
 from app.billing import repository as billing_repository
 from app.billing.models import LedgerEntry
 from app.errors import NotFound, ProblemError
@@ -121,24 +125,56 @@ def settle_runs(session: Session, charges: list[tuple[Run, int, str]]) -> None:
         cost = min(cost, run.credits_held)
         costs.append({"id": run.id, "credits_charged": cost})
         entries.extend(_settlement(run, cost, note))
-    total = sum(entry["amount"] for entry in entries)  # releases only: never below zero
+    # Releases only: never below zero.
+    if not _post_many(session, user_id, entries, lambda: run_repository.set_charged(
+            session, [{"b_id": c["id"], "b_charged": c["credits_charged"]} for c in costs])):
+        for run, cost, note in charges:
+            settle_run(session, run, cost, note)
+        return
+    for (run, _, _), charged in zip(charges, costs, strict=True):
+        set_committed_value(run, "credits_charged", charged["credits_charged"])
+
+
+def _post_many(session: Session, user_id: str, entries: list[dict[str, Any]],
+               also: Callable[[], None] | None = None) -> bool:
+    """Entries of one user that only add credits, in one go: one balance update, one multi-row
+    insert, then ``also`` (in the same savepoint). False if any of their keys was written before:
+    the savepoint undoes everything, and the caller posts them one by one (``post`` is idempotent)."""
+    total = sum(entry["amount"] for entry in entries)
     try:
         with session.begin_nested():
             balance = billing_repository.apply_balance_change(session, user_id, total)
-            assert balance is not None  # releases only, of a user who has runs
+            assert balance is not None  # credits only, to a user who exists
             running = balance - total
             for entry in entries:
                 running += entry["amount"]
                 entry.update(id=new_id("led"), user_id=user_id, balance_after=running, reference=None,
                              created_at=utcnow())
             billing_repository.insert_ledger_entries(session, entries)
-            run_repository.set_charged(session, [{"b_id": c["id"], "b_charged": c["credits_charged"]} for c in costs])
+            if also is not None:
+                also()
     except IntegrityError:
-        for run, cost, note in charges:
-            settle_run(session, run, cost, note)
-        return
-    for (run, _, _), charged in zip(charges, costs, strict=True):
-        set_committed_value(run, "credits_charged", charged["credits_charged"])
+        return False
+    return True
+
+
+def pay_owners(session: Session, earnings: list[tuple[Run, str, str]]) -> None:
+    """Pay the owners of shared models for grantees' runs that succeeded, in the transaction that
+    settles those runs: each run's ``owner_credits`` less the owner's tier's platform fee, as one
+    ``earning`` entry per run (keyed by the run: paid once). ``earnings``: (run, owner id, owner tier)."""
+    by_owner: dict[str, list[dict[str, Any]]] = {}
+    for run, owner_id, owner_tier in earnings:
+        fee = pricing.platform_fee(owner_tier, run.owner_credits)
+        by_owner.setdefault(owner_id, []).append({
+            "kind": "earning", "amount": run.owner_credits - fee, "idempotency_key": f"earning:{run.id}",
+            "run_id": run.id,
+            "description": f"run {run.id} of a model you share: {run.owner_credits} credit(s), less a {fee} fee",
+            "details": {"fmu_id": run.fmu_id, "grant_id": run.grant_id, "gross": run.owner_credits, "fee": fee}})
+    for owner_id, entries in sorted(by_owner.items()):
+        if not _post_many(session, owner_id, entries):
+            for entry in entries:
+                post(session, owner_id, "earning", entry["amount"], entry["idempotency_key"], run_id=entry["run_id"],
+                     description=entry["description"], details=entry["details"])
 
 
 def refund_run(session: Session, run: Run, reason: str) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.models import Base, JSONType, UTCDateTime, new_id, utcnow
 
-LEDGER_KINDS = ("purchase", "grant", "hold", "settle", "release", "refund", "adjust")
+LEDGER_KINDS = ("purchase", "grant", "hold", "settle", "release", "refund", "adjust", "earning")
 
 
 class LedgerEntry(Base):

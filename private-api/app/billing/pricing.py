@@ -34,6 +34,8 @@ class Tier(BaseModel):
     result_retention_days: int
     requests_per_minute: int
     max_sweep_children: int
+    cache_hit_credits: int  # a run served from the run cache
+    platform_fee_percent: int  # the platform's share of what this tier's users earn from shared models
 
 
 class CreditPack(BaseModel):
@@ -90,3 +92,13 @@ def run_hold(timeout_s: float) -> int:
 def run_cost(cpu_seconds: float | None, hold: int) -> int:
     """What a finished run is charged: its CPU time priced, never more than it held."""
     return min(hold, _cpu_charge(cpu_seconds or 0.0))
+
+
+def cache_hit_price(tier_id: str) -> int:
+    """What a run served from the run cache costs."""
+    return load_pricing().tier(tier_id).cache_hit_credits
+
+
+def platform_fee(owner_tier_id: str, gross: int) -> int:
+    """The platform's share of ``gross`` credits a model's owner earns (rounded down: the owner's favour)."""
+    return gross * load_pricing().tier(owner_tier_id).platform_fee_percent // 100

@@ -11,7 +11,7 @@ from app.billing.models import LEDGER_KINDS
 from app.billing.pricing import CostModel, CreditPack, Tier
 from app.kit.schemas import Name
 
-LedgerKind = Literal["purchase", "grant", "hold", "settle", "release", "refund", "adjust"]
+LedgerKind = Literal["purchase", "grant", "hold", "settle", "release", "refund", "adjust", "earning"]
 assert set(get_args(LedgerKind)) == set(LEDGER_KINDS)
 
 

@@ -43,5 +43,7 @@ class Fmu(Base):
     # as checked by the runner whose digest is in reset_checked_by; None: not checked yet.
     reset_exact: Mapped[bool | None] = mapped_column(Boolean)
     reset_checked_by: Mapped[str | None] = mapped_column(String(64))
+    # False: the model uses randomness or wall-clock time, so no run of it is served from the run cache.
+    deterministic: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

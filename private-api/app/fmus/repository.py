@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import Row, Select, bindparam, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from app.auth.models import User
 from app.fmus.models import Fmu
+from app.sharing.models import FmuGrant
 
 # Every submission runs it: built once (building it cost more than running it).
 _LIVE_BY_ID = select(Fmu).where(Fmu.id == bindparam("b_id"), Fmu.user_id == bindparam("b_user"),
@@ -22,6 +27,50 @@ def live(user_id: str, *, sha256: str | None = None) -> Select[Fmu]:
 
 def get_live(session: Session, user_id: str, fmu_id: str) -> Fmu | None:
     return session.scalar(_LIVE_BY_ID, {"b_id": fmu_id, "b_user": user_id})
+
+
+def _granted_to(user_id: str) -> Select[Any]:
+    """The live grants to the user (by the email the user has now), with their FMU's id."""
+    return (select(FmuGrant.fmu_id).join(User, func.lower(User.email) == FmuGrant.email)
+            .where(User.id == user_id, FmuGrant.revoked_at.is_(None)))
+
+
+def visible(user_id: str) -> Select[Fmu]:
+    """The user's live FMUs and those shared with them."""
+    return select(Fmu).where(Fmu.deleted_at.is_(None),
+                             or_(Fmu.user_id == user_id, Fmu.id.in_(_granted_to(user_id))))
+
+
+def get_shared(session: Session, user_id: str, fmu_id: str) -> Row[Fmu, FmuGrant] | None:
+    """A live FMU shared with the user, with the live grant that shares it."""
+    return session.execute(
+        select(Fmu, FmuGrant).join(FmuGrant, FmuGrant.fmu_id == Fmu.id)
+        .join(User, func.lower(User.email) == FmuGrant.email)
+        .where(Fmu.id == fmu_id, Fmu.deleted_at.is_(None), User.id == user_id, FmuGrant.revoked_at.is_(None))
+    ).first()
+
+
+def shares(session: Session, user_id: str, fmu_ids: Sequence[str]) -> Sequence[Row[str, int, str, str | None]]:
+    """(fmu id, grant price, owner's id, owner's display name) of those of ``fmu_ids`` shared with the user."""
+    if not fmu_ids:
+        return []
+    owner = aliased(User)
+    return session.execute(
+        select(FmuGrant.fmu_id, FmuGrant.price_credits_per_run, owner.id, owner.display_name)
+        .join(User, func.lower(User.email) == FmuGrant.email)
+        .join(owner, owner.id == FmuGrant.owner_id)
+        .where(User.id == user_id, FmuGrant.revoked_at.is_(None), FmuGrant.fmu_id.in_(list(fmu_ids)))).all()
+
+
+def owners(session: Session, fmu_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """fmu id → (owner's user id, owner's tier)."""
+    return {row[0]: (row[1], row[2]) for row in session.execute(
+        select(Fmu.id, User.id, User.tier).join(User, User.id == Fmu.user_id).where(Fmu.id.in_(list(fmu_ids))))}
+
+
+def set_deterministic(session: Session, fmu_id: str, deterministic: bool) -> None:
+    session.execute(update(Fmu).where(Fmu.id == fmu_id).values(deterministic=deterministic)
+                    .execution_options(synchronize_session=False))
 
 
 def find_live_by_sha256(session: Session, user_id: str, sha256: str) -> Fmu | None:

@@ -13,7 +13,7 @@ from app.billing import limits
 from app.fmi.model_description import DefaultExperiment, Variable
 from app.fmus import service as registry_service
 from app.fmus.models import Fmu
-from app.fmus.schemas import DETAIL_MAX_VARIABLES, FmuDetail, FmuSummary
+from app.fmus.schemas import DETAIL_MAX_VARIABLES, FmuDetail, FmuSummary, FmuUpdate
 from app.fmus.upload_stream import receive_upload
 from app.kit.params import Cursor, Limit, ResourceId
 from app.kit.schemas import Page
@@ -35,7 +35,7 @@ UPLOAD_BODY = {
 }
 
 
-def _summary(fmu: Fmu) -> FmuSummary:
+def _summary(fmu: Fmu, shared: registry_service.SharedWithCaller | None = None) -> FmuSummary:
     # From the summary columns only: listing never reads (or loads) model_info.
     return FmuSummary(
         id=fmu.id, sha256=fmu.sha256, size=fmu.size, filename=fmu.filename,
@@ -45,13 +45,21 @@ def _summary(fmu: Fmu) -> FmuSummary:
         supports_co_simulation=fmu.supports_co_simulation,
         default_experiment=(DefaultExperiment.model_validate(fmu.default_experiment)
                             if fmu.default_experiment is not None else None),
-        platforms=fmu.platforms, variable_count=fmu.variable_count, created_at=fmu.created_at,
+        platforms=fmu.platforms, variable_count=fmu.variable_count, deterministic=fmu.deterministic,
+        shared_by=shared.shared_by if shared else None,
+        price_credits_per_run=shared.price_credits_per_run if shared else None, created_at=fmu.created_at,
     )
 
 
-def _detail(fmu: Fmu) -> FmuDetail:
+def _detail(fmu: Fmu, shared: registry_service.SharedWithCaller | None = None) -> FmuDetail:
     variables = registry_service.model_info(fmu).variables[:DETAIL_MAX_VARIABLES]
-    return FmuDetail(**_summary(fmu).model_dump(), variables=variables)
+    return FmuDetail(**_summary(fmu, shared).model_dump(), variables=variables)
+
+
+def _usable_detail(session: DbSession, principal: Principal, fmu_id: str) -> FmuDetail:
+    usable = registry_service.get_usable(session, principal, fmu_id)
+    shared = registry_service.shared_with(session, principal, [fmu_id]).get(fmu_id) if usable.grant else None
+    return _detail(usable.fmu, shared)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FmuDetail,
@@ -94,13 +102,24 @@ def list_fmus(session: DbSession, principal: FmusRead,
               sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$",
                                                   description="Only the FMU with these bytes.")] = None,
               ) -> Page[FmuSummary]:
-    fmus, next_cursor = registry_service.list_fmus(session, principal, limit, cursor, sha256)
-    return Page(data=[_summary(f) for f in fmus], has_more=next_cursor is not None, next_cursor=next_cursor)
+    """Your FMUs and those shared with you (``shared_by`` set), newest first."""
+    fmus, next_cursor, shared = registry_service.list_fmus(session, principal, limit, cursor, sha256)
+    return Page(data=[_summary(f, shared.get(f.id)) for f in fmus], has_more=next_cursor is not None,
+                next_cursor=next_cursor)
 
 
 @router.get("/{fmu_id}", response_model=FmuDetail)
 def get_fmu(fmu_id: ResourceId, session: DbSession, principal: FmusRead) -> FmuDetail:
-    return _detail(registry_service.get_fmu(session, principal, fmu_id))
+    return _usable_detail(session, principal, fmu_id)
+
+
+@router.patch("/{fmu_id}", response_model=FmuDetail)
+def update_fmu(fmu_id: ResourceId, body: FmuUpdate, ctx: Ctx, principal: FmusWrite) -> FmuDetail:
+    """Say whether the model is deterministic (only its owner)."""
+    with ctx.db.session(write=True) as session:
+        fmu = registry_service.set_deterministic(session, principal, fmu_id, body.deterministic)
+        session.commit()
+        return _detail(fmu)
 
 
 @router.get("/{fmu_id}/variables", response_model=Page[Variable])
@@ -111,7 +130,7 @@ def list_variables(fmu_id: ResourceId, session: DbSession, principal: FmusRead,
                        "Only variables whose name or description contains this (any case)."))] = None,
                    ) -> Page[Variable]:
     """The model's variables in model order, a page at a time."""
-    fmu = registry_service.get_fmu(session, principal, fmu_id)
+    fmu = registry_service.get_usable(session, principal, fmu_id).fmu
     variables, next_cursor = registry_service.variables_page(fmu, limit, cursor, q)
     return Page(data=variables, has_more=next_cursor is not None, next_cursor=next_cursor)
 

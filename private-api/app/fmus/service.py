@@ -24,6 +24,7 @@ from app.fmus.models import Fmu
 from app.kit.models import utcnow
 from app.kit.pagination import paginate
 from app.runs import repository as run_repository
+from app.sharing.models import FmuGrant
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,61 @@ def get_fmu(session: Session, principal: Principal, fmu_id: str) -> Fmu:
     return fmu
 
 
+@dataclass(frozen=True)
+class Usable:
+    """An FMU the caller may read and run: their own (``grant`` None), or one shared with them."""
+
+    fmu: Fmu
+    grant: FmuGrant | None = None
+
+    @property
+    def owner_credits(self) -> int:
+        """What each of the caller's runs that succeeds pays the model's owner."""
+        return self.grant.price_credits_per_run if self.grant is not None else 0
+
+
+def get_usable(session: Session, principal: Principal, fmu_id: str) -> Usable:
+    """The caller's FMU, or one shared with them under a live grant; 404 otherwise (a revoked
+    grant's model is as unknown as anyone else's)."""
+    fmu = fmu_repository.get_live(session, principal.user_id, fmu_id)
+    if fmu is not None:
+        return Usable(fmu)
+    shared = fmu_repository.get_shared(session, principal.user_id, fmu_id)
+    if shared is None:
+        raise NotFound(f"No FMU {fmu_id!r}.")
+    return Usable(shared[0], shared[1])
+
+
+@dataclass(frozen=True)
+class SharedWithCaller:
+    price_credits_per_run: int
+    shared_by: str  # the owner's display name, or their user id: never their email
+
+
 def list_fmus(session: Session, principal: Principal, limit: int, cursor: str | None,
-              sha256: str | None = None) -> tuple[list[Fmu], str | None]:
-    query = fmu_repository.live(principal.user_id, sha256=sha256.lower() if sha256 is not None else None)
-    return paginate(session, query, Fmu.id, limit, cursor)
+              sha256: str | None = None) -> tuple[list[Fmu], str | None, dict[str, SharedWithCaller]]:
+    """A page of the caller's FMUs and those shared with them (``sha256``: only the caller's own
+    FMU of these bytes), and how each shared one is shared."""
+    if sha256 is not None:
+        query = fmu_repository.live(principal.user_id, sha256=sha256.lower())
+    else:
+        query = fmu_repository.visible(principal.user_id)
+    fmus, next_cursor = paginate(session, query, Fmu.id, limit, cursor)
+    return fmus, next_cursor, shared_with(session, principal, [f.id for f in fmus if f.user_id != principal.user_id])
+
+
+def shared_with(session: Session, principal: Principal, fmu_ids: list[str]) -> dict[str, SharedWithCaller]:
+    return {row[0]: SharedWithCaller(row[1], row[3] or row[2])
+            for row in fmu_repository.shares(session, principal.user_id, fmu_ids)}
+
+
+def set_deterministic(session: Session, principal: Principal, fmu_id: str, deterministic: bool) -> Fmu:
+    """Whether the model computes the same result from the same inputs (its runs may then be
+    served from the run cache); the owner's to say."""
+    fmu = get_fmu(session, principal, fmu_id)
+    fmu_repository.set_deterministic(session, fmu.id, deterministic)
+    session.refresh(fmu)
+    return fmu
 
 
 class ModelInfoCache:

@@ -1,6 +1,7 @@
 """The run lifecycle in one place: every change of a run's status, and what each final run costs.
 
     queued ──claim──▶ running ──finish──▶ succeeded │ failed │ timed_out
+    (served from the run cache) ─────────▶ succeeded
       │                 ├──release (shutdown) / requeue (lease lapsed)──▶ queued
       │                 ├──fail_lost (lease lapsed too often)───────────▶ failed
       └─────cancel──────┴─────cancel────────────────────────────────────▶ cancelled
@@ -25,12 +26,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import metrics
 from app.billing import credits, pricing
 from app.billing.stripe_service import StripeService
+from app.fmus import repository as fmu_repository
 from app.kit.models import utcnow
 from app.runs import repository as run_repository
 from app.runs.models import ACTIVE_STATUSES, TRANSITIONS, IllegalTransition, Run, RunStatus, check_transition
 
 __all__ = ["PLATFORM_ERRORS", "TRANSITIONS", "IllegalTransition", "cancel", "claim", "claim_children", "finish",
-           "queued", "release", "requeue_or_fail_lapsed", "settle_cancelled"]
+           "queued", "release", "requeue_or_fail_lapsed", "served_from_cache", "settle_cancelled", "settle_served"]
 
 QUEUED, RUNNING, CANCELLED = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLED
 # Failures that are the platform's fault, not the model's: the run's credits are refunded.
@@ -42,6 +44,22 @@ _CANCEL_ATTEMPTS = 5
 def queued(**fields: Any) -> dict[str, Any]:
     """The columns of a new run (a single run or a sweep's child): it starts queued, unpaid."""
     return {**fields, "status": QUEUED, "credits_charged": 0, "attempts": 0}
+
+
+def served_from_cache(source: Row[Any], **fields: Any) -> dict[str, Any]:
+    """The columns of a new run answered from the run cache with ``source``'s result (a row of
+    ``run_repository.cached_results``): born succeeded, no sandbox, no CPU; ``credits_held`` is the
+    cache-hit price, which ``settle_served`` charges once the row is written."""
+    now = fields.pop("created_at", None) or utcnow()
+    return {**fields, "status": RunStatus.SUCCEEDED, "credits_charged": 0, "attempts": 0, "cached_from": source.id,
+            "result_rows": source.result_rows, "result_columns": source.result_columns,
+            "result_bytes": source.result_bytes, "cpu_time_s": 0.0, "wall_time_s": 0.0, "created_at": now,
+            "started_at": now, "finished_at": now, "enqueued_at": now, "owner_credits": 0}
+
+
+def settle_served(session: Session, runs: list[Run], price: int) -> None:
+    """Charge runs served from the run cache ``price`` each (what they held beyond it is released)."""
+    _settle(session, [(run, price, f" (served from the run cache: run {run.cached_from})") for run in runs], [])
 
 
 def claim(session: Session, run_id: str, owner: str, expires: datetime, loaded: Run | None = None) -> bool:
@@ -79,9 +97,17 @@ def finish(session: Session, outcomes: Mapping[str, Mapping[str, Any]], owner: s
             refunds.append((run, fields["error_code"]))
         else:
             cpu = fields.get("cpu_time_s")
-            charges.append((run, pricing.run_cost(cpu, run.credits_held), f" ({cpu or 0:.3f} CPU-s)"))
+            # A shared model's owner is paid for the runs that succeed only.
+            to_owner = run.owner_credits if run.status == RunStatus.SUCCEEDED else 0
+            charges.append((run, _platform_cost(run, cpu) + to_owner,
+                            f" ({cpu or 0:.3f} CPU-s" + (f", {to_owner} to the model's owner)" if to_owner else ")")))
     _settle(session, charges, refunds)
     return runs
+
+
+def _platform_cost(run: Run, cpu_seconds: float | None) -> int:
+    """The platform's charge for a run's CPU time, within the part of its hold that is the platform's."""
+    return pricing.run_cost(cpu_seconds, run.credits_held - run.owner_credits)
 
 
 def _finish_one(session: Session, run_id: str, fields: Mapping[str, Any], owner: str) -> list[Run]:
@@ -152,7 +178,7 @@ def settle_cancelled(session: Session, used: Mapping[str, Mapping[str, Any]], ow
         if run is not None:
             runs.append(run)
     cpu = {run.id: used[run.id].get("cpu_time_s") for run in runs}
-    _settle(session, [(run, pricing.run_cost(cpu[run.id], run.credits_held),
+    _settle(session, [(run, _platform_cost(run, cpu[run.id]),
                        f" (cancelled while running, {cpu[run.id] or 0:.3f} CPU-s)") for run in runs], [])
     return runs
 
@@ -208,4 +234,8 @@ def _settle(session: Session, charges: list[tuple[Run, int, str]], refunds: list
         by_user.setdefault(charge[0].user_id, []).append(charge)
     for user_charges in by_user.values():
         credits.settle_runs(session, user_charges)
+    earned = [run for run, _, _ in charges if run.owner_credits and run.status == RunStatus.SUCCEEDED]
+    if earned:
+        owners = fmu_repository.owners(session, list({run.fmu_id for run in earned}))
+        credits.pay_owners(session, [(run, *owners[run.fmu_id]) for run in earned])
     StripeService.charge_per_executions(session, [run for run, _, _ in charges])

@@ -49,7 +49,9 @@ class Run(Base):
     __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),
                       Index("ix_runs_unexpired_finished_at", "result_expired_at", "finished_at"),
                       # Whose turn it is (app.runs.scheduling): queued runs by user, oldest first.
-                      Index("ix_runs_status_user", "status", "user_id", "created_at"))
+                      Index("ix_runs_status_user", "status", "user_id", "created_at"),
+                      # The run cache: a tenant's succeeded runs by what they computed.
+                      Index("ix_runs_user_cache_key", "user_id", "cache_key"))
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("run"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -85,3 +87,11 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the tier's retention removed the result and log (the run itself stays listed).
     result_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A run of a model shared with its user: the grant, and the part of the hold that goes to the
+    # model's owner when the run succeeds (app.billing.credits.pay_owners).
+    grant_id: Mapped[str | None] = mapped_column(String(40))
+    owner_credits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the run computes (app.runs.cache.cache_key); None: not to be served from, nor kept in, the cache.
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    # Served from the run cache: the earlier run whose result and log this run's are.
+    cached_from: Mapped[str | None] = mapped_column(String(40))

@@ -104,6 +104,22 @@ def credits_held_by_active(session: Session, user_id: str) -> int:
         Run.user_id == user_id, Run.status.in_(ACTIVE_STATUSES))) or 0)
 
 
+def get_many(session: Session, run_ids: Sequence[str]) -> list[Run]:
+    return list(session.scalars(select(Run).where(Run.id.in_(list(run_ids)))))
+
+
+def cached_results(session: Session, user_id: str, keys: Sequence[str]) -> dict[str, Row[Any]]:
+    """cache key → (cache_key, id, result_rows, result_columns, result_bytes) of a run of the user
+    that computed it (succeeded, not itself a hit, its result still kept), for those of ``keys`` found."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(Run.cache_key, Run.id, Run.result_rows, Run.result_columns, Run.result_bytes)
+        .where(Run.user_id == user_id, Run.cache_key.in_(list(keys)), Run.status == RunStatus.SUCCEEDED,
+               Run.cached_from.is_(None), Run.result_expired_at.is_(None))).all()
+    return {row.cache_key: cast(Row[Any], row) for row in rows if row.cache_key is not None}
+
+
 # -- result retention ---------------------------------------------------------------------------
 
 def past_retention(session: Session, cutoffs: Mapping[str, datetime], limit: int) -> list[str]:
@@ -116,7 +132,9 @@ def past_retention(session: Session, cutoffs: Mapping[str, datetime], limit: int
 
 
 def mark_expired(session: Session, run_ids: Sequence[str], now: datetime) -> None:
-    session.execute(update(Run).where(Run.id.in_(list(run_ids)), Run.result_expired_at.is_(None))
+    """The runs' files are going, and with them those of every run served from them (the run cache)."""
+    ids = list(run_ids)
+    session.execute(update(Run).where(or_(Run.id.in_(ids), Run.cached_from.in_(ids)), Run.result_expired_at.is_(None))
                     .values(result_expired_at=now).execution_options(synchronize_session=False))
 
 
@@ -135,10 +153,11 @@ def child_counts(session: Session, sweep_ids: Sequence[str]) -> Sequence[Row[str
 
 
 def child_batches(session: Session, sweep_id: str, batch: int) -> Iterator[Sequence[Row[Any]]]:
-    """(id, sweep_index, status, error_code, spec) of the sweep's children in sweep order, ``batch`` at a time."""
+    """(id, sweep_index, status, error_code, spec, cached_from) of the sweep's children in sweep
+    order, ``batch`` at a time."""
     after = -1
     while True:
-        rows = session.execute(select(Run.id, Run.sweep_index, Run.status, Run.error_code, Run.spec)
+        rows = session.execute(select(Run.id, Run.sweep_index, Run.status, Run.error_code, Run.spec, Run.cached_from)
                                .where(Run.sweep_id == sweep_id, Run.sweep_index > after)
                                .order_by(Run.sweep_index).limit(batch)).all()
         yield rows

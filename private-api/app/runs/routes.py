@@ -27,7 +27,7 @@ from app.kit.schemas import Page
 from app.runs import result_delivery, result_formats
 from app.runs import service as run_service
 from app.runs.models import FINAL_STATUSES, RunStatus
-from app.runs.schemas import RunCreate, RunOut
+from app.runs.schemas import Quote, RunCreate, RunOut
 from app.storage_admission import STORAGE_FULL_RESPONSE
 
 router = APIRouter(tags=["runs"])
@@ -95,14 +95,30 @@ def _submit(ctx: AppContext, principal: Principal, fmu_id: str, body: RunCreate,
         return run_service.to_out(submission.run), submission.replayed, run_service.start(ctx, submission)
 
 
+DryRun = Annotated[bool, Query(description=(
+    "Validate the request and answer 200 with a quote (what it would hold) instead: nothing is placed or held."))]
+
+
+def _quote(ctx: AppContext, principal: Principal, fmu_id: str, body: RunCreate) -> JSONResponse:
+    with ctx.db.session() as session:
+        planned = run_service.plan_run(session, principal, fmu_id, body, ctx.settings)
+        quote = run_service.quote(session, principal, planned, runs=1)
+    return JSONResponse(quote.model_dump(mode="json"))
+
+
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
-             responses={200: {"model": RunOut, "description": "The run finished within `wait`."},
+             responses={200: {"model": RunOut | Quote,
+                              "description": "The run finished within `wait` (or was served from the run cache); "
+                                             "with `dry_run`, the quote."},
                         **STORAGE_FULL_RESPONSE})
 @owns_idempotency_key  # the run row keeps the key: a retry is answered with the run as it is now
 async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: RunsWrite,
-                     wait: WaitSeconds = 0, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                     wait: WaitSeconds = 0, dry_run: DryRun = False,
+                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
-    finished run if it ends in time."""
+    finished run if it ends in time. A run the run cache answers is 200 at once, with ``cached_from``."""
+    if dry_run:
+        return await run_in_threadpool(_quote, ctx, principal, fmu_id, body)
 
     submit = partial(_submit, ctx, principal, fmu_id, body, idempotency_key)
     # Shielded: once committed, the run is started whatever happens to this request (a booked
@@ -173,7 +189,8 @@ async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
     _check_retained(run.id, run.result_expired_at)
-    return await run_in_threadpool(_result_response, ctx, run_id, format)
+    return await run_in_threadpool(_result_response, ctx, run_id, run_service.stored_under(run), format,
+                                   run.grant_id is not None)
 
 
 def _check_retained(run_id: str, expired_at: datetime | None) -> None:
@@ -182,26 +199,32 @@ def _check_retained(run_id: str, expired_at: datetime | None) -> None:
                             "as its tier's result retention says.", result_expired_at=expired_at.isoformat())
 
 
-def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
-    url = result_delivery.presigned_result_url(ctx.storage, ctx.settings, run_id, format)
+def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: str, shared: bool) -> Response:
+    """``shared``: a grantee's run of a shared model, whose result is read as a table of numbers
+    before a byte of it leaves (never presigned, never passed through as stored)."""
+    url = None if shared else result_delivery.presigned_result_url(ctx.storage, ctx.settings, stored_under, format,
+                                                                   filename=run_id)
     if url is not None:
         # A presigned URL is a bearer credential of its own: no cache may keep it.
         return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT,
                                 headers={"Cache-Control": "no-store"})
-    key = run_service.result_key(run_id)
+    key = run_service.result_key(stored_under)
     fmt = result_formats.FORMATS[format]
     headers = {"Content-Disposition": f'attachment; filename="{run_id}.{fmt.extension}"'}
     try:
-        if format == "arrow":
+        if format == "arrow" and not shared:
             size = ctx.storage.size(key)
             if size <= SMALL_RESULT_BYTES:  # most results: one read here, not one thread hop per chunk
                 return Response(ctx.storage.read_bytes(key), media_type=fmt.media_type, headers=headers)
             return StreamingResponse(ctx.storage.iter_chunks(key), media_type=fmt.media_type,
                                      headers={**headers, "Content-Length": str(size)})
         # Converted while it is sent, chunk by chunk: memory does not grow with the result.
-        stored = result_delivery.open_result(ctx.storage, ctx.settings, run_id)
+        stored = result_delivery.open_result(ctx.storage, ctx.settings, stored_under, numbers_only=shared)
     except FileNotFoundError:
         raise ResultUnavailable(f"Run {run_id!r} succeeded, but its result is no longer stored.",
+                                run_status=RunStatus.SUCCEEDED) from None
+    except result_delivery.NotATable:
+        raise ResultUnavailable(f"Run {run_id!r}'s output is not a table of numbers; it is not served.",
                                 run_status=RunStatus.SUCCEEDED) from None
     return StreamingResponse(stored.converted(format), media_type=fmt.media_type, headers=headers)
 
@@ -211,6 +234,8 @@ def _result_response(ctx: AppContext, run_id: str, format: str) -> Response:
 def get_log(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRead) -> Response:
     run = run_service.get_run(session, principal, run_id)
     _check_retained(run.id, run.result_expired_at)
-    key = run_service.log_key(run.id)
+    key = run_service.log_key(run_service.stored_under(run))
     text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""
+    if run.grant_id is not None:
+        text = result_delivery.text_lines_only(text)
     return Response(text, media_type="text/plain; charset=utf-8")

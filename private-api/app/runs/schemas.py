@@ -51,6 +51,9 @@ class RunCreate(BaseModel):
     debug_logging: bool = Field(False, description="Turn on the FMU's debug logging: its messages go to the "
                                                    "run's log.")
     timeout_s: FiniteFloat | None = Field(None, gt=0, description="Hard wall-clock limit of the run.")
+    cache: bool = Field(True, description=(
+        "Serve the result of an earlier succeeded run of yours that computed exactly this (same FMU bytes, "
+        "same spec but timeout_s, same runner) at once, at the tier's cache-hit price; false always computes."))
 
 
 class RunError(BaseModel):
@@ -99,8 +102,30 @@ class RunOut(BaseModel):
     credits_charged: int = Field(description="What the run cost; 0 until it ends, refunded platform failures stay 0.")
     sweep_id: str | None = Field(None, description="The sweep this run is a child of.")
     sweep_index: int | None = Field(None, description="Its position among the sweep's samples.")
+    cached_from: str | None = Field(None, description=(
+        "Served from the run cache: the earlier run that computed this result (its result and log are this run's)."))
+    grant_id: str | None = Field(None, description="A run of a model shared with you: the grant it ran under.")
+    owner_credits: int = Field(0, description=(
+        "A run of a shared model: the part of the hold that pays the model's owner if the run succeeds "
+        "(included in credits_charged then; released otherwise)."))
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     result_expired_at: datetime | None = Field(
         None, description="When the tier's result retention removed the result and log (410 result_expired since).")
+
+
+class Quote(BaseModel):
+    """What a run or sweep would hold, from a request validated as its creation would (``?dry_run=true``):
+    nothing is placed or held."""
+
+    object: Literal["quote"] = "quote"
+    fmu_id: str
+    runs: int = Field(description="Runs it would place (a sweep's children).")
+    credits_per_run: int = Field(description="The platform's hold per run: its worst case, the timeout as CPU time.")
+    owner_credits_per_run: int = Field(description="What each run that succeeds pays a shared model's owner.")
+    credits_held: int = Field(description="The whole hold: runs * (credits_per_run + owner_credits_per_run). "
+                                          "What finished runs do not use is released.")
+    balance: int = Field(description="Your balance now.")
+    sufficient: bool = Field(description="Whether the balance covers the hold (else creation answers 402).")
+    spec: RunSpecOut

@@ -7,22 +7,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.billing import credits, limits, pricing
+from app.billing import service as billing_service
 from app.config import Settings
 from app.errors import NotFound, ProblemError
 from app.fmus import service as registry_service
 from app.fmus.models import Fmu
 from app.idempotency import store as idempotency
 from app.kit.pagination import paginate
+from app.runs import cache as run_cache
 from app.runs import lifecycle as run_lifecycle
 from app.runs import repository as run_repository
-from app.runs.models import Run, RunStatus
-from app.runs.schemas import RunCreate, RunError, RunOut, RunResultInfo, RunTimings
+from app.runs.models import FINAL_STATUSES, Run, RunStatus
+from app.runs.schemas import Quote, RunCreate, RunError, RunOut, RunResultInfo, RunTimings
 from app.runs.spec import build_run_spec
 
 if TYPE_CHECKING:
@@ -42,23 +44,67 @@ def find_idempotent(session: Session, principal: Principal, fmu_id: str, key: st
     is refused."""
     run = idempotency.created_under(session, Run, principal.user_id, key, digest)
     if run is not None:
-        registry_service.get_fmu(session, principal, fmu_id)
+        registry_service.get_usable(session, principal, fmu_id)
     return run
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A validated run request: its FMU (the caller's, or shared with them), spec and hold."""
+
+    usable: registry_service.Usable
+    spec: dict[str, Any]
+    cache_key: str | None  # None: kept out of the run cache
+
+    @property
+    def platform_hold(self) -> int:
+        return pricing.run_hold(self.spec["timeout_s"])
+
+    @property
+    def hold(self) -> int:
+        return self.platform_hold + self.usable.owner_credits
+
+
+def plan_run(session: Session, principal: Principal, fmu_id: str, request: RunCreate, settings: Settings) -> Planned:
+    """Everything a submission decides before it writes: 404 or 422 here, nothing held yet."""
+    usable = registry_service.get_usable(session, principal, fmu_id)
+    spec = build_run_spec(request, registry_service.model_info(usable.fmu), settings,
+                          max_timeout_s=limits.for_caller(principal, settings).max_run_seconds).to_wire()
+    key = run_cache.cache_key(usable.fmu.sha256, spec) if usable.fmu.deterministic and request.cache else None
+    return Planned(usable, spec, key)
+
+
+def quote(session: Session, principal: Principal, planned: Planned, runs: int) -> Quote:
+    """What placing ``runs`` runs of ``planned`` would hold (a dry run: nothing is written)."""
+    balance = billing_service.balance(session, principal.user_id).credits
+    held = runs * planned.hold
+    return Quote(fmu_id=planned.usable.fmu.id, runs=runs, credits_per_run=planned.platform_hold,
+                 owner_credits_per_run=planned.usable.owner_credits, credits_held=held, balance=balance,
+                 sufficient=balance >= held, spec=planned.spec)
 
 
 def create_run(session: Session, principal: Principal, fmu_id: str, request: RunCreate,
                settings: Settings, idempotency_key: str | None = None, digest: str | None = None) -> tuple[Run, Fmu]:
-    """Validate and insert a queued run (returned with its FMU); the caller holds its credits and
-    commits. ``digest``: the request's ``idempotency.submission_hash``, kept with its key."""
-    fmu = registry_service.get_fmu(session, principal, fmu_id)
-    spec = build_run_spec(request, registry_service.model_info(fmu), settings,
-                          max_timeout_s=limits.for_caller(principal, settings).max_run_seconds).to_wire()
-    run = Run(**run_lifecycle.queued(
-        user_id=principal.user_id, fmu_id=fmu.id, spec=spec, credits_held=pricing.run_hold(spec["timeout_s"]),
-        idempotency_key=idempotency_key, request_hash=digest))
+    """Validate and insert a run (returned with its FMU): queued, or, when the run cache has what
+    it computes, succeeded at once. The caller holds its credits and commits. ``digest``: the
+    request's ``idempotency.submission_hash``, kept with its key."""
+    planned = plan_run(session, principal, fmu_id, request, settings)
+    usable = planned.usable
+    fields: dict[str, Any] = {"user_id": principal.user_id, "fmu_id": usable.fmu.id, "spec": planned.spec,
+                              "idempotency_key": idempotency_key, "request_hash": digest,
+                              "grant_id": usable.grant.id if usable.grant is not None else None}
+    source = None
+    if planned.cache_key is not None:
+        source = run_repository.cached_results(session, principal.user_id, [planned.cache_key]).get(planned.cache_key)
+    if source is not None:
+        run = Run(**run_lifecycle.served_from_cache(source, credits_held=pricing.cache_hit_price(principal.tier),
+                                                    **fields))
+    else:
+        run = Run(**run_lifecycle.queued(credits_held=planned.hold, owner_credits=usable.owner_credits,
+                                         cache_key=planned.cache_key, **fields))
     session.add(run)
     session.flush()
-    return run, fmu
+    return run, usable.fmu
 
 
 @dataclass
@@ -85,6 +131,9 @@ def submit_run(session: Session, ctx: AppContext, principal: Principal, fmu_id: 
             return Submission(earlier, replayed=True)
     run, fmu = create_run(session, principal, fmu_id, request, ctx.settings, idempotency_key, digest)
     credits.hold_for_run(session, run)  # 402 if the balance is short
+    if run.cached_from is not None:
+        run_lifecycle.settle_served(session, [run], run.credits_held)
+        return Submission(run, replayed=False)  # final already: nothing runs it
     # After the hold, which locks the user's row: concurrent submissions count one by one.
     limits.check_active_runs(session, principal, limits.for_caller(principal, ctx.settings))
     # A free worker of this process takes the run in this very transaction: no hand-over, no
@@ -108,7 +157,7 @@ def abandon(ctx: AppContext, submission: Submission) -> None:
 def start(ctx: AppContext, submission: Submission) -> Callable[[], None] | None:
     """After the commit: what starts the run, to be called once the caller listens for its
     changes (None for a replayed one)."""
-    if submission.replayed:
+    if submission.replayed or submission.run.status in FINAL_STATUSES:
         return None
     run_id = submission.run.id
     if submission.claimed is None:
@@ -145,6 +194,11 @@ def list_runs(session: Session, principal: Principal, limit: int, cursor: str | 
                     cursor)
 
 
+def stored_under(run: Run | RunOut) -> str:
+    """The run whose files hold this run's result and log: itself, or the one it was served from."""
+    return run.cached_from or run.id
+
+
 def result_key(run_id: str) -> str:
     return f"runs/{run_id}/result.arrow"
 
@@ -170,7 +224,8 @@ def to_out(run: Run) -> RunOut:
         timings=RunTimings(queued_s=seconds(run.created_at, run.started_at), run_s=run.wall_time_s,
                            cpu_s=run.cpu_time_s, total_s=seconds(run.created_at, run.finished_at)),
         max_rss_bytes=run.max_rss_bytes, credits_held=run.credits_held, credits_charged=run.credits_charged,
-        sweep_id=run.sweep_id, sweep_index=run.sweep_index,
+        sweep_id=run.sweep_id, sweep_index=run.sweep_index, cached_from=run.cached_from, grant_id=run.grant_id,
+        owner_credits=run.owner_credits,
         created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         result_expired_at=run.result_expired_at,
     )

@@ -45,7 +45,7 @@ def parameter_types(info: ModelInfo, names: list[str]) -> dict[str, pa.DataType]
 
 def _results(storage: Storage, children: Iterable[Child]) -> Iterator[tuple[Child, pa.Table | None]]:
     for child in children:
-        key = result_key(child.run_id)
+        key = result_key(child.stored_under)
         if child.status == "succeeded" and storage.exists(key):
             yield child, read_table(storage.read_bytes(key))
         else:

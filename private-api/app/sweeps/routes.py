@@ -24,6 +24,8 @@ from app.kit.params import Cursor, IdempotencyKey, IdFilter, Limit, ResourceId
 from app.kit.schemas import Page
 from app.runs import result_formats
 from app.runs.models import RunStatus
+from app.runs.routes import DryRun
+from app.runs.schemas import Quote
 from app.storage_admission import STORAGE_FULL_RESPONSE
 from app.sweeps import results as sweep_results
 from app.sweeps import service as sweep_service
@@ -61,23 +63,34 @@ def load_sweep(ctx: AppContext, principal: Principal, sweep_id: str) -> SweepOut
         return sweep_outs(ctx, session, [sweep_service.get_sweep(session, principal, sweep_id)])[0]
 
 
+def _quote(ctx: AppContext, principal: Principal, fmu_id: str, body: SweepCreate) -> JSONResponse:
+    with ctx.db.session() as session:
+        quote = sweep_service.quote_sweep(session, principal, fmu_id, body, ctx.settings)
+    return JSONResponse(quote.model_dump(mode="json"))
+
+
 @router.post("/v1/fmus/{fmu_id}/sweeps", response_model=SweepOut, status_code=status.HTTP_202_ACCEPTED,
-             responses=STORAGE_FULL_RESPONSE)
+             responses={200: {"model": Quote, "description": "With `dry_run`: what the sweep would hold."},
+                        **STORAGE_FULL_RESPONSE})
 @owns_idempotency_key  # the sweep row keeps the key: a retry is answered with the sweep as it is now
 async def create_sweep(fmu_id: ResourceId, body: SweepCreate, ctx: Ctx, principal: RunsWrite,
-                       idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                       dry_run: DryRun = False, idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a parameter sweep: its child runs are created and their credits held in one
     transaction (402 ``insufficient_credits`` if the balance does not cover every child's worst
-    case; nothing is created then), then queued. 202 with ``Location``; follow it with
-    ``GET /v1/sweeps/{id}`` or ``/events``."""
+    case; nothing is created then), then queued; children the run cache answers are final at
+    once. 202 with ``Location``; follow it with ``GET /v1/sweeps/{id}`` or ``/events``."""
+    if dry_run:
+        return await run_in_threadpool(_quote, ctx, principal, fmu_id, body)
 
     def submit() -> tuple[SweepOut, list[str], bool]:
         with ctx.db.session(write=True) as session:
-            sweep, run_ids, replayed = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings,
-                                                                  idempotency_key)
-            if not replayed:
+            created = sweep_service.create_sweep(session, principal, fmu_id, body, ctx.settings, idempotency_key)
+            sweep = created.sweep
+            if not created.replayed:
                 session.commit()
-                return sweep_service.to_out(sweep, Progress(SweepCounts(queued=sweep.total), 0)), run_ids, False
+                counts = SweepCounts(queued=sweep.total - created.served, succeeded=created.served)
+                return (sweep_service.to_out(sweep, Progress(counts, created.served_charge)), created.dispatch,
+                        False)
         # Read as it is now once the submission's transaction is over: that read may mark it
         # finished, a write of its own (on SQLite it would wait for the one still open).
         return load_sweep(ctx, principal, sweep.id), [], True

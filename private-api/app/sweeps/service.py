@@ -22,16 +22,17 @@ from app.fmus import service as registry_service
 from app.idempotency import store as idempotency
 from app.kit.models import new_id, utcnow
 from app.kit.pagination import paginate
+from app.runs import cache as run_cache
 from app.runs import lifecycle as run_lifecycle
 from app.runs import repository as run_repository
 from app.runs import service as run_service
 from app.runs.models import FINAL_STATUSES, Run, RunStatus
-from app.runs.schemas import ScalarValue
+from app.runs.schemas import Quote, ScalarValue
 from app.runs.spec import build_run_spec
 from app.sweeps import repository as sweep_repository
 from app.sweeps.models import FINAL_SWEEP_STATUSES, Sweep, SweepStatus
 from app.sweeps.schemas import SweepCounts, SweepCreate, SweepOut, SweepRunOut
-from app.sweeps.space import expand, parameter_names
+from app.sweeps.space import SweepSpace, expand, parameter_names
 
 # Children made, inserted and dropped at a time.
 CHILD_BATCH = 1000
@@ -86,28 +87,70 @@ class Progress:
         return sum(getattr(self.counts, status) for status in FINAL_STATUSES)
 
 
+@dataclass(frozen=True)
+class PlannedSweep:
+    usable: registry_service.Usable
+    base: dict[str, Any]
+    space: SweepSpace
+    caller: limits.Limits
+
+    @property
+    def per_child(self) -> int:
+        """Each child's hold: the platform's worst case, plus a shared model's price."""
+        return pricing.run_hold(self.base["timeout_s"]) + self.usable.owner_credits
+
+
+def plan_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
+               settings: Settings) -> PlannedSweep:
+    """Everything a creation decides before it writes (404, 422); sized from the request alone:
+    nothing is sampled before the hold."""
+    usable = registry_service.get_usable(session, principal, fmu_id)
+    info = registry_service.model_info(usable.fmu)
+    caller = limits.for_caller(principal, settings)
+    base = build_run_spec(request.base(), info, settings, max_timeout_s=caller.max_run_seconds).to_wire()
+    return PlannedSweep(usable, base, expand(request, info, caller.max_sweep_children, settings.sweep_max_values),
+                        caller)
+
+
+def quote_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
+                settings: Settings) -> Quote:
+    """What creating the sweep would hold (a dry run: nothing is written)."""
+    planned = plan_sweep(session, principal, fmu_id, request, settings)
+    return run_service.quote(session, principal, run_service.Planned(planned.usable, planned.base, None),
+                             runs=planned.space.count)
+
+
+@dataclass(frozen=True)
+class Created:
+    sweep: Sweep
+    dispatch: list[str]  # children to hand to the queue (one per message_spacing of those queued)
+    replayed: bool  # the sweep an earlier request with this Idempotency-Key created: nothing was written
+    served: int = 0  # children answered from the run cache, final already
+    served_charge: int = 0  # what they cost
+
+
 def create_sweep(session: Session, principal: Principal, fmu_id: str, request: SweepCreate,
-                 settings: Settings, idempotency_key: str | None = None) -> tuple[Sweep, list[str], bool]:
-    """Validate, hold the whole sweep's credits and insert its queued children; returns the sweep,
-    the ids of the children to dispatch (one per ``message_spacing``, in sweep_index order; the
-    others are stamped handed over, for the relay to leave alone) and False. The caller commits,
-    then dispatches them. Under an ``idempotency_key`` that an earlier request created a sweep
-    with, that sweep, no children and True instead (nothing is written; another request,
-    credential or route under the key is 422); the key is kept on a new sweep."""
+                 settings: Settings, idempotency_key: str | None = None) -> Created:
+    """Validate, hold the whole sweep's credits and insert its children: queued, or, those the run
+    cache has, succeeded at once and settled at the cache-hit price. The children to dispatch are
+    one per ``message_spacing`` of the queued ones, in sweep_index order (the others are stamped
+    handed over, for the relay to leave alone). The caller commits, then dispatches them. Under an
+    ``idempotency_key`` that an earlier request created a sweep with, that sweep, replayed
+    (nothing is written; another request, credential or route under the key is 422); the key is
+    kept on a new sweep."""
     digest = None
     if idempotency_key is not None:
         digest = idempotency.submission_hash(fmu_id, request, principal.api_key_id)
         earlier = idempotency.created_under(session, Sweep, principal.user_id, idempotency_key, digest)
         if earlier is not None:
-            registry_service.get_fmu(session, principal, fmu_id)  # a deleted FMU answers 404, as any replay
-            return earlier, [], True
-    fmu = registry_service.get_fmu(session, principal, fmu_id)
-    info = registry_service.model_info(fmu)
-    caller = limits.for_caller(principal, settings)
-    base = build_run_spec(request.base(), info, settings, max_timeout_s=caller.max_run_seconds).to_wire()
-    # Sized and validated from the request alone; nothing is sampled before the hold.
-    space = expand(request, info, caller.max_sweep_children, settings.sweep_max_values)
-    per_child = pricing.run_hold(base["timeout_s"])
+            registry_service.get_usable(session, principal, fmu_id)  # a deleted FMU answers 404, as any replay
+            return Created(earlier, [], True)
+    planned = plan_sweep(session, principal, fmu_id, request, settings)
+    fmu, base, space, caller, per_child = (planned.usable.fmu, planned.base, planned.space, planned.caller,
+                                           planned.per_child)
+    grant_id = planned.usable.grant.id if planned.usable.grant is not None else None
+    caching = fmu.deterministic and request.cache
+    hit_price = pricing.cache_hit_price(principal.tier)
     sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status=SweepStatus.QUEUED, method=request.method,
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
                   seed=space.seed, spec=base, total=space.count, credits_held=per_child * space.count,
@@ -117,22 +160,40 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     credits.hold_for_sweep(session, sweep)
     now = utcnow()
     spacing = message_spacing(settings.sweep_chunk_size)
-    made = 0
+    made = queued = served = 0
     leaders: list[str] = []
     for batch in space.batches(CHILD_BATCH):
-        rows = [run_lifecycle.queued(id=new_id("run"), user_id=principal.user_id, fmu_id=fmu.id,
-                                     spec={**base, "start_values": {**base["start_values"], **values}},
-                                     credits_held=per_child, sweep_id=sweep.id, sweep_index=index,
-                                     created_at=now, enqueued_at=None if index % spacing == 0 else now)
-                for index, values in enumerate(batch, start=made)]
-        leaders.extend(row["id"] for row in rows if row["enqueued_at"] is None)
+        specs = [{**base, "start_values": {**base["start_values"], **values}} for values in batch]
+        keys = [run_cache.cache_key(fmu.sha256, spec) if caching else None for spec in specs]
+        found = run_repository.cached_results(session, principal.user_id, [k for k in keys if k]) if caching else {}
+        rows = []
+        hits: list[str] = []
+        for index, (spec, key) in enumerate(zip(specs, keys, strict=True), start=made):
+            run_id = new_id("run")
+            common: dict[str, Any] = {"id": run_id, "user_id": principal.user_id, "fmu_id": fmu.id, "spec": spec,
+                      "credits_held": per_child, "sweep_id": sweep.id, "sweep_index": index, "created_at": now,
+                      "grant_id": grant_id}
+            source = found.get(key) if key is not None else None
+            if source is not None:
+                rows.append(run_lifecycle.served_from_cache(source, **common))
+                hits.append(run_id)
+                continue
+            leader = queued % spacing == 0
+            queued += 1
+            rows.append(run_lifecycle.queued(**common, owner_credits=planned.usable.owner_credits, cache_key=key,
+                                             enqueued_at=None if leader else now))
+            if leader:
+                leaders.append(run_id)
         # One executemany (batched multi-row INSERTs) per batch: memory stays at one batch.
         run_repository.insert_many(session, rows)
+        if hits:
+            run_lifecycle.settle_served(session, run_repository.get_many(session, hits), hit_price)
+            served += len(hits)
         if not made:
             # Once the sweep has a child it counts as one active submission.
             limits.check_active_runs(session, principal, caller)
         made += len(rows)
-    return sweep, leaders, False
+    return Created(sweep, leaders, False, served, served * min(hit_price, per_child))
 
 
 def get_sweep(session: Session, principal: Principal, sweep_id: str) -> Sweep:
@@ -226,6 +287,7 @@ class Child:
     status: str
     error_code: str | None
     start_values: dict[str, Any]
+    stored_under: str  # the run whose files hold its result: itself, or the one the run cache served it from
 
 
 def iter_children(session: Session, sweep: Sweep, batch: int = 500) -> Iterator[Child]:
@@ -233,7 +295,8 @@ def iter_children(session: Session, sweep: Sweep, batch: int = 500) -> Iterator[
     never sit in the session at once."""
     for rows in run_repository.child_batches(session, sweep.id, batch):
         for row in rows:
-            yield Child(row.id, row.sweep_index, row.status, row.error_code, row.spec.get("start_values", {}))
+            yield Child(row.id, row.sweep_index, row.status, row.error_code, row.spec.get("start_values", {}),
+                        row.cached_from or row.id)
 
 
 def cancel_sweep(session: Session, principal: Principal, sweep_id: str) -> tuple[Sweep, list[str]]:

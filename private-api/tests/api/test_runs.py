@@ -109,7 +109,7 @@ class TestRunResults:
 
     def test_run_without_wait_is_accepted_then_finishes(self, alice: httpx.Client,
                                                         uploaded: dict[str, Any]) -> None:
-        response = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", json={"stop_time": 1})
+        response = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", json={"stop_time": 1, "cache": False})
         assert response.status_code == 202
         run_id = response.json()["id"]
         assert response.headers["location"] == f"/v1/runs/{run_id}"
@@ -121,7 +121,7 @@ class TestRunResults:
 
     def test_waited_answer_is_the_stored_run(self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
         # ?wait= answers from the worker's own outcome: it must be exactly what a later read says.
-        waited = run(alice, uploaded["VanDerPol"]["id"], stop_time=1)
+        waited = run(alice, uploaded["VanDerPol"]["id"], stop_time=1, cache=False)
         assert waited["status"] == "succeeded" and waited["credits_charged"] >= 1
         assert waited["finished_at"] is not None and waited["result"]["rows"] > 0
         assert alice.get(f"/v1/runs/{waited['id']}").json() == waited
@@ -141,7 +141,7 @@ class TestRunResults:
 
     def test_result_with_wait_comes_once_the_run_finishes(self, alice: httpx.Client,
                                                           uploaded: dict[str, Any]) -> None:
-        response = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", json={"stop_time": 1})
+        response = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", json={"stop_time": 1, "cache": False})
         assert response.status_code == 202
         table = alice.get(f"/v1/runs/{response.json()['id']}/result", params={"wait": 30})
         assert table.status_code == 200, table.text

@@ -18,6 +18,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from books import balance, ledger
 from gateway_process import Gateway
 from problems import assert_problem
 from scipy.stats import qmc
@@ -66,22 +67,6 @@ def children(client: httpx.Client, sweep_id: str) -> list[dict[str, Any]]:
         cursor = page["next_cursor"]
         if cursor is None:
             return runs
-
-
-def ledger(client: httpx.Client) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = client.get("/v1/billing/ledger", params={"limit": 100, "cursor": cursor}).json()
-        entries += page["data"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return entries
-
-
-def balance(client: httpx.Client) -> int:
-    credits: int = client.get("/v1/billing/balance").json()["credits"]
-    return credits
 
 
 def table_of(content: bytes, fmt: str) -> pa.Table:

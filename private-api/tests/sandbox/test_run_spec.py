@@ -74,7 +74,8 @@ class TestFields:
 
     def test_the_request_has_every_field_the_host_does_not_fill_in(self) -> None:
         request = {field.alias or name for name, field in RunCreate.model_fields.items()}
-        assert request == (set(SIMULATE_FMU_ARGUMENTS) | {"timeout_s"}) | {"outputs"}  # outputs: the deprecated alias
+        # outputs: the deprecated alias; cache: the server's choice, never the runner's.
+        assert request == (set(SIMULATE_FMU_ARGUMENTS) | {"timeout_s"}) | {"outputs", "cache"}
 
 
 class TestWireForm:

@@ -1,5 +1,5 @@
 """The documentation runs as written: every ```python and ```bash block of README.md,
-docs/sdk_usage.md and open-sdk/README.md, each on its own, and examples/run_fmu.py, against a real
+docs/sdk_usage.md, docs/fmpy.md and open-sdk/README.md, each on its own, and examples/run_fmu.py, against a real
 gateway. They run in a directory laid out like the repository after `make run` (var/dev-api-key,
 var/samples/*.fmu), with FMU_GATEWAY_URL pointing at the test gateway. (```sh blocks are for
 reading: installs, placeholders.)"""
@@ -17,7 +17,8 @@ import pytest
 from gateway_process import Gateway
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DOCUMENTS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "sdk_usage.md", REPO_ROOT / "open-sdk" / "README.md"]
+DOCUMENTS = [REPO_ROOT / "README.md", REPO_ROOT / "docs" / "sdk_usage.md", REPO_ROOT / "docs" / "fmpy.md",
+             REPO_ROOT / "open-sdk" / "README.md"]
 EXAMPLE = REPO_ROOT / "open-sdk" / "examples" / "run_fmu.py"
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 

@@ -103,13 +103,14 @@ export async function modelsPage(main, { signal }) {
     }));
     const tr = rowLink(h("tr", { dataset: { fmuId: fmu.id } },
       h("td", {}, h("a", { href: `#/models/${fmu.id}` }, fmu.model_name),
-        h("div", { class: "muted small" }, fmu.filename || "")),
+        h("div", { class: "muted small", "data-testid": fmu.shared_by ? "shared-by" : null },
+          fmu.shared_by ? `shared by ${fmu.shared_by} · ${fmu.price_credits_per_run} credit(s) a run` : fmu.filename || "")),
       h("td", {}, `FMI ${fmu.fmi_version}`),
       h("td", {}, [fmu.supports_co_simulation ? "CS" : "", fmu.supports_model_exchange ? "ME" : ""].filter(Boolean).join(" · ")),
       h("td", { class: "num" }, fmu.variable_count),
       h("td", { class: "num" }, fmtBytes(fmu.size)),
       h("td", {}, fmtDate(fmu.created_at)),
-      h("td", { class: "actions" }, remove)), `#/models/${fmu.id}`);
+      h("td", { class: "actions" }, fmu.shared_by ? "" : remove)), `#/models/${fmu.id}`);
     return tr;
   }
 
@@ -151,6 +152,7 @@ function metadata(fmu) {
   const experiment = fmu.default_experiment || {};
   const rows = [
     ["Id", h("code", {}, fmu.id)],
+    ...(fmu.shared_by ? [["Shared by", `${fmu.shared_by}: ${fmu.price_credits_per_run} credit(s) a succeeded run`]] : []),
     ["File", fmu.filename || "—"],
     ["FMI version", fmu.fmi_version],
     ["Interfaces", [fmu.supports_co_simulation ? "Co-Simulation" : "", fmu.supports_model_exchange ? "Model Exchange" : ""]

@@ -14,6 +14,8 @@
  * 17 escape attempts: probe = 1 umount /proc, 2 remount /job writable, 4 new tmpfs mount,
  *    8 new user namespace, 16 setuid(1); each one that succeeded
  * 18 an inexact fmi2Reset: probe = how often this instance was reset (0 on a fresh instance)
+ * 19 copy its own binary out: over target_file (e.g. the result), into the cwd, /tmp and stderr;
+ *    probe = bytes of the binary it read (0: it could not find or read itself)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -31,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -111,6 +114,29 @@ static int try_write(const char *path, const char *text) {
     if (f == NULL) return 0;
     ok = fputs(text, f) >= 0;
     return (fclose(f) == 0) && ok;
+}
+
+/* the bytes of this very shared library, copied wherever the model can write; returns their count */
+static double copy_self(const char *target) {
+    static char bytes[8 << 20];
+    Dl_info info;
+    size_t size;
+    FILE *self;
+    const char *places[] = {target, "stolen.so", "/tmp/stolen.so"};
+    if (!dladdr((void *)copy_self, &info) || info.dli_fname == NULL) return 0;
+    if ((self = fopen(info.dli_fname, "rb")) == NULL) return 0;
+    size = fread(bytes, 1, sizeof bytes, self);
+    fclose(self);
+    for (size_t i = 0; i < sizeof places / sizeof places[0]; i++) {
+        FILE *out = places[i] != NULL ? fopen(places[i], "wb") : NULL;
+        if (out != NULL) {
+            fwrite(bytes, 1, size, out);
+            fclose(out);
+        }
+    }
+    fwrite(bytes, 1, size, stderr);
+    fflush(stderr);
+    return (double)size;
 }
 
 /* double-fork a setsid()'d grandchild that sleeps forever; returns its pid or -1 */
@@ -309,6 +335,10 @@ static fmi2Status misbehave(Instance *inst) {
 
         case 18:
             probe = inst->resets;
+            break;
+
+        case 19:
+            probe = copy_self(file_name);
             break;
 
         default:

@@ -1,0 +1,45 @@
+"""The run cache: a run that computes exactly what an earlier succeeded run of the same user
+computed (the same FMU bytes, the same run spec, the same runner) is answered with that run's
+result at once, at the tier's cache-hit price, without a sandbox.
+
+What is cached is a user's own runs (a grantee's runs of a shared model are the grantee's): no
+result ever crosses tenants. A hit points at the run that computed it (``cached_from``), whose
+result and log it serves; when result retention removes those, the hits go with them, and the
+next identical run computes again. Runs opt out with ``cache: false``, models with
+``deterministic: false``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib.metadata import version
+from typing import Any
+
+from app.sandbox.child import runner_digest
+
+# Spec fields that do not change what a succeeded run computed.
+_NOT_COMPUTED = frozenset({"timeout_s"})
+# Bumped when what a key covers changes: earlier keys then never match.
+_KEY_VERSION = 1
+
+
+@lru_cache(maxsize=1)
+def runner_version() -> str:
+    """What computes a result besides the model and its spec: the runner and the FMPy it drives."""
+    return f"{runner_digest()}:fmpy-{version('fmpy')}"
+
+
+def cache_key(fmu_sha256: str, spec: Mapping[str, Any]) -> str:
+    """The hash of what a run computes: FMU bytes, canonical spec (keys sorted, the run's own
+    limits left out) and runner version."""
+    computed = {name: value for name, value in spec.items() if name not in _NOT_COMPUTED}
+    canonical = json.dumps([_KEY_VERSION, runner_version(), fmu_sha256, computed], sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def cacheable(deterministic: bool, requested: bool) -> bool:
+    return deterministic and requested
