@@ -261,6 +261,10 @@ def remove_leftover_containers(
             client.api.remove_container(container["Id"], force=True, v=True)
         except docker.errors.NotFound:
             continue
+        except docker.errors.APIError as e:
+            # The engine is removing it already (its auto-remove, or another process's clean-up): it is going.
+            if e.status_code != 409 or "already in progress" not in str(e.explanation or ""):
+                raise
         removed.append((container.get("Labels") or {}).get(LABEL_SANDBOX, container["Id"][:12]))
     if removed:
         logger.warning("removed %d sandbox container(s) left by a previous process: %s",
