@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +16,7 @@ from app.sharing.models import FmuGrant
 # Every submission runs it: built once (building it cost more than running it).
 _LIVE_BY_ID = select(Fmu).where(Fmu.id == bindparam("b_id"), Fmu.user_id == bindparam("b_user"),
                                 Fmu.deleted_at.is_(None))
+_Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")  # any select: the helper adds a join and filters
 _LOCK_BLOB = select(func.pg_advisory_xact_lock(bindparam("key")))
 
 
@@ -29,10 +30,16 @@ def get_live(session: Session, user_id: str, fmu_id: str) -> Fmu | None:
     return session.scalar(_LIVE_BY_ID, {"b_id": fmu_id, "b_user": user_id})
 
 
-def _granted_to(user_id: str) -> Select[Any]:
-    """The live grants to the user (by the email the user has now), with their FMU's id."""
-    return (select(FmuGrant.fmu_id).join(User, func.lower(User.email) == FmuGrant.email)
+def _live_grants_to(query: _Query, user_id: str) -> _Query:
+    """``query`` (from fmu_grants) narrowed to the live grants to the user, matched by the email the
+    user has now: the one definition of "shared with" every read below uses."""
+    return (query.join(User, func.lower(User.email) == FmuGrant.email)
             .where(User.id == user_id, FmuGrant.revoked_at.is_(None)))
+
+
+def _granted_to(user_id: str) -> Select[tuple[str]]:
+    """The ids of the FMUs with a live grant to the user."""
+    return _live_grants_to(select(FmuGrant.fmu_id), user_id)
 
 
 def visible(user_id: str) -> Select[Fmu]:
@@ -43,11 +50,9 @@ def visible(user_id: str) -> Select[Fmu]:
 
 def get_shared(session: Session, user_id: str, fmu_id: str) -> Row[Fmu, FmuGrant] | None:
     """A live FMU shared with the user, with the live grant that shares it."""
-    return session.execute(
-        select(Fmu, FmuGrant).join(FmuGrant, FmuGrant.fmu_id == Fmu.id)
-        .join(User, func.lower(User.email) == FmuGrant.email)
-        .where(Fmu.id == fmu_id, Fmu.deleted_at.is_(None), User.id == user_id, FmuGrant.revoked_at.is_(None))
-    ).first()
+    query = select(Fmu, FmuGrant).join(FmuGrant, FmuGrant.fmu_id == Fmu.id).where(Fmu.id == fmu_id,
+                                                                                 Fmu.deleted_at.is_(None))
+    return session.execute(_live_grants_to(query, user_id)).first()
 
 
 def shares(session: Session, user_id: str, fmu_ids: Sequence[str]) -> Sequence[Row[str, int, str, str | None]]:
@@ -55,11 +60,9 @@ def shares(session: Session, user_id: str, fmu_ids: Sequence[str]) -> Sequence[R
     if not fmu_ids:
         return []
     owner = aliased(User)
-    return session.execute(
-        select(FmuGrant.fmu_id, FmuGrant.price_credits_per_run, owner.id, owner.display_name)
-        .join(User, func.lower(User.email) == FmuGrant.email)
-        .join(owner, owner.id == FmuGrant.owner_id)
-        .where(User.id == user_id, FmuGrant.revoked_at.is_(None), FmuGrant.fmu_id.in_(list(fmu_ids)))).all()
+    query = (select(FmuGrant.fmu_id, FmuGrant.price_credits_per_run, owner.id, owner.display_name)
+             .join(owner, owner.id == FmuGrant.owner_id).where(FmuGrant.fmu_id.in_(list(fmu_ids))))
+    return session.execute(_live_grants_to(query, user_id)).all()
 
 
 def owners(session: Session, fmu_ids: Sequence[str]) -> dict[str, tuple[str, str]]:

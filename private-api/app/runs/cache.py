@@ -32,13 +32,26 @@ def runner_version() -> str:
     return f"{runner_digest()}:fmpy-{version('fmpy')}"
 
 
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def base_key(fmu_sha256: str, spec: Mapping[str, Any]) -> str:
+    """The hash of everything a run computes from but its start values: FMU bytes, the canonical
+    spec (keys sorted, the run's own limits left out) and runner version. A sweep's children share
+    it, so its base spec (an input table, say) is serialised once, not once per child."""
+    computed = {name: value for name, value in spec.items() if name not in _NOT_COMPUTED and name != "start_values"}
+    return hashlib.sha256(_canonical([_KEY_VERSION, runner_version(), fmu_sha256, computed])).hexdigest()
+
+
+def child_key(base: str, start_values: Mapping[str, Any]) -> str:
+    """The cache key of a run: its ``base_key`` and its start values."""
+    return hashlib.sha256(base.encode() + _canonical(start_values)).hexdigest()
+
+
 def cache_key(fmu_sha256: str, spec: Mapping[str, Any]) -> str:
-    """The hash of what a run computes: FMU bytes, canonical spec (keys sorted, the run's own
-    limits left out) and runner version."""
-    computed = {name: value for name, value in spec.items() if name not in _NOT_COMPUTED}
-    canonical = json.dumps([_KEY_VERSION, runner_version(), fmu_sha256, computed], sort_keys=True,
-                           separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The hash of what a run computes (``base_key`` and ``child_key`` in one)."""
+    return child_key(base_key(fmu_sha256, spec), spec.get("start_values", {}))
 
 
 def cacheable(deterministic: bool, requested: bool) -> bool:

@@ -43,20 +43,19 @@ def _earned() -> Any:
     return func.coalesce(func.sum(LedgerEntry.amount), 0)
 
 
-def runs_and_earnings(session: Session, grant_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """grant id → (runs under it, credits its owner earned from them)."""
-    if not grant_ids:
-        return {}
-    found: dict[str | None, list[int]] = {grant_id: [0, 0] for grant_id in grant_ids}
-    for grant_id, runs in session.execute(select(Run.grant_id, func.count()).where(Run.grant_id.in_(grant_ids))
-                                          .group_by(Run.grant_id)):
-        found[grant_id][0] = int(runs)
-    for grant_id, earned in session.execute(
-            select(Run.grant_id, _earned()).join(LedgerEntry, and_(LedgerEntry.run_id == Run.id,
-                                                                  LedgerEntry.kind == "earning"))
-            .where(Run.grant_id.in_(grant_ids)).group_by(Run.grant_id)):
-        found[grant_id][1] = int(earned)
-    return {grant_id: (runs, earned) for grant_id, (runs, earned) in found.items() if grant_id is not None}
+def runs_per_grant(session: Session, grant_ids: Sequence[str]) -> dict[str, int]:
+    """grant id → runs under it (grants without runs left out)."""
+    return {grant_id: int(runs) for grant_id, runs in session.execute(
+        select(Run.grant_id, func.count()).where(Run.grant_id.in_(list(grant_ids))).group_by(Run.grant_id))
+        if grant_id is not None}
+
+
+def earnings_per_grant(session: Session, grant_ids: Sequence[str]) -> dict[str, int]:
+    """grant id → credits its owner earned from the runs under it (grants without earnings left out)."""
+    return {grant_id: int(earned) for grant_id, earned in session.execute(
+        select(Run.grant_id, _earned()).join(LedgerEntry, and_(LedgerEntry.run_id == Run.id,
+                                                              LedgerEntry.kind == "earning"))
+        .where(Run.grant_id.in_(list(grant_ids))).group_by(Run.grant_id)) if grant_id is not None}
 
 
 def usage_by_grantee(session: Session, fmu_id: str) -> Sequence[Row[str, str, int, int]]:

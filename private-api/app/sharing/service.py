@@ -70,19 +70,20 @@ def revoke(session: Session, principal: Principal, fmu_id: str, grant_id: str) -
 
 
 def to_outs(session: Session, grants: list[FmuGrant]) -> list[GrantOut]:
-    stats = sharing_repository.runs_and_earnings(session, [g.id for g in grants])
+    ids = [g.id for g in grants]
+    runs, earned = sharing_repository.runs_per_grant(session, ids), sharing_repository.earnings_per_grant(session, ids)
     return [GrantOut(id=g.id, fmu_id=g.fmu_id, email=g.email, price_credits_per_run=g.price_credits_per_run,
-                     created_at=g.created_at, revoked_at=g.revoked_at, runs=stats.get(g.id, (0, 0))[0],
-                     earned_credits=stats.get(g.id, (0, 0))[1]) for g in grants]
+                     created_at=g.created_at, revoked_at=g.revoked_at, runs=runs.get(g.id, 0),
+                     earned_credits=earned.get(g.id, 0)) for g in grants]
 
 
 def usage(session: Session, principal: Principal, fmu_id: str) -> FmuUsage:
     """The owner's view of a shared model: runs and earnings per grantee, and per day."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)
     rows = sharing_repository.usage_by_grantee(session, fmu.id)
-    earned = sharing_repository.runs_and_earnings(session, [row[0] for row in rows])
+    earned = sharing_repository.earnings_per_grant(session, [row[0] for row in rows])
     by_grantee = [GranteeUsage(grant_id=row[0], email=row[1], runs=int(row[2]), succeeded=int(row[3]),
-                               earned_credits=earned.get(row[0], (0, 0))[1]) for row in rows]
+                               earned_credits=earned.get(row[0], 0)) for row in rows]
     since = utcnow() - timedelta(days=USAGE_DAYS)
     days: dict[str, list[int]] = {}
     for day, runs in sharing_repository.runs_per_day(session, fmu.id, since):

@@ -162,9 +162,10 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     spacing = message_spacing(settings.sweep_chunk_size)
     made = queued = served = 0
     leaders: list[str] = []
+    base_key = run_cache.base_key(fmu.sha256, base) if caching else None
     for batch in space.batches(CHILD_BATCH):
         specs = [{**base, "start_values": {**base["start_values"], **values}} for values in batch]
-        keys = [run_cache.cache_key(fmu.sha256, spec) if caching else None for spec in specs]
+        keys = [run_cache.child_key(base_key, spec["start_values"]) if base_key else None for spec in specs]
         found = run_repository.cached_results(session, principal.user_id, [k for k in keys if k]) if caching else {}
         rows = []
         hits: list[str] = []

@@ -193,13 +193,17 @@ class TestNoBytes:
         """Mode 19 reads its own shared library and writes it over the result file, into its
         working directory, /tmp and stderr: the grantee's result, in every format, and log hold no
         64-byte run of it."""
-        grantee, fmu_id = shared["grantee"], shared["fmu"]["id"]
-        body = run(grantee, fmu_id, **HOSTILE, start_values={"mode": 19, "target_file": "/out/result.arrow"}).json()
+        owner, grantee, fmu_id = shared["owner"], shared["grantee"], shared["fmu"]["id"]
+        probe = {**HOSTILE, "start_values": {"mode": 19, "target_file": "/out/result.arrow"}}
+        body = run(grantee, fmu_id, **probe).json()
         assert body["status"] == "succeeded", body
         with zipfile.ZipFile(fmus["Hostile"]) as archive:
             binaries = [archive.read(n) for n in archive.namelist() if n.startswith("binaries/")]
         assert binaries
         blocks = {binary[i:i + 64] for binary in binaries for i in range(0, len(binary) - 64, 64)}
+        # The control: the owner's own run of the probe keeps its raw log, which does hold the binary.
+        own = run(owner, fmu_id, **probe).json()
+        assert any(block in owner.get(f"/v1/runs/{own['id']}/log").content for block in blocks)
         result = grantee.get(f"/v1/runs/{body['id']}/result")
         assert result.status_code == 200, result.text
         table = pa.ipc.open_file(pa.BufferReader(result.content)).read_all()
