@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     usage_backoff_base_s: float = 5.0
     usage_backoff_max_s: float = 3600.0
 
+    # Most live (unrevoked, unexpired) API keys a user may hold, and live grants one model may have:
+    # each is a row every authentication or listing may read; more is 409 too_many_api_keys / too_many_grants.
+    max_api_keys_per_user: int = Field(default=100, ge=1)
+    max_grants_per_fmu: int = Field(default=1000, ge=1)
+
     # Sweeps: most child runs one sweep may create (each is a row, a hold share and a result).
     sweep_max_children: int = Field(default=10_000, ge=1)
     # Most swept values one sweep may set (children x parameters): its design, checked from the

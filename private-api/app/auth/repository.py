@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Row, Select, bindparam, or_, select, update
+from sqlalchemy import Row, Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey, User
@@ -63,6 +63,13 @@ def list_keys_of_user(session: Session, user_id: str, limit: int,
                       cursor: str | None) -> tuple[list[ApiKey], str | None]:
     """A page of the user's keys, newest first."""
     return paginate(session, _keys_of_user(user_id), ApiKey.id, limit, cursor)
+
+
+def count_live_keys(session: Session, user_id: str, now: datetime) -> int:
+    """The user's keys neither revoked nor expired at ``now``."""
+    return int(session.scalar(select(func.count()).select_from(ApiKey).where(
+        ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))) or 0)
 
 
 def find_key_of_user(session: Session, user_id: str, key_id: str) -> ApiKey | None:

@@ -33,13 +33,15 @@ def issue_token(session: DbSession, ctx: Ctx, response: Response,
 keys_router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
 
 
-@keys_router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
+@keys_router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, responses={409: {
+    "description": "`too_many_api_keys`: the user holds the most live keys a user may; revoke one first."}})
 def create_api_key(body: CreateApiKey, ctx: Ctx, principal: KeysWrite) -> ApiKeyCreated:
     """Create a key with at most the caller's scopes. Its ``secret`` is in this response only."""
     with ctx.db.session(write=True) as session:
         key, secret = auth_service.create_api_key(
             session, principal, ctx.settings.secret_key.get_secret_value(), name=body.name, scopes=body.scopes,
-            live=body.live, expires_at=body.expires_at, expires_in_s=body.expires_in_s)
+            live=body.live, expires_at=body.expires_at, expires_in_s=body.expires_in_s,
+            max_live_keys=ctx.settings.max_api_keys_per_user)
         session.commit()
         return ApiKeyCreated(**ApiKeyOut.of(key).model_dump(), secret=secret)
 

@@ -68,6 +68,12 @@ class InvalidExpiry(ProblemError):
     title = "Invalid expiry"
 
 
+class TooManyApiKeys(ProblemError):
+    status = 409
+    code = "too_many_api_keys"
+    title = "Too many live API keys"
+
+
 class ApiKeyExpired(Unauthenticated):
     code = "api_key_expired"
     title = "The API key has expired"
@@ -265,16 +271,21 @@ def _new_key(session: Session, user_id: str, secret: str, *, name: str | None, l
 
 def create_api_key(session: Session, principal: Principal, secret: str, *, name: str | None = None,
                    scopes: list[str] | None = None, live: bool | None = None, expires_at: datetime | None = None,
-                   expires_in_s: int | None = None, now: datetime | None = None) -> tuple[ApiKey, str]:
+                   expires_in_s: int | None = None, now: datetime | None = None,
+                   max_live_keys: int | None = None) -> tuple[ApiKey, str]:
     """A new key of the caller's user, created by the calling key; returns (row, secret).
 
     It gets at most the caller's scopes (default: all of them), the caller's kind (live/test) unless
-    ``live`` says otherwise, and never outlives the calling key.
+    ``live`` says otherwise, and never outlives the calling key. A user holding ``max_live_keys``
+    unrevoked, unexpired keys gets 409 ``too_many_api_keys`` until one is revoked.
     """
     now = now or utcnow()
     creator = auth_repository.get_key(session, principal.api_key_id)
     if creator is None:
         raise Unauthenticated("The API key is unknown.")
+    if max_live_keys is not None and auth_repository.count_live_keys(session, principal.user_id, now) >= max_live_keys:
+        raise TooManyApiKeys(f"You hold {max_live_keys} live API keys, the most a user may; revoke one first.",
+                             limit=max_live_keys)
     granted = _checked_scopes(scopes, principal.scopes) if scopes is not None else \
         [scope for scope in SCOPES if scope in principal.scopes]
     if expires_in_s is not None:

@@ -26,6 +26,11 @@ def insert(session: Session, grant: FmuGrant) -> bool:
     return True
 
 
+def count_live(session: Session, fmu_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(FmuGrant).where(
+        FmuGrant.fmu_id == fmu_id, FmuGrant.revoked_at.is_(None))) or 0)
+
+
 def of_fmu(fmu_id: str) -> Select[FmuGrant]:
     return select(FmuGrant).where(FmuGrant.fmu_id == fmu_id)
 

@@ -14,13 +14,16 @@ from app.sharing.schemas import FmuUsage, GrantCreate, GrantOut
 router = APIRouter(prefix="/v1/fmus/{fmu_id}", tags=["sharing"])
 
 
-@router.post("/grants", response_model=GrantOut, status_code=status.HTTP_201_CREATED)
+@router.post("/grants", response_model=GrantOut, status_code=status.HTTP_201_CREATED, responses={409: {
+    "description": "`grant_exists`: the model is shared with this email already; `too_many_grants`: it has "
+                   "the most live grants one model may have."}})
 def create_grant(fmu_id: ResourceId, body: GrantCreate, ctx: Ctx, principal: FmusWrite) -> GrantOut:
     """Share your model with whoever has (or later signs up with) ``email``: they see it in their
     list, read its variables and run or sweep it, paying you ``price_credits_per_run`` for each run
-    that succeeds; no route gives them its files. 409 ``grant_exists`` if it is shared with them."""
+    that succeeds; no route gives them its files. 409 ``grant_exists`` if it is shared with them,
+    ``too_many_grants`` if it has ``max_grants_per_fmu`` live grants."""
     with ctx.db.session(write=True) as session:
-        grant = sharing_service.share(session, principal, fmu_id, body)
+        grant = sharing_service.share(session, principal, fmu_id, body, max_grants=ctx.settings.max_grants_per_fmu)
         session.commit()
         return sharing_service.to_outs(session, [grant])[0]
 

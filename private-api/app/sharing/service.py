@@ -31,19 +31,30 @@ class GrantExists(ProblemError):
     title = "The model is already shared with this email"
 
 
+class TooManyGrants(ProblemError):
+    status = 409
+    code = "too_many_grants"
+    title = "The model has the most live grants it may have"
+
+
 class GrantToSelf(ProblemError):
     status = 422
     code = "grant_to_self"
     title = "A model cannot be shared with its owner"
 
 
-def share(session: Session, principal: Principal, fmu_id: str, request: GrantCreate) -> FmuGrant:
-    """A live grant of the caller's FMU to ``request.email`` (409 if it has one already)."""
+def share(session: Session, principal: Principal, fmu_id: str, request: GrantCreate, *,
+          max_grants: int) -> FmuGrant:
+    """A live grant of the caller's FMU to ``request.email`` (409 if it has one already, or if the
+    model has ``max_grants`` live ones)."""
     fmu = registry_service.get_fmu(session, principal, fmu_id)  # the owner's alone: 404 for anyone else
     email = request.email.lower()
     owner = billing_repository.get_user(session, principal.user_id)
     if owner is not None and owner.email.lower() == email:
         raise GrantToSelf("You own this model; share it with someone else's email.")
+    if sharing_repository.count_live(session, fmu.id) >= max_grants:
+        raise TooManyGrants(f"FMU {fmu_id!r} is shared with {max_grants} users, the most one model may be; "
+                            "revoke a grant first.", limit=max_grants)
     grant = FmuGrant(fmu_id=fmu.id, owner_id=principal.user_id, email=email,
                      price_credits_per_run=request.price_credits_per_run, created_at=utcnow())
     if not sharing_repository.insert(session, grant):

@@ -27,7 +27,7 @@ def gateway(request: pytest.FixtureRequest) -> Iterator[Gateway]:
     try:
         with temporary_database(request.param, var_dir) as database_url:
             gateway = start_gateway(var_dir, FMU_GATEWAY_DATABASE_URL=database_url,
-                                    FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0")
+                                    FMU_GATEWAY_RATE_LIMIT_PER_MINUTE="0", FMU_GATEWAY_MAX_GRANTS_PER_FMU="3")
             try:
                 yield gateway
             finally:

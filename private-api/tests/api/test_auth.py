@@ -150,6 +150,15 @@ class TestCreateKey:
         assert child["expires_at"] == parent["expires_at"] is not None
         assert create_key(short, expires_in_s=60)["expires_at"] < parent["expires_at"]
 
+    def test_a_user_holds_at_most_max_api_keys_per_user_live_keys(self, gateway: Gateway) -> None:
+        """The default, 100, counts the signup key; a revoked key frees its place."""
+        alice = new_user(gateway)
+        created = [create_key(alice)["id"] for _ in range(99)]
+        refused = assert_problem(alice.post("/v1/api-keys", json={}), 409, "too_many_api_keys")
+        assert refused["limit"] == 100
+        assert alice.post(f"/v1/api-keys/{created[0]}/revoke").status_code == 200
+        create_key(alice)
+
     def test_managing_keys_needs_the_keys_scopes(self, gateway: Gateway, owner: httpx.Client) -> None:
         reader, _ = key_client(gateway, owner, scopes=["fmus:read"])
         assert assert_problem(reader.post("/v1/api-keys", json={}), 403, "insufficient_scope")["scope"] == "keys:write"

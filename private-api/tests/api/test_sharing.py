@@ -86,6 +86,18 @@ class TestGrants:
             assert_problem(owner.post(f"/v1/fmus/{fmu_id}/grants", json=body), 422, "validation_error")
         assert len(owner.get(f"/v1/fmus/{fmu_id}/grants").json()["data"]) == 1
 
+    def test_a_model_has_at_most_max_grants_per_fmu_live_grants(self, shared: dict[str, Any]) -> None:
+        """The suite's gateways allow 3 (conftest); a revoked grant frees its place."""
+        owner, fmu_id = shared["owner"], shared["fmu"]["id"]
+        url = f"/v1/fmus/{fmu_id}/grants"
+        for i in range(2):
+            assert owner.post(url, json={"email": f"g{i}-{uuid.uuid4().hex[:6]}@example.com"}).status_code == 201
+        refused = assert_problem(owner.post(url, json={"email": "fourth@example.com"}), 409, "too_many_grants")
+        assert refused["limit"] == 3
+        assert len(owner.get(url).json()["data"]) == 3
+        assert owner.delete(f"{url}/{shared['grant']['id']}").status_code == 200
+        assert owner.post(url, json={"email": "fourth@example.com"}).status_code == 201
+
     def test_only_the_owner_shares_lists_revokes_updates_or_deletes(self, shared: dict[str, Any]) -> None:
         grantee, fmu_id, grant_id = shared["grantee"], shared["fmu"]["id"], shared["grant"]["id"]
         for response in (grantee.post(f"/v1/fmus/{fmu_id}/grants", json={"email": "x@example.com"}),
