@@ -110,9 +110,8 @@ class FMUGatewayClient:
         options = run_options(options, caller="simulate", timeout=timeout)
         path = local_fmu_path(fmu)
         target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        run = self.runs.create(target, **options)
-        # Two round trips: the submission, then the result once the run has finished.
-        outcome = self.runs.finished_result(run)
+        # One round trip when the run succeeds within the server's long-poll.
+        outcome = self.runs.submit_for_result(target, **options)
         if isinstance(outcome, Run):
             raise RunFailedError(outcome, log=self._log_of(outcome), request_id=outcome.request_id)
         return outcome
@@ -179,8 +178,7 @@ class AsyncFMUGatewayClient:
         options = run_options(options, caller="simulate", timeout=timeout)
         path = local_fmu_path(fmu)
         target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        run = await self.runs.create(target, **options)
-        outcome = await self.runs.finished_result(run)
+        outcome = await self.runs.submit_for_result(target, **options)
         if isinstance(outcome, Run):
             raise RunFailedError(outcome, log=await self._log_of(outcome), request_id=outcome.request_id)
         return outcome

@@ -26,11 +26,13 @@ class SimulationResult:
     """The result of a successful run: ``.run`` (id, status, timings, ...) and the table of values over
     ``time``, as an FMPy-style structured array (``to_numpy()``), a DataFrame or an Arrow table."""
 
-    def __init__(self, run: Run, arrow_ipc: bytes, *, final_run: Callable[[], Run] | None = None) -> None:
-        """``run``: the finished run; or, with ``final_run``, the submitted one and how to read it
-        once finished, which happens on the first use of :attr:`run` (``simulate`` gets the values
-        in two round trips and the run's record only if it is asked for)."""
-        self._run = run
+    def __init__(self, run: Run | str, arrow_ipc: bytes, *, final_run: Callable[[], Run] | None = None) -> None:
+        """``run``: the finished run; or, with ``final_run``, the submitted one (or only its id) and
+        how to read it once finished, which happens on the first use of :attr:`run` (``simulate``
+        gets the values in one round trip and the run's record only if it is asked for)."""
+        if isinstance(run, str) and final_run is None:
+            raise ValueError("a SimulationResult given only its run's id needs final_run to read the run")
+        self._run: Run | str = run
         self._final_run = final_run
         self._arrow_ipc = arrow_ipc
         self._table: pa.Table | None = None
@@ -40,22 +42,27 @@ class SimulationResult:
         """The finished run: id, status, timings, credits, spec."""
         if self._final_run is not None:
             self._run, self._final_run = self._final_run(), None
+        assert isinstance(self._run, Run)
         return self._run
+
+    @property
+    def run_id(self) -> str:
+        return self._run if isinstance(self._run, str) else self._run.id
 
     @property
     def columns(self) -> list[str]:
         """Column names: ``time`` first, then the recorded variables."""
-        if self._run.result is not None:
+        if isinstance(self._run, Run) and self._run.result is not None:
             return list(self._run.result.columns)
         return list(self.to_arrow().column_names)
 
     def __len__(self) -> int:
-        if self._run.result is not None:
+        if isinstance(self._run, Run) and self._run.result is not None:
             return self._run.result.rows
         return int(self.to_arrow().num_rows)
 
     def __repr__(self) -> str:
-        return f"SimulationResult(run={self._run.id!r}, rows={len(self)}, columns={self.columns!r})"
+        return f"SimulationResult(run={self.run_id!r}, rows={len(self)}, columns={self.columns!r})"
 
     @property
     def arrow_ipc(self) -> bytes:

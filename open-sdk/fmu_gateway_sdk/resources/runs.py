@@ -8,9 +8,10 @@ from typing import Literal, overload
 from urllib.parse import quote
 
 import anyio
+import httpx
 from typing_extensions import Unpack
 
-from fmu_gateway_sdk._base_client import AsyncRequester, SyncRequester
+from fmu_gateway_sdk._base_client import AsyncRequester, Params, SyncRequester
 from fmu_gateway_sdk._run_request import RunOptions, run_body, run_options
 from fmu_gateway_sdk.errors import ConflictError, WaitTimeoutError
 from fmu_gateway_sdk.models import Quote, ResultFormat, Run, RunStatus, page_from_response
@@ -37,6 +38,17 @@ def run_path(run: RunRef, suffix: str = "") -> str:
 
 #: ``?dry_run=true`` on a submission: validate and price it, place and hold nothing.
 DRY_RUN_PARAMS = {"dry_run": "true"}
+#: A submission that waits for its run and, if it succeeds in time, is answered with its result.
+RESULT_PARAMS: Params = {"wait": LONG_POLL_S, "result": "arrow"}
+ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.file"
+
+
+def _answered_with_result(response: httpx.Response) -> str | None:
+    """The run's id when a ``RESULT_PARAMS`` submission was answered with its result (a server that
+    does not know ``result=`` answers with the run, as without it)."""
+    if not response.headers.get("content-type", "").startswith(ARROW_MEDIA_TYPE):
+        return None
+    return response.headers["location"].rsplit("/", 1)[-1]
 
 
 class _WaitClock:
@@ -143,6 +155,18 @@ class Runs:
                                  timeout=self._api.long_poll_timeout(wait) if wait else None,
                                  follow_redirects=True).content
 
+    def submit_for_result(self, fmu: FmuRef, **options: Unpack[RunOptions]) -> SimulationResult | Run:
+        """Submit a run and wait for its result, in one long-poll request when the run succeeds within
+        it (``?result=arrow``): the result (whose ``.run`` is read when first used), or the finished
+        run when it has no result. Retries reuse one ``Idempotency-Key``: one run, however many."""
+        response = self._api.request("POST", f"{fmu_path(fmu)}/runs", params=RESULT_PARAMS,
+                                     json=run_body(run_options(options, caller="runs.submit_for_result")),
+                                     timeout=self._api.long_poll_timeout(LONG_POLL_S))
+        if (run_id_ := _answered_with_result(response)) is not None:
+            return SimulationResult(run_id_, response.content, final_run=lambda: self.get(run_id_))
+        run = Run.from_response(response)
+        return run if run.finished and run.status != "succeeded" else self.finished_result(run)
+
     def finished_result(self, run: Run) -> SimulationResult | Run:
         """Wait for a submitted run and fetch its result in the same long-poll requests: the result
         (whose ``.run`` is read when first used), or the finished run when it has no result."""
@@ -235,6 +259,16 @@ class AsyncRuns:
         return (await self._api.request(
             "GET", run_path(run, "/result"), params={"format": format, "wait": wait or None},
             timeout=self._api.long_poll_timeout(wait) if wait else None, follow_redirects=True)).content
+
+    async def submit_for_result(self, fmu: FmuRef, **options: Unpack[RunOptions]) -> SimulationResult | Run:
+        """See :meth:`Runs.submit_for_result`; the run's record, if needed, is read right away."""
+        response = await self._api.request("POST", f"{fmu_path(fmu)}/runs", params=RESULT_PARAMS,
+                                           json=run_body(run_options(options, caller="runs.submit_for_result")),
+                                           timeout=self._api.long_poll_timeout(LONG_POLL_S))
+        if (run_id_ := _answered_with_result(response)) is not None:
+            return SimulationResult(await self.get(run_id_), response.content)
+        run = Run.from_response(response)
+        return run if run.finished and run.status != "succeeded" else await self.finished_result(run)
 
     async def finished_result(self, run: Run) -> SimulationResult | Run:
         """See :meth:`Runs.finished_result`; here the finished run is read right after its result."""

@@ -95,6 +95,13 @@ def _submit(ctx: AppContext, principal: Principal, fmu_id: str, body: RunCreate,
         return run_service.to_out(submission.run), submission.replayed, run_service.start(ctx, submission)
 
 
+ResultFormatName = Literal["arrow", "parquet", "csv", "json"]
+InlineResult = Annotated[ResultFormatName | None, Query(description=(
+    "With `wait`: a run that succeeds within it is answered 200 with its result in this format (as "
+    "`GET /v1/runs/{id}/result` sends it, with `Content-Disposition`; the run at `Location`) instead of "
+    "the run: submission, wait and values in one round trip. Any other outcome, and results served "
+    "by presigned URL, are answered with the run, as without it."))]
+
 DryRun = Annotated[bool, Query(description=(
     "Validate the request and answer 200 with a quote (what it would hold) instead: nothing is placed or held."))]
 
@@ -108,15 +115,18 @@ def _quote(ctx: AppContext, principal: Principal, fmu_id: str, body: RunCreate) 
 
 @router.post("/v1/fmus/{fmu_id}/runs", response_model=RunOut, status_code=status.HTTP_202_ACCEPTED,
              responses={200: {"model": RunOut | Quote,
+                              "content": {fmt.media_type: {} for fmt in result_formats.FORMATS.values()},
                               "description": "The run finished within `wait` (or was served from the run cache); "
-                                             "with `dry_run`, the quote."},
+                                             "with `dry_run`, the quote; with `result`, a run that succeeded "
+                                             "is answered with its result table."},
                         **STORAGE_FULL_RESPONSE})
 @owns_idempotency_key  # the run row keeps the key: a retry is answered with the run as it is now
 async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: RunsWrite,
-                     wait: WaitSeconds = 0, dry_run: DryRun = False,
-                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+                     wait: WaitSeconds = 0, dry_run: DryRun = False, result: InlineResult = None,
+                     idempotency_key: IdempotencyKey = None) -> Response:
     """Submit a simulation: 202 with ``Location`` while it runs; with ``?wait=`` 200 and the
-    finished run if it ends in time. A run the run cache answers is 200 at once, with ``cached_from``."""
+    finished run if it ends in time (with ``result=``, its result if it succeeded). A run the run
+    cache answers is 200 at once, with ``cached_from``."""
     if dry_run:
         return await run_in_threadpool(_quote, ctx, principal, fmu_id, body)
 
@@ -136,7 +146,7 @@ async def create_run(fmu_id: ResourceId, body: RunCreate, ctx: Ctx, principal: R
         run = await _wait_for_final(ctx, principal, run.id, wait, run, start)
     else:
         start()
-    response = _respond(run)
+    response = _respond(run) if result is None else await _result_or_run(ctx, run, result)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -193,17 +203,35 @@ async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
                                    run.grant_id is not None)
 
 
+async def _result_or_run(ctx: AppContext, run: RunOut, format: str) -> Response:
+    """A submission's answer with ``result=``: the succeeded run's result, else the run."""
+    if run.status != RunStatus.SUCCEEDED or run.result_expired_at is not None:
+        return _respond(run)
+    stored_under, shared = run_service.stored_under(run), run.grant_id is not None
+    if not shared and result_delivery.presigned_result_url(ctx.storage, ctx.settings, stored_under,
+                                                           format) is not None:
+        return _respond(run)  # a POST is not redirected to a GET: the client fetches it from there
+    try:
+        response = await run_in_threadpool(_result_response, ctx, run.id, stored_under, format, shared,
+                                           presign=False)
+    except ResultUnavailable:
+        return _respond(run)  # its id is what the caller needs most; GET .../result says why
+    response.headers["Location"] = f"/v1/runs/{run.id}"
+    return response
+
+
 def _check_retained(run_id: str, expired_at: datetime | None) -> None:
     if expired_at is not None:
         raise ResultExpired(f"Run {run_id!r}'s result and log were removed on {expired_at:%Y-%m-%d}, "
                             "as its tier's result retention says.", result_expired_at=expired_at.isoformat())
 
 
-def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: str, shared: bool) -> Response:
+def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: str, shared: bool, *,
+                     presign: bool = True) -> Response:
     """``shared``: a grantee's run of a shared model, whose result is read as a table of numbers
     before a byte of it leaves (never presigned, never passed through as stored)."""
-    url = None if shared else result_delivery.presigned_result_url(ctx.storage, ctx.settings, stored_under, format,
-                                                                   filename=run_id)
+    url = None if shared or not presign else result_delivery.presigned_result_url(
+        ctx.storage, ctx.settings, stored_under, format, filename=run_id)
     if url is not None:
         # A presigned URL is a bearer credential of its own: no cache may keep it.
         return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT,

@@ -16,6 +16,8 @@ import pytest
 from gateway_process import Gateway
 from problems import assert_problem
 
+from app.runs import result_formats
+
 
 def run(client: httpx.Client, fmu_id: object, wait: float = 60, **spec: Any) -> dict[str, Any]:
     response = client.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": wait}, json=spec)
@@ -147,6 +149,32 @@ class TestRunResults:
         assert table.status_code == 200, table.text
         rows = pa.ipc.open_file(pa.BufferReader(table.content)).read_all().num_rows
         assert rows == alice.get(f"/v1/runs/{response.json()['id']}").json()["result"]["rows"] > 0
+
+    @pytest.mark.parametrize("fmt", ["arrow", "csv", "json"])
+    def test_a_submission_with_result_is_answered_with_the_result_it_stored(
+            self, alice: httpx.Client, uploaded: dict[str, Any], fmt: str) -> None:
+        """?wait=&result=: submission, wait and values in one round trip, the same bytes as the
+        run's own result route sends; the run at Location."""
+        response = alice.post(f"/v1/fmus/{uploaded['VanDerPol']['id']}/runs", params={"wait": 60, "result": fmt},
+                              json={"stop_time": 1, "cache": False})
+        assert response.status_code == 200, response.text
+        run_id = response.headers["location"].rsplit("/", 1)[-1]
+        assert response.headers["content-type"].startswith(result_formats.FORMATS[fmt].media_type.split(";")[0])
+        assert f'filename="{run_id}.' in response.headers["content-disposition"]
+        assert response.content == alice.get(f"/v1/runs/{run_id}/result", params={"format": fmt}).content
+        assert alice.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
+
+    def test_a_submission_with_result_whose_run_has_none_is_answered_with_the_run(
+            self, alice: httpx.Client, uploaded: dict[str, Any]) -> None:
+        """Not finished within wait (202), or finished without a result (200): the run, as without it."""
+        fmu = uploaded["Hostile"]["id"]
+        going = alice.post(f"/v1/fmus/{fmu}/runs", params={"wait": 0.2, "result": "arrow"},
+                           json={"start_values": {"mode": 4}, "timeout_s": 2, "stop_time": 1})
+        assert going.status_code == 202 and going.json()["object"] == "run", going.text
+        ended = alice.post(f"/v1/fmus/{fmu}/runs", params={"wait": 30, "result": "arrow"},
+                           json={"start_values": {"mode": 4}, "timeout_s": 1, "stop_time": 1})
+        assert ended.status_code == 200 and ended.json()["status"] == "timed_out", ended.text
+        assert_problem(alice.post(f"/v1/fmus/{fmu}/runs", params={"result": "xml"}, json={}), 422, "validation_error")
 
     def test_someone_elses_run_is_404(self, alice: httpx.Client, bob: httpx.Client,
                                       uploaded: dict[str, Any]) -> None:

@@ -223,6 +223,11 @@ class TestNoBytes:
         received = [result.content, grantee.get(f"/v1/runs/{body['id']}/log").content]
         received += [grantee.get(f"/v1/runs/{body['id']}/result", params={"format": f}).content
                      for f in ("csv", "json", "parquet")]
+        # A submission answered with its result (?result=) is filtered the same way.
+        inline = grantee.post(f"/v1/fmus/{fmu_id}/runs", params={"wait": 60, "result": "arrow"},
+                              json={**probe, "cache": False})
+        assert inline.status_code == 200 and inline.headers["content-type"].startswith("application/vnd.apache.arrow")
+        received.append(inline.content)
         for data in received:
             assert not any(block in data for block in blocks)
         # No route serves an FMU's bytes to anyone (none exists for the owner either).

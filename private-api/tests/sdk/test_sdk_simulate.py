@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fmu_gateway_sdk import Fmu, FMUGatewayClient, Run, SimulationResult
+from fmu_gateway_sdk.resources import runs as runs_resource
 from gateway_process import Gateway
 
 try:
@@ -130,20 +131,37 @@ class TestSimulationResult:
         assert isinstance(table, pa.Table) and table.column_names == result.columns
         assert "rows=5" in repr(result)
 
-    def test_simulate_is_two_round_trips_and_reads_the_run_when_asked(self, client: FMUGatewayClient,
-                                                                       vanderpol: Fmu) -> None:
+    def test_simulate_is_one_round_trip_and_reads_the_run_when_asked(self, client: FMUGatewayClient,
+                                                                      vanderpol: Fmu) -> None:
         sent: list[str] = []
         http = client._api._http
         http.event_hooks["request"].append(lambda request: sent.append(f"{request.method} {request.url.path}"))
         try:
-            result = client.simulate(vanderpol, stop_time=2, output_interval=0.5)
-            assert [line.rsplit("/", 1)[-1] for line in sent] == ["runs", "result"], sent
-            assert len(result.to_numpy()) == 5 and len(sent) == 2
+            result = client.simulate(vanderpol, stop_time=2, output_interval=0.5, cache=False)
+            assert sent == [f"POST /v1/fmus/{vanderpol.id}/runs"], sent
+            assert len(result.to_numpy()) == 5 and len(sent) == 1
             run = result.run  # its record: one read, the first time only
             assert run.succeeded and run.result is not None and run.result.rows == 5 and result.run is run
-            assert len(sent) == 3 and sent[-1] == f"GET /v1/runs/{run.id}"
+            assert len(sent) == 2 and sent[-1] == f"GET /v1/runs/{run.id}" and result.run_id == run.id
         finally:
             http.event_hooks["request"].pop()
+
+    def test_a_run_still_going_when_the_submission_answers_is_waited_for_as_before(
+            self, client: FMUGatewayClient, vanderpol: Fmu, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A submission answered before its run ends (here: told not to wait) is answered with the
+        run; simulate then waits for the result with GET .../result?wait=, and gets the same values."""
+        monkeypatch.setitem(runs_resource.RESULT_PARAMS, "wait", 0)
+        sent: list[str] = []
+        http = client._api._http
+        http.event_hooks["request"].append(lambda request: sent.append(f"{request.method} {request.url.path}"))
+        try:
+            result = client.simulate(vanderpol, stop_time=2, output_interval=0.5, cache=False)
+            run = result.run
+        finally:
+            http.event_hooks["request"].pop()
+        assert sent == [f"POST /v1/fmus/{vanderpol.id}/runs", f"GET /v1/runs/{run.id}/result",
+                        f"GET /v1/runs/{run.id}"], sent
+        assert run.succeeded and len(result.to_numpy()) == 5
 
     def test_plot_saves_one_panel_per_variable(self, client: FMUGatewayClient, vanderpol: Fmu,
                                                tmp_path: Path) -> None:

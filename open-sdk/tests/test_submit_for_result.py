@@ -1,0 +1,60 @@
+"""``simulate`` asks for its values in the submission (``?wait=&result=arrow``): one request when the
+server answers with the result, the run-then-result path when it answers with the run (a run still
+going, or a server that does not know ``result=``), and the run when it ended without a result."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pytest
+from fake_gateway import FMU_ID, RUN_ID, FakeGateway, Twin, run_json
+from werkzeug import Response
+
+from fmu_gateway_sdk import RunFailedError, SimulationResult
+
+RUNS = f"/v1/fmus/{FMU_ID}/runs"
+
+
+def arrow_ipc() -> bytes:
+    sink = io.BytesIO()
+    table = pa.table({"time": [0.0, 1.0], "x0": [2.0, 3.0]})
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def result_response() -> Response:
+    return Response(arrow_ipc(), content_type="application/vnd.apache.arrow.file",
+                    headers={"Location": f"/v1/runs/{RUN_ID}",
+                             "Content-Disposition": f'attachment; filename="{RUN_ID}.arrow"'})
+
+
+def test_a_result_in_the_answer_is_one_request_and_the_run_is_read_when_used(fake: FakeGateway, twin: Twin) -> None:
+    fake.answers("POST", RUNS, result_response())
+    fake.answers("GET", f"/v1/runs/{RUN_ID}", run_json("succeeded"))
+    result = twin("simulate", FMU_ID, stop_time=1)
+    assert isinstance(result, SimulationResult) and result.run_id == RUN_ID
+    assert result.to_arrow().column("x0").to_pylist() == [2.0, 3.0]
+    posted = fake.requests("POST", RUNS)
+    assert len(posted) == 1 and posted[0].args["result"] == "arrow" and float(posted[0].args["wait"]) > 0
+    assert fake.body("POST", RUNS) == {"stop_time": 1}
+    # The sync client reads the run's record lazily (none was read); the async one right away.
+    assert len(fake.requests("GET", f"/v1/runs/{RUN_ID}")) == (0 if twin.kind == "sync" else 1)
+    assert [r.path for r in fake.requests("GET")] == [f"/v1/runs/{RUN_ID}"] * (twin.kind == "async")
+
+
+def test_an_answer_with_the_run_goes_on_to_wait_for_its_result(fake: FakeGateway, twin: Twin) -> None:
+    fake.serves_runs(created="running")
+    result = twin("simulate", FMU_ID, stop_time=1)
+    assert result.arrow_ipc == b"arrow-ipc-bytes"
+    assert [r.path for r in fake.requests()][:2] == [RUNS, f"/v1/runs/{RUN_ID}/result"]
+
+
+def test_a_run_answered_as_failed_raises_with_its_log(fake: FakeGateway, twin: Twin) -> None:
+    fake.answers("POST", RUNS, run_json("failed", error={"code": "model_error", "message": "the model failed"}))
+    fake.answers("GET", f"/v1/runs/{RUN_ID}/log", Response("solver gave up"))
+    with pytest.raises(RunFailedError) as raised:
+        twin("simulate", FMU_ID, stop_time=1)
+    assert raised.value.code == "model_error" and raised.value.log == "solver gave up"
+    assert fake.requests("GET", f"/v1/runs/{RUN_ID}/result") == []
