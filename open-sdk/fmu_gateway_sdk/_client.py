@@ -4,10 +4,10 @@ the ``simulate`` one-liner."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from typing_extensions import Self, Unpack
@@ -22,7 +22,7 @@ from fmu_gateway_sdk._base_client import (
 from fmu_gateway_sdk._retry import RetryPolicy
 from fmu_gateway_sdk._run_request import RunOptions, run_options
 from fmu_gateway_sdk.auth import AuthMode, resolve_auth
-from fmu_gateway_sdk.errors import FMUGatewayError, RunFailedError
+from fmu_gateway_sdk.errors import FMUGatewayError, NotFoundError, RunFailedError
 from fmu_gateway_sdk.models import FmuSummary, Run, SweepMethod
 from fmu_gateway_sdk.resources import (
     AsyncBilling,
@@ -57,6 +57,9 @@ def local_fmu_path(fmu: FmuInput) -> Path | None:
 
 def _uploaded_ref(fmu: FmuInput) -> FmuRef:
     return fmu if isinstance(fmu, FmuSummary) else os.fspath(fmu)
+
+
+T = TypeVar("T")
 
 
 class _ClientConfig:
@@ -108,10 +111,8 @@ class FMUGatewayClient:
         a ``DeprecationWarning``; elsewhere in the SDK ``timeout`` is how long the client waits.
         """
         options = run_options(options, caller="simulate", timeout=timeout)
-        path = local_fmu_path(fmu)
-        target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
         # One round trip when the run succeeds within the server's long-poll.
-        outcome = self.runs.submit_for_result(target, **options)
+        outcome = self._with_uploaded(fmu, lambda target: self.runs.submit_for_result(target, **options))
         if isinstance(outcome, Run):
             raise RunFailedError(outcome, log=self._log_of(outcome), request_id=outcome.request_id)
         return outcome
@@ -129,11 +130,27 @@ class FMUGatewayClient:
         (:class:`WaitTimeoutError`). A failed child does not raise: see ``result.failed_runs``.
         """
         options = run_options(options, caller="sweep")
-        path = local_fmu_path(fmu)
-        target = self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        created = self.sweeps.create(target, parameters=parameters, method=method, samples=samples, seed=seed,
-                                     **options)
+        created = self._with_uploaded(fmu, lambda target: self.sweeps.create(
+            target, parameters=parameters, method=method, samples=samples, seed=seed, **options))
         return self.sweeps.result(self.sweeps.wait(created, timeout=timeout, progress=progress))
+
+    def _with_uploaded(self, fmu: FmuInput, submit: Callable[[FmuRef], T]) -> T:
+        """``submit`` on the uploaded FMU ``fmu`` names. A local file's remembered upload that the
+        server no longer has (deleted meanwhile: 404, and the FMU is gone) is forgotten, and the
+        file looked up, or uploaded, again, once."""
+        path = local_fmu_path(fmu)
+        if path is None:
+            return submit(_uploaded_ref(fmu))
+        target = self.fmus.ensure_uploaded(path)
+        try:
+            return submit(target)
+        except NotFoundError:
+            try:
+                self.fmus.get(target)
+            except NotFoundError:
+                self.fmus.known.forget(target)
+                return submit(self.fmus.ensure_uploaded(path))
+            raise
 
     def _log_of(self, run: Run) -> str | None:
         try:
@@ -176,9 +193,7 @@ class AsyncFMUGatewayClient:
                        **options: Unpack[RunOptions]) -> SimulationResult:
         """Simulate an FMU and return its result (see :meth:`FMUGatewayClient.simulate`)."""
         options = run_options(options, caller="simulate", timeout=timeout)
-        path = local_fmu_path(fmu)
-        target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        outcome = await self.runs.submit_for_result(target, **options)
+        outcome = await self._with_uploaded(fmu, lambda target: self.runs.submit_for_result(target, **options))
         if isinstance(outcome, Run):
             raise RunFailedError(outcome, log=await self._log_of(outcome), request_id=outcome.request_id)
         return outcome
@@ -190,11 +205,25 @@ class AsyncFMUGatewayClient:
         """Run a parameter sweep and return its tables once every child has ended (see
         :meth:`FMUGatewayClient.sweep`)."""
         options = run_options(options, caller="sweep")
-        path = local_fmu_path(fmu)
-        target = await self.fmus.ensure_uploaded(path) if path is not None else _uploaded_ref(fmu)
-        created = await self.sweeps.create(target, parameters=parameters, method=method, samples=samples,
-                                           seed=seed, **options)
+        created = await self._with_uploaded(fmu, lambda target: self.sweeps.create(
+            target, parameters=parameters, method=method, samples=samples, seed=seed, **options))
         return await self.sweeps.result(await self.sweeps.wait(created, timeout=timeout, progress=progress))
+
+    async def _with_uploaded(self, fmu: FmuInput, submit: Callable[[FmuRef], Awaitable[T]]) -> T:
+        """See :meth:`FMUGatewayClient._with_uploaded`."""
+        path = local_fmu_path(fmu)
+        if path is None:
+            return await submit(_uploaded_ref(fmu))
+        target = await self.fmus.ensure_uploaded(path)
+        try:
+            return await submit(target)
+        except NotFoundError:
+            try:
+                await self.fmus.get(target)
+            except NotFoundError:
+                self.fmus.known.forget(target)
+                return await submit(await self.fmus.ensure_uploaded(path))
+            raise
 
     async def _log_of(self, run: Run) -> str | None:
         try:

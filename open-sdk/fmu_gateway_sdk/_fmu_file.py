@@ -55,17 +55,25 @@ class TransferProgress(AbstractContextManager["TransferProgress"]):
             self._progress.advance(task, amount)
 
 
+#: A file as it is on disk: its resolved path, device, inode, size and modification time. A file
+#: written since has another (a write changes its mtime), so its bytes are hashed again.
+FileIdentity = tuple[str, int, int, int, int]
+
+
 @dataclass(frozen=True)
 class FmuFile:
     path: Path
     size: int
+    identity: FileIdentity
 
     @classmethod
     def open(cls, path: FmuPath) -> FmuFile:
         resolved = Path(path).expanduser()
         if not resolved.is_file():
             raise FileNotFoundError(f"No FMU file at {resolved}")
-        return cls(resolved, resolved.stat().st_size)
+        stat = resolved.stat()
+        return cls(resolved, stat.st_size,
+                   (str(resolved.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
     def sha256(self, progress: TransferProgress) -> str:
         digest = hashlib.sha256()

@@ -117,8 +117,9 @@ def simulate_fmu(filename: FmuInput,
     # FMPy picks the interface the same way and reads solver and step_size for ModelExchange only.
     model_exchange = (fmi_type or ("CoSimulation" if fmu.supports_co_simulation else "ModelExchange")) \
         == "ModelExchange"
-    result = gateway.simulate(
-        fmu, validate=validate, start_time=_number(start_time), stop_time=_number(stop_time),
+    result = gateway.simulate(  # by path when there is one: a remembered upload gone since is made again
+        path if path is not None else fmu, validate=validate, start_time=_number(start_time),
+        stop_time=_number(stop_time),
         solver=solver if model_exchange else None, step_size=_number(step_size) if model_exchange else None,
         relative_tolerance=_number(relative_tolerance), output_interval=_number(output_interval),
         fmi_type=fmi_type, start_values=start_values, input=input, output=output,

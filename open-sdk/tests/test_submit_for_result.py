@@ -5,13 +5,16 @@ going, or a server that does not know ``result=``), and the run when it ended wi
 from __future__ import annotations
 
 import io
+import os
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from fake_gateway import FMU_ID, RUN_ID, FakeGateway, Twin, run_json
+from fake_gateway import FMU_ID, RUN_ID, FakeGateway, Twin, fmu_json, problem, run_json
 from werkzeug import Response
 
-from fmu_gateway_sdk import RunFailedError, SimulationResult
+from fmu_gateway_sdk import FMUGatewayClient, NotFoundError, RunFailedError, SimulationResult
 
 RUNS = f"/v1/fmus/{FMU_ID}/runs"
 
@@ -58,3 +61,46 @@ def test_a_run_answered_as_failed_raises_with_its_log(fake: FakeGateway, twin: T
         twin("simulate", FMU_ID, stop_time=1)
     assert raised.value.code == "model_error" and raised.value.log == "solver gave up"
     assert fake.requests("GET", f"/v1/runs/{RUN_ID}/result") == []
+
+
+class TestKnownUploads:
+    """A local file simulated again, unchanged, is neither hashed nor looked up again: one request a run."""
+
+    def test_a_file_simulated_twice_is_one_lookup_and_two_submissions(self, fake: FakeGateway,
+                                                                       client: FMUGatewayClient,
+                                                                       tmp_path: Path) -> None:
+        path = tmp_path / "Model.fmu"
+        path.write_bytes(b"PK fake fmu")
+        fake.serves_uploads()
+        fake.answers("POST", RUNS, result_response())
+        client.simulate(path, stop_time=1)
+        client.simulate(path, stop_time=1)
+        assert len(fake.requests("GET", "/v1/fmus")) == 1 and len(fake.requests("POST", "/v1/fmus")) == 1
+        assert len(fake.requests("POST", RUNS)) == 2
+        path.write_bytes(b"PK another fmu")  # changed: hashed and looked up again
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+        client.simulate(path, stop_time=1)
+        assert len(fake.requests("GET", "/v1/fmus")) == 2
+
+    def test_a_remembered_upload_deleted_since_is_uploaded_again(self, fake: FakeGateway, client: FMUGatewayClient,
+                                                                  tmp_path: Path) -> None:
+        path = tmp_path / "Model.fmu"
+        path.write_bytes(b"PK fake fmu")
+        fake.serves_uploads()
+        assert client.fmus.ensure_uploaded(path).id == FMU_ID
+        # Deleted by someone else: the submission and the FMU are 404; the file is looked up and uploaded again.
+        fake.answers("POST", RUNS, problem(404, "not_found"), result_response())
+        fake.answers("GET", f"/v1/fmus/{FMU_ID}", problem(404, "not_found"))
+        client.simulate(path, stop_time=1)
+        assert len(fake.requests("POST", RUNS)) == 2 and len(fake.requests("POST", "/v1/fmus")) == 2
+
+    def test_a_404_of_an_fmu_that_exists_is_not_retried(self, fake: FakeGateway, client: FMUGatewayClient,
+                                                        tmp_path: Path) -> None:
+        path = tmp_path / "Model.fmu"
+        path.write_bytes(b"PK fake fmu")
+        fake.serves_uploads()
+        fake.answers("POST", RUNS, problem(404, "not_found"))
+        fake.answers("GET", f"/v1/fmus/{FMU_ID}", fmu_json())
+        with pytest.raises(NotFoundError):
+            client.simulate(path, stop_time=1)
+        assert len(fake.requests("POST", RUNS)) == 1

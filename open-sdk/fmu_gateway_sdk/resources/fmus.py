@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 from fmu_gateway_sdk._base_client import AsyncRequester, Params, SyncRequester
-from fmu_gateway_sdk._fmu_file import FmuFile, FmuPath, TransferProgress
+from fmu_gateway_sdk._fmu_file import FileIdentity, FmuFile, FmuPath, TransferProgress
 from fmu_gateway_sdk.models import Fmu, FmuSummary, FmuUsage, Grant, Variable, page_from_response
 
 log = logging.getLogger("fmu_gateway_sdk")
@@ -52,9 +52,34 @@ def _variables_params(page_size: int, cursor: str | None, q: str | None) -> Para
     return {"limit": page_size, "cursor": cursor, "q": q or None}
 
 
+class KnownUploads:
+    """The FMU each local file was uploaded as (or found to be) by this client, by the file's
+    identity: a file unchanged since is neither hashed nor looked up again (``simulate`` of one path
+    in a loop is one request a run). A stale entry (the FMU deleted meanwhile) is forgotten by
+    ``forget`` and the file looked up again."""
+
+    def __init__(self) -> None:
+        self._by_file: dict[FileIdentity, FmuSummary] = {}
+
+    def get(self, file: FmuFile) -> FmuSummary | None:
+        return self._by_file.get(file.identity)
+
+    def remember(self, file: FmuFile, fmu: FmuSummary) -> FmuSummary:
+        self._by_file[file.identity] = fmu
+        return fmu
+
+    def forget_file(self, file: FmuFile) -> None:
+        self._by_file.pop(file.identity, None)
+
+    def forget(self, fmu: FmuRef) -> None:
+        gone = fmu_id(fmu)
+        self._by_file = {identity: f for identity, f in self._by_file.items() if f.id != gone}
+
+
 class Fmus:
     def __init__(self, api: SyncRequester) -> None:
         self._api = api
+        self.known = KnownUploads()
 
     def upload(self, path: FmuPath, *, progress: bool = False) -> Fmu:
         """Upload a ``.fmu`` file and return the FMU with its variables.
@@ -62,22 +87,26 @@ class Fmus:
         The file is hashed first; if the server already has these bytes the upload is skipped and the
         existing FMU is returned. ``progress=True`` shows a progress bar (on stderr).
         """
+        self.known.forget_file(FmuFile.open(path))  # asked to upload: the server is asked again
         found = self.ensure_uploaded(path, progress=progress)
         return found if isinstance(found, Fmu) else self.get(found)
 
     def ensure_uploaded(self, path: FmuPath, *, progress: bool = False) -> FmuSummary:
         """Like :meth:`upload`, but an FMU the server already had comes back as listed (without its
-        variables), saving a request when only its id is needed."""
+        variables), saving a request when only its id is needed; a file this client uploaded or
+        found before, unchanged since, comes back without a request (see :class:`KnownUploads`)."""
         file = FmuFile.open(path)
+        if (known := self.known.get(file)) is not None:
+            return known
         with TransferProgress(progress) as bar:
             digest = file.sha256(bar)
             existing = self.find(digest)
             if existing is not None:
                 log.debug("%s: the server already has sha256 %s (%s); not uploading", file.path, digest, existing.id)
-                return existing
+                return self.known.remember(file, existing)
             response = self._api.request("POST", "/v1/fmus", params={"filename": file.path.name},
                                          content=lambda: file.chunks(bar), headers=file.upload_headers())
-        return Fmu.from_response(response)
+        return self.known.remember(file, Fmu.from_response(response))
 
     def find(self, sha256: str) -> FmuSummary | None:
         """Your FMU with these bytes (hex SHA-256 of the ``.fmu`` file), if you uploaded it."""
@@ -119,6 +148,7 @@ class Fmus:
 
     def delete(self, fmu: FmuRef) -> None:
         self._api.request("DELETE", fmu_path(fmu))
+        self.known.forget(fmu)
 
     def share(self, fmu: FmuRef, *, email: str, price_credits_per_run: int = 0) -> Grant:
         """Let the user with ``email`` run your FMU (not download it); each of their runs that
@@ -150,6 +180,7 @@ class Fmus:
 class AsyncFmus:
     def __init__(self, api: AsyncRequester) -> None:
         self._api = api
+        self.known = KnownUploads()
 
     async def upload(self, path: FmuPath, *, progress: bool = False) -> Fmu:
         """Upload a ``.fmu`` file and return the FMU with its variables.
@@ -157,22 +188,24 @@ class AsyncFmus:
         The file is hashed first; if the server already has these bytes the upload is skipped and the
         existing FMU is returned. ``progress=True`` shows a progress bar (on stderr).
         """
+        self.known.forget_file(FmuFile.open(path))  # asked to upload: the server is asked again
         found = await self.ensure_uploaded(path, progress=progress)
         return found if isinstance(found, Fmu) else await self.get(found)
 
     async def ensure_uploaded(self, path: FmuPath, *, progress: bool = False) -> FmuSummary:
-        """Like :meth:`upload`, but an FMU the server already had comes back as listed (without its
-        variables), saving a request when only its id is needed."""
+        """See :meth:`Fmus.ensure_uploaded`."""
         file = FmuFile.open(path)
+        if (known := self.known.get(file)) is not None:
+            return known
         with TransferProgress(progress) as bar:
             digest = file.sha256(bar)
             existing = await self.find(digest)
             if existing is not None:
                 log.debug("%s: the server already has sha256 %s (%s); not uploading", file.path, digest, existing.id)
-                return existing
+                return self.known.remember(file, existing)
             response = await self._api.request("POST", "/v1/fmus", params={"filename": file.path.name},
                                                content=lambda: file.achunks(bar), headers=file.upload_headers())
-        return Fmu.from_response(response)
+        return self.known.remember(file, Fmu.from_response(response))
 
     async def find(self, sha256: str) -> FmuSummary | None:
         """Your FMU with these bytes (hex SHA-256 of the ``.fmu`` file), if you uploaded it."""
@@ -216,6 +249,7 @@ class AsyncFmus:
 
     async def delete(self, fmu: FmuRef) -> None:
         await self._api.request("DELETE", fmu_path(fmu))
+        self.known.forget(fmu)
 
     async def share(self, fmu: FmuRef, *, email: str, price_credits_per_run: int = 0) -> Grant:
         """Let the user with ``email`` run your FMU at a price per run (see :meth:`Fmus.share`)."""
