@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 class TestCreateUser:
     def test_prints_a_working_api_key_as_its_last_line(self, gateway: Gateway) -> None:
-        result = gateway.admin("create-user", "--email", "carol@example.com", "--credits", "7")
+        result = gateway.admin_executable("create-user", "--email", "carol@example.com", "--credits", "7")
         assert result.returncode == 0, result.stderr
         key = result.stdout.strip().splitlines()[-1]
         assert key.startswith("fmu_test_")
@@ -22,8 +22,8 @@ class TestCreateUser:
         assert response.json()["credits"] == 7
 
     def test_duplicate_email_fails_clearly(self, gateway: Gateway) -> None:
-        assert gateway.admin("create-user", "--email", "dave@example.com").returncode == 0
-        again = gateway.admin("create-user", "--email", "dave@example.com")
+        assert gateway.admin_executable("create-user", "--email", "dave@example.com").returncode == 0
+        again = gateway.admin_executable("create-user", "--email", "dave@example.com")
         assert again.returncode == 1
         assert "already exists" in again.stderr
 
@@ -107,6 +107,6 @@ class TestGrantAndTier:
     def test_set_tier_changes_the_tier_and_refuses_an_unknown_one(self, gateway: Gateway) -> None:
         email = f"tier-{uuid.uuid4().hex[:8]}@example.com"
         key = gateway.admin("create-user", "--email", email).stdout.strip().splitlines()[-1]
-        assert gateway.admin("set-tier", "--email", email, "--tier", "team").returncode == 0
+        assert gateway.admin_executable("set-tier", "--email", email, "--tier", "team").returncode == 0
         assert gateway.client(key).get("/v1/billing/balance").json()["tier"] == "team"
-        assert gateway.admin("set-tier", "--email", email, "--tier", "platinum").returncode != 0
+        assert gateway.admin_executable("set-tier", "--email", email, "--tier", "platinum").returncode != 0
