@@ -5,8 +5,8 @@
 
 MassSpringSystem is OpenModelica's, from the ``gemseo-fmu`` package (fetched once into var/).
 
-Latency: one run at a time, end to end as a user runs it: the SDK's ``simulate()`` (submit, wait,
-download the Arrow result) and its values as a NumPy array, against ``fmpy.simulate_fmu`` in this
+Latency: one run at a time, end to end as a user runs it: the SDK's ``simulate()`` (one request:
+submit, wait, and the Arrow result in the answer) and its values as a NumPy array, against ``fmpy.simulate_fmu`` in this
 process. Throughput: ``--concurrent`` runs submitted at once against raw FMPy in a multiprocessing
 pool of ``--workers`` processes, with the CPU each run cost (the API process's own, and the rest of
 the machine's: sandboxes and kernel). Breakdown: where a spaced run's time goes, from the client's
@@ -47,7 +47,7 @@ PHASES: dict[str, list[float]] = {}
 
 
 def gateway_run(client: FMUGatewayClient, fmu_id: str, breakdown: bool = True) -> float:
-    """What a user does: the SDK's ``simulate()`` (submit, wait, download), then the values as
+    """What a user does: the SDK's ``simulate()`` (submit, wait and download in one request), then the values as
     FMPy would return them. Returns its seconds; the run's record (read afterwards, off the
     clock: ``simulate`` does not need it) gives the breakdown."""
     started = time.perf_counter()
@@ -75,7 +75,7 @@ def print_breakdown(raw_ms: float, phases: dict[str, list[float]]) -> None:
         ("    sandboxed run (wall)", ms["sandbox"]),
         ("    of which raw FMPy would take", raw_ms),
         ("    settle, store, notify", ms["server"] - ms["queued"] - ms["sandbox"]),
-        ("  HTTP (2 requests), auth, hold, insert, download, decode", ms["client"] - ms["server"]),
+        ("  HTTP (1 request), auth, hold, insert, download, decode", ms["client"] - ms["server"]),
     ]
     print("breakdown of the spaced gateway runs (median ms):")
     for label, value in rows:
