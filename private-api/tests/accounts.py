@@ -32,14 +32,16 @@ def state(db: Database, user_id: str) -> tuple[int, int, int]:
         return user.credits, user.debt_credits, int(total or 0)
 
 
-def make_run(db: Database, user_id: str, held: int) -> Run:
-    """A queued run of ``user_id`` (on a placeholder FMU of theirs) whose hold is taken."""
+def make_run(db: Database, user_id: str, held: int, *, fmu_owner: str | None = None, owner_credits: int = 0) -> Run:
+    """A queued run of ``user_id`` (on a placeholder FMU of theirs, or of ``fmu_owner``, who is paid
+    ``owner_credits`` when it succeeds) whose hold is taken."""
+    owner = fmu_owner or user_id
     with db.session(write=True) as session:
         session.execute(text("INSERT INTO fmus (id, user_id, sha256, size, fmi_version, model_name, guid, "
                              "supports_model_exchange, supports_co_simulation, model_info, created_at) VALUES "
                              "(:id, :user, 'x', 1, '2.0', 'M', 'g', true, true, '{}', :now) ON CONFLICT DO NOTHING"),
-                        {"id": f"fmu_{user_id}", "user": user_id, "now": utcnow()})
-        run = Run(user_id=user_id, fmu_id=f"fmu_{user_id}", spec={}, credits_held=held)
+                        {"id": f"fmu_{owner}", "user": owner, "now": utcnow()})
+        run = Run(user_id=user_id, fmu_id=f"fmu_{owner}", spec={}, credits_held=held, owner_credits=owner_credits)
         session.add(run)
         session.flush()
         credits.hold_for_run(session, run)

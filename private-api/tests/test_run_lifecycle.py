@@ -5,6 +5,7 @@ only the changes it allows happen, and a final run is settled exactly once (SQLi
 from __future__ import annotations
 
 import ast
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def status_of(db: Database, run_id: str) -> str:
 def ledger_kinds(db: Database, run_id: str) -> list[str]:
     with db.session() as session:
         return sorted(session.scalars(select(LedgerEntry.kind).where(LedgerEntry.run_id == run_id)))
+
+
+def ledger_count(db: Database, user_id: str, kind: str) -> int:
+    with db.session() as session:
+        return len(session.scalars(select(LedgerEntry.id).where(LedgerEntry.user_id == user_id,
+                                                               LedgerEntry.kind == kind)).all())
 
 
 def test_a_run_is_claimed_once_finished_once_and_settled_once(db: Database) -> None:
@@ -291,3 +298,39 @@ def test_a_chunk_is_finished_in_one_go_skipping_the_runs_no_longer_ours(db: Data
         assert ledger_kinds(db, run.id).count("settle") == 1
     balance, _, total = state(db, user)
     assert balance == total == 100 - sum(run.credits_charged for run in stored.values())
+
+
+def test_two_users_running_each_others_shared_models_settle_at_once_without_deadlock(db: Database) -> None:
+    """Each settlement changes two balances, the grantee's and the owner's, in opposite orders for
+    the two: their rows are locked in one order first, so on PostgreSQL neither transaction waits
+    for the other's second lock (a deadlock aborts one). Both ledgers still sum to their balances."""
+    alice, bob = new_user(db, 1000), new_user(db, 1000)
+    errors: list[BaseException] = []
+    outcome = {"status": RunStatus.SUCCEEDED, "cpu_time_s": 0.1, "wall_time_s": 0.1}
+    for _ in range(15):
+        runs = [make_run(db, alice, 5, fmu_owner=bob, owner_credits=2),
+                make_run(db, bob, 5, fmu_owner=alice, owner_credits=2)]
+        with db.session(write=True) as session:
+            for run in runs:
+                assert run_lifecycle.claim(session, run.id, "worker-a", utcnow() + LEASE)
+            session.commit()
+        barrier = threading.Barrier(2)
+
+        def settle(run: Run, barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait()
+                with db.session(write=True) as session:
+                    assert len(run_lifecycle.finish(session, {run.id: outcome}, "worker-a")) == 1
+                    session.commit()
+            except BaseException as exc:  # collected: an assertion in a thread would be lost
+                errors.append(exc)
+
+        threads = [threading.Thread(target=settle, args=(run,)) for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+    for user in (alice, bob):
+        balance, _, total = state(db, user)
+        assert balance == total and ledger_count(db, user, "earning") == 15

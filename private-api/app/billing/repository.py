@@ -9,6 +9,7 @@ Nothing here commits: the request or the worker task that calls owns the transac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -50,6 +51,14 @@ def lock_user(session: Session, user_id: str) -> None:
     # other transactions' run/FMU inserts hold on the row. SQLite needs nothing: its write
     # transactions (BEGIN IMMEDIATE) run one at a time.
     session.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+
+
+def lock_users(session: Session, user_ids: Sequence[str]) -> None:
+    """Take the row locks of several users in one order (by id), as ``lock_user`` takes one: two
+    transactions that each change the balances of the same two users (grantees paying each other's
+    models' owners) then queue instead of deadlocking."""
+    session.execute(select(User.id).where(User.id.in_(sorted(set(user_ids)))).order_by(User.id)
+                    .with_for_update(key_share=True))
 
 
 def add_debt(session: Session, user_id: str, credits: int) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import metrics
 from app.billing import credits, pricing
+from app.billing import repository as billing_repository
 from app.billing.stripe_service import StripeService
 from app.fmus import repository as fmu_repository
 from app.kit.models import utcnow
@@ -227,6 +228,12 @@ def _settle(session: Session, charges: list[tuple[Run, int, str]], refunds: list
     # Counted as the settlement is written: each final run is settled once (a rolled-back
     # transaction, rare, leaves its count).
     metrics.runs_settled([*((run, cost) for run, cost, _ in charges), *((run, 0) for run, _ in refunds)])
+    earned = [run for run, _, _ in charges if run.owner_credits and run.status == RunStatus.SUCCEEDED]
+    owners = fmu_repository.owners(session, list({run.fmu_id for run in earned})) if earned else {}
+    if owners:  # more than one user's balance changes here: their rows are locked in one order first
+        billing_repository.lock_users(session, [*(run.user_id for run, _, _ in charges),
+                                                *(run.user_id for run, _ in refunds),
+                                                *(owner for owner, _ in owners.values())])
     for run, reason in refunds:
         credits.refund_run(session, run, reason)
     by_user: dict[str, list[tuple[Run, int, str]]] = {}
@@ -234,8 +241,6 @@ def _settle(session: Session, charges: list[tuple[Run, int, str]], refunds: list
         by_user.setdefault(charge[0].user_id, []).append(charge)
     for user_charges in by_user.values():
         credits.settle_runs(session, user_charges)
-    earned = [run for run, _, _ in charges if run.owner_credits and run.status == RunStatus.SUCCEEDED]
     if earned:
-        owners = fmu_repository.owners(session, list({run.fmu_id for run in earned}))
         credits.pay_owners(session, [(run, *owners[run.fmu_id]) for run in earned])
     StripeService.charge_per_executions(session, [run for run, _, _ in charges])
