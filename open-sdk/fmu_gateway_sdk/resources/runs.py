@@ -165,7 +165,7 @@ class Runs:
         if (run_id_ := _answered_with_result(response)) is not None:
             return SimulationResult(run_id_, response.content, final_run=lambda: self.get(run_id_))
         run = Run.from_response(response)
-        return run if run.finished and run.status != "succeeded" else self.finished_result(run)
+        return run if run.finished and not run.succeeded else self.finished_result(run)
 
     def finished_result(self, run: Run) -> SimulationResult | Run:
         """Wait for a submitted run and fetch its result in the same long-poll requests: the result
@@ -268,7 +268,7 @@ class AsyncRuns:
         if (run_id_ := _answered_with_result(response)) is not None:
             return SimulationResult(await self.get(run_id_), response.content)
         run = Run.from_response(response)
-        return run if run.finished and run.status != "succeeded" else await self.finished_result(run)
+        return run if run.finished and not run.succeeded else await self.finished_result(run)
 
     async def finished_result(self, run: Run) -> SimulationResult | Run:
         """See :meth:`Runs.finished_result`; here the finished run is read right after its result."""

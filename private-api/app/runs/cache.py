@@ -55,4 +55,6 @@ def cache_key(fmu_sha256: str, spec: Mapping[str, Any]) -> str:
 
 
 def cacheable(deterministic: bool, requested: bool) -> bool:
+    """Whether a run may be answered from (and later answer from) the run cache: the model says it is
+    deterministic and the run did not opt out (``cache: false``)."""
     return deterministic and requested

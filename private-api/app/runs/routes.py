@@ -207,15 +207,13 @@ async def _result_or_run(ctx: AppContext, run: RunOut, format: str) -> Response:
     """A submission's answer with ``result=``: the succeeded run's result, else the run."""
     if run.status != RunStatus.SUCCEEDED or run.result_expired_at is not None:
         return _respond(run)
-    stored_under, shared = run_service.stored_under(run), run.grant_id is not None
-    if not shared and result_delivery.presigned_result_url(ctx.storage, ctx.settings, stored_under,
-                                                           format) is not None:
-        return _respond(run)  # a POST is not redirected to a GET: the client fetches it from there
     try:
-        response = await run_in_threadpool(_result_response, ctx, run.id, stored_under, format, shared,
-                                           presign=False)
+        response = await run_in_threadpool(_result_response, ctx, run.id, run_service.stored_under(run), format,
+                                           run.grant_id is not None)
     except ResultUnavailable:
         return _respond(run)  # its id is what the caller needs most; GET .../result says why
+    if isinstance(response, RedirectResponse):
+        return _respond(run)  # presigned: a POST is not redirected to a GET; the client fetches it from there
     response.headers["Location"] = f"/v1/runs/{run.id}"
     return response
 
@@ -226,12 +224,11 @@ def _check_retained(run_id: str, expired_at: datetime | None) -> None:
                             "as its tier's result retention says.", result_expired_at=expired_at.isoformat())
 
 
-def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: str, shared: bool, *,
-                     presign: bool = True) -> Response:
+def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: str, shared: bool) -> Response:
     """``shared``: a grantee's run of a shared model, whose result is read as a table of numbers
     before a byte of it leaves (never presigned, never passed through as stored)."""
-    url = None if shared or not presign else result_delivery.presigned_result_url(
-        ctx.storage, ctx.settings, stored_under, format, filename=run_id)
+    url = None if shared else result_delivery.presigned_result_url(ctx.storage, ctx.settings, stored_under, format,
+                                                                   filename=run_id)
     if url is not None:
         # A presigned URL is a bearer credential of its own: no cache may keep it.
         return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT,

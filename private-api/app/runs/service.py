@@ -70,7 +70,8 @@ def plan_run(session: Session, principal: Principal, fmu_id: str, request: RunCr
     usable = registry_service.get_usable(session, principal, fmu_id)
     spec = build_run_spec(request, registry_service.model_info(usable.fmu), settings,
                           max_timeout_s=limits.for_caller(principal, settings).max_run_seconds).to_wire()
-    key = run_cache.cache_key(usable.fmu.sha256, spec) if usable.fmu.deterministic and request.cache else None
+    cacheable = run_cache.cacheable(usable.fmu.deterministic, request.cache)
+    key = run_cache.cache_key(usable.fmu.sha256, spec) if cacheable else None
     return Planned(usable, spec, key)
 
 

@@ -149,7 +149,7 @@ def create_sweep(session: Session, principal: Principal, fmu_id: str, request: S
     fmu, base, space, caller, per_child = (planned.usable.fmu, planned.base, planned.space, planned.caller,
                                            planned.per_child)
     grant_id = planned.usable.grant.id if planned.usable.grant is not None else None
-    caching = fmu.deterministic and request.cache
+    caching = run_cache.cacheable(fmu.deterministic, request.cache)
     hit_price = pricing.cache_hit_price(principal.tier)
     sweep = Sweep(user_id=principal.user_id, fmu_id=fmu.id, status=SweepStatus.QUEUED, method=request.method,
                   parameters=request.model_dump(mode="json")["parameters"], samples=request.samples,
