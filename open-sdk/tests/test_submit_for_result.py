@@ -14,7 +14,9 @@ import pytest
 from fake_gateway import FMU_ID, RUN_ID, FakeGateway, Twin, fmu_json, problem, run_json
 from werkzeug import Response
 
-from fmu_gateway_sdk import FMUGatewayClient, NotFoundError, RunFailedError, SimulationResult
+from fmu_gateway_sdk import FMUGatewayClient, FmuSummary, NotFoundError, RunFailedError, SimulationResult
+from fmu_gateway_sdk._fmu_file import FmuFile
+from fmu_gateway_sdk.resources.fmus import KnownUploads
 
 RUNS = f"/v1/fmus/{FMU_ID}/runs"
 
@@ -104,3 +106,17 @@ class TestKnownUploads:
         with pytest.raises(NotFoundError):
             client.simulate(path, stop_time=1)
         assert len(fake.requests("POST", RUNS)) == 1
+
+    def test_at_most_max_files_are_remembered_the_oldest_going_first(self, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(KnownUploads, "MAX_FILES", 2)
+        known = KnownUploads()
+        files = []
+        for i in range(3):
+            path = tmp_path / f"M{i}.fmu"
+            path.write_bytes(b"PK %d" % i)
+            files.append(FmuFile.open(path))
+            known.remember(files[-1], FmuSummary.model_validate(fmu_json(id=f"fmu_{i}")))
+        assert known.get(files[0]) is None
+        kept = [known.get(f) for f in files[1:]]
+        assert [k.id if k is not None else None for k in kept] == ["fmu_1", "fmu_2"]

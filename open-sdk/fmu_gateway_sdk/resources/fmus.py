@@ -58,6 +58,9 @@ class KnownUploads:
     in a loop is one request a run). A stale entry (the FMU deleted meanwhile) is forgotten by
     ``forget`` and the file looked up again."""
 
+    #: Files remembered at most; beyond it the longest-remembered is forgotten (looked up again if met).
+    MAX_FILES = 1024
+
     def __init__(self) -> None:
         self._by_file: dict[FileIdentity, FmuSummary] = {}
 
@@ -65,7 +68,10 @@ class KnownUploads:
         return self._by_file.get(file.identity)
 
     def remember(self, file: FmuFile, fmu: FmuSummary) -> FmuSummary:
+        self._by_file.pop(file.identity, None)
         self._by_file[file.identity] = fmu
+        while len(self._by_file) > self.MAX_FILES:
+            del self._by_file[next(iter(self._by_file))]
         return fmu
 
     def forget_file(self, file: FmuFile) -> None:
