@@ -9,7 +9,7 @@ COPY private-api/requirements.txt /requirements.txt
 # Only what the runner imports, at the API's pinned versions.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels -c /requirements.txt \
-      fmpy numpy pyarrow \
+      fmpy numpy \
  && /opt/venv/bin/pip uninstall -y -q pip setuptools
 
 FROM ${BASE_IMAGE}

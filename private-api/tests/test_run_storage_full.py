@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from tmpfs import fill, mounted_tmpfs
@@ -18,6 +19,7 @@ from app.runs.executor import FmuRunner
 from app.runs.lifecycle import PLATFORM_ERRORS
 from app.runs.service import log_key, result_key
 from app.sandbox.base import Limits, Outcome
+from app.sandbox.runner import write_result
 from app.storage import LocalStorage
 
 MIB = 1 << 20
@@ -99,7 +101,7 @@ class TestStoreChild:
             self, runner: FmuRunner, disk: Path, tmp_path: Path) -> None:
         out = tmp_path / "out"
         out.mkdir()
-        arrow_file(out / "run_e.arrow", 2 * MIB)
+        write_result(np.zeros(2 * MIB // 8, dtype=[("time", "f8")]), out / "run_e.npy")  # the runner's array
         (out / "run_e.log").write_text(LOG)
         fill(disk, MIB)
         report = {"event": "child_done", "id": "run_e", "ok": True, "cpu_time_s": 0.1, "wall_time_s": 0.2}

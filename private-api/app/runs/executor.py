@@ -36,8 +36,16 @@ from app.runs.service import log_key, result_key, to_out
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
-from app.sandbox.runner import CHILD_DONE, CHILD_STARTED, REPORTABLE_ERRORS, RESET_CHECKED, RunSpec, SweepChunk
-from app.sandbox.staging import result_file_problem
+from app.sandbox.result_file import arrow_path, to_arrow
+from app.sandbox.runner import (
+    CHILD_DONE,
+    CHILD_STARTED,
+    REPORTABLE_ERRORS,
+    RESET_CHECKED,
+    RESULT_SUFFIX,
+    RunSpec,
+    SweepChunk,
+)
 from app.storage import Storage
 from app.storage.space import is_out_of_space
 from app.sweeps import service as sweep_service
@@ -482,8 +490,9 @@ class FmuRunner:
         wall = min(float(report.get("wall_time_s") or 0.0), outcome.wall_time_s)
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
                                   "started_at": utcnow() - timedelta(seconds=wall)}
-        result_path = outcome.out_dir / f"{run_id}.arrow"
-        problem = result_file_problem(result_path, limits.max_output_bytes)
+        array_path = outcome.out_dir / f"{run_id}{RESULT_SUFFIX}"
+        problem = to_arrow(array_path, limits.max_output_bytes)
+        result_path = arrow_path(array_path)
         if report.get("ok") is True and problem is None:
             rows, columns = _arrow_summary(result_path)
             if not self._keep_result(run_id, result_path, log_kept):

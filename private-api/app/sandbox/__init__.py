@@ -11,7 +11,8 @@ resources.py  ResourceControl: cgroup v1 / v2 per sandbox, rlimits as the fallba
 outcome.py    observations (deadline, OOM counter, signal, runner report) -> status + error code
 capture.py    bounded log and control-message readers
 staging.py    host-side sandbox dirs, placing the FMU and spec, checking the output
-runner.py     the standalone script that runs inside (stdlib + FMPy + NumPy + pyarrow only)
+result_file.py the runner's result array (.npy, untrusted) into the stored Arrow file
+runner.py     the standalone script that runs inside (stdlib + FMPy + NumPy only)
 """
 
 from app.sandbox.backends import create_backend

@@ -28,6 +28,7 @@ from app.sandbox.base import Job, Limits, Outcome, Sandbox, SandboxError
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
 from app.sandbox.outcome import Observation, Verdict, classify, decode_wait_status, signal_name
 from app.sandbox.resources import SANDBOX_ID_ENV, ResourceControl
+from app.sandbox.result_file import arrow_path
 from app.sandbox.runner import (
     CHILD_DONE,
     CHILD_STARTED,
@@ -366,7 +367,7 @@ class ChildProcessSandbox(Sandbox):
         if report is not None and report.get("ok") is True:
             # A chunk's results are per child (<id>.arrow), judged by whoever reads them.
             problem = output_over_quota_problem(self.dirs.out, quota) if chunk else output_problem(
-                self.dirs.out, RESULT_FILE, self.limits.max_output_bytes)
+                self.dirs.out, self.limits.max_output_bytes)
         exit_ = self._measured(exit_)
         peak_vm = (self._control.get(EXIT) or {}).get("peak_vm_bytes")
         observation = Observation(
@@ -419,7 +420,7 @@ class ChildProcessSandbox(Sandbox):
         return self._make_outcome(verdict, time.monotonic() - started, exit_)
 
     def _result_path(self, verdict: Verdict) -> Path | None:
-        path = self.dirs.out / RESULT_FILE
+        path = arrow_path(self.dirs.out / RESULT_FILE)
         return path if verdict.status == "succeeded" and path.exists() else None
 
     def _make_outcome(self, verdict: Verdict, wall_time: float, exit_: Exit) -> Outcome:

@@ -1,8 +1,12 @@
-"""Sandbox runner: simulates one FMU job with FMPy and writes the result as Arrow IPC.
+"""Sandbox runner: simulates one FMU job with FMPy and writes the result as a NumPy array file.
 
 Standalone script: it is bound into the sandbox as a single file, so it imports only the
-standard library at module level and FMPy, NumPy and pyarrow inside functions (the host
-imports this module for the protocol constants without loading FMPy).
+standard library at module level and FMPy and NumPy inside functions (the host imports this
+module for the protocol constants without loading FMPy). It never imports pyarrow: every run
+is a process forked from a warm one, and what it costs (page tables copied, pages faulted, an
+address space torn down) grows with what that process holds; pyarrow alone holds more than
+FMPy, NumPy and lxml together. The host turns the array into the stored Arrow file
+(``app/sandbox/result_file.py``).
 
 Protocol, with the host on the other end of the pipes:
   1. start:  ``python -I -B runner.py --job-dir D --out-dir O --sandbox-id ID``; the process
@@ -11,7 +15,7 @@ Protocol, with the host on the other end of the pipes:
      as one JSON line to its control channel (the original stdout)
   3. host:   places ``D/fmu/`` (extracted FMU) and ``D/spec.json`` (RunSpec), writes
      ``go`` and a newline to the runner's stdin
-  4. runner: writes ``{"event": "running"}``, simulates, writes ``O/result.arrow``,
+  4. runner: writes ``{"event": "running"}``, simulates, writes ``O/result.npy``,
      writes ``{"event": "done", "ok": ..., "error_code": ..., "message": ...}``, exits 0
   5. supervisor: reaps the runner, writes ``{"event": "exit", "status": ..., "max_rss_bytes":
      ..., "cpu_time_s": ...}`` and ends the same way the runner did (same code or signal);
@@ -49,9 +53,12 @@ RUNNING = "running"
 DONE = "done"
 EXIT = "exit"
 GO = b"go\n"
-RESULT_FILE = "result.arrow"
+# The result: FMPy's structured array (a field per recorded variable, FMI 3 arrays as sub-arrays)
+# in NumPy's .npy format, never pickled.
+RESULT_FILE = "result.npy"
+RESULT_SUFFIX = ".npy"
 # A sweep chunk: the spec holds the children ({"id", "spec"}) and the reset choice; per child the
-# runner reports child_started, then child_done, and writes O/<id>.arrow and O/<id>.log.
+# runner reports child_started, then child_done, and writes O/<id>.npy and O/<id>.log.
 CHUNK_CHILDREN = "children"
 CHILD_STARTED = "child_started"
 CHILD_DONE = "child_done"
@@ -224,8 +231,6 @@ _WARM_MODULES = (
     "lxml.etree",
     "numpy",
     "numpy.ctypeslib",
-    "pyarrow",
-    "pyarrow.ipc",
     "zipfile",
 )
 
@@ -301,13 +306,12 @@ def warm_up() -> None:
     for name in _WARM_MODULES:
         with contextlib.suppress(ImportError):  # another FMPy version: the job imports what it needs
             importlib.import_module(name)
-    # pyarrow's first NumPy conversion costs ~20 ms of one-time setup; pay it before the job.
-    import numpy as np
-    import pyarrow as pa
+    import io
 
-    sample = np.zeros(2, dtype=[("time", "f8"), ("i", "i4"), ("b", "?")])
-    with pa.BufferOutputStream() as sink:
-        write_table(result_table(sample), sink)
+    import numpy as np
+
+    sample = np.zeros(2, dtype=[("time", "f8"), ("i", "i4"), ("b", "?"), ("a", "f8", (2,))])
+    write_array(sample, io.BytesIO())
     with contextlib.suppress(Exception):  # another FMPy version may read them differently: only slower
         warm_model_descriptions()
 
@@ -376,44 +380,31 @@ def simulate(fmu_dir: Path, spec: RunSpec, **reuse: Any) -> Any:
         raise JobFailed("model_error", f"simulation failed: {e}") from e
 
 
-def arrow_column(values: Any) -> Any:
-    """One result field as an Arrow array; FMI 3 array variables become fixed-size lists."""
-    import math
+def write_array(result: Any, sink: IO[bytes]) -> None:
+    """``result`` in .npy format. Not ``numpy.lib.format.write_array``: its ``tofile`` reports a
+    write cut short by RLIMIT_FSIZE without the errno that tells it from any other failure."""
+    import numpy as np
+    from numpy.lib import format as npy
 
-    import pyarrow as pa
-
-    if values.ndim == 1:
-        return pa.array(values)
-    width = math.prod(values.shape[1:])
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
-
-
-def result_table(result: Any) -> Any:
-    import pyarrow as pa
-
-    names = list(result.dtype.names)
-    return pa.table([arrow_column(result[name]) for name in names], names=names)
-
-
-def write_table(table: Any, sink: Any) -> None:
-    import pyarrow.ipc
-
-    with pyarrow.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    array = np.ascontiguousarray(result)
+    header = npy.header_data_from_array_1_0(array)
+    try:
+        npy.write_array_header_1_0(sink, header)
+    except ValueError:  # a header over 64 KiB (thousands of variables) needs format 2.0
+        npy.write_array_header_2_0(sink, header)
+    sink.write(array.reshape(-1).view(np.uint8).data)
 
 
 def write_result(result: Any, path: Path) -> int:
-    import pyarrow as pa
-
-    table = result_table(result)
+    """The result array to ``path`` (.npy); its number of rows."""
     try:
-        with pa.OSFile(str(path), "wb") as sink:
-            write_table(table, sink)
+        with open(path, "wb") as sink:
+            write_array(result, sink)
     except OSError as e:
-        if e.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT) or "File too large" in str(e):
+        if e.errno in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
             raise JobFailed("output_too_large", "result exceeds the output size limit") from e
         raise
-    return int(table.num_rows)
+    return len(result)
 
 
 def run_job(job_dir: Path, out_dir: Path, control: IO[str]) -> int:
@@ -462,7 +453,7 @@ def run_chunk(fmu_dir: Path, out_dir: Path, control: IO[str], chunk: SweepChunk)
                 instance.reset()
                 reset = same_result(result, simulate(fmu_dir, spec, **reuse))
                 send(control, RESET_CHECKED, ok=reset)
-            fields = {"ok": True, "rows": write_result(result, out_dir / f"{run_id}.arrow")}
+            fields = {"ok": True, "rows": write_result(result, out_dir / f"{run_id}{RESULT_SUFFIX}")}
             done += 1
         except JobFailed as e:
             fields = {"ok": False, "error_code": e.error_code, "message": e.message}

@@ -7,19 +7,19 @@ import errno
 import json
 import os
 import shutil
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.sandbox.base import ErrorCode
-from app.sandbox.runner import FMU_DIR, SPEC_FILE, RunSpec, SweepChunk
+from app.sandbox.result_file import to_arrow
+from app.sandbox.runner import FMU_DIR, RESULT_FILE, SPEC_FILE, RunSpec, SweepChunk
 
 
 @dataclass(frozen=True)
 class SandboxDirs:
     root: Path  # work_dir/<sandbox id>
     job: Path  # read-only for the runner: fmu/ and spec.json
-    out: Path  # writable for the runner: result.arrow
+    out: Path  # writable for the runner: result.npy (the host adds result.arrow)
     tmp: Path  # scratch dir (HOME/TMPDIR) for backends without a private /tmp
 
     @classmethod
@@ -106,22 +106,10 @@ def output_over_quota_problem(out_dir: Path, max_bytes: int) -> tuple[ErrorCode,
     return ("output_too_large", over) if over is not None else None
 
 
-def output_problem(out_dir: Path, result_name: str, max_bytes: int) -> tuple[ErrorCode, str] | None:
-    """Why the runner's output cannot be used, or None; never follows links the sandbox planted."""
+def output_problem(out_dir: Path, max_bytes: int) -> tuple[ErrorCode, str] | None:
+    """Why the runner's output cannot be used, or None: then its result is Arrow, at
+    ``arrow_path(out_dir / RESULT_FILE)``. Never follows links the sandbox planted."""
     over = output_over_quota_problem(out_dir, max_bytes)
     if over is not None:
         return over
-    return result_file_problem(out_dir / result_name)
-
-
-def result_file_problem(path: Path, max_bytes: int | None = None) -> tuple[ErrorCode, str] | None:
-    """Why a result file the sandbox wrote cannot be used, or None; never follows a link it planted."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return "runner_error", "runner reported success but wrote no result"
-    if not stat.S_ISREG(st.st_mode):
-        return "runner_error", "result is not a regular file"
-    if max_bytes is not None and st.st_size > max_bytes:
-        return "output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes"
-    return None
+    return to_arrow(out_dir / RESULT_FILE, max_bytes)

@@ -7,7 +7,7 @@ in its own user namespace and nothing else, or as a hardened container's command
 (``enter_own_namespaces``). No run keeps any capability.
 
 Protocol with the host (the socket, Unix stream; requests carry file descriptors):
-  1. zygote: imports FMPy, NumPy and pyarrow (warm), makes itself non-dumpable, writes
+  1. zygote: imports FMPy and NumPy (warm), makes itself non-dumpable, writes
      ``{"event": "ready", ...}`` as one JSON line on the socket
   2. host:   sends one JSON line per run, ``{"run": NAME, "rlimits": {...}, "tmpfs_bytes": N}``,
      with the descriptors ``[stdin, control, log, *cgroup.procs]`` of that run
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.own_namespaces:
         enter_own_namespaces(sock)
     if args.address_space:
-        # Allocators that reserve address space up front (pyarrow's) then fit under it, as in a run.
+        # Allocators that reserve address space up front then fit under it, as in a run.
         resource.setrlimit(resource.RLIMIT_AS, (args.address_space, args.address_space))
     runner.warm_up()
     # Objects of the imports are never collected: a run's garbage collector then does not touch

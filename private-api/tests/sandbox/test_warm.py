@@ -201,6 +201,8 @@ class TestNothingCrossesRuns:
         maps = "".join(Path(f"/proc/{pid}/maps").read_text() for pid in zygote_processes(zygote))
         assert "VanDerPol.so" not in maps
         assert "fmpy" in maps or "numpy" in maps  # the imports are done: it is warm
+        # Nor pyarrow, which every run forked from it would pay for (the host makes the Arrow file).
+        assert "libarrow" not in maps and "pyarrow" not in maps
 
 
 class TestHarm:

@@ -1,0 +1,138 @@
+"""A run's result as stored: the runner's NumPy array file turned into Arrow IPC, on the host.
+
+The runner writes FMPy's structured array as ``.npy`` (``runner.write_result``): it never imports
+pyarrow, whose size every forked run would pay for. The file is the sandbox's output, written by
+code that ran the model, so it is read here as untrusted: a regular file (never a link), within
+the output limit, a header NumPy parses without pickle, a one-dimensional array of numeric and
+boolean fields whose size is exactly what the file holds. It is read and converted one record
+batch of at most ``_BATCH_BYTES`` of rows at a time, so the host's memory per result stays
+bounded whatever its size (and never mapped: a file truncated under a mapping is a SIGBUS). A
+result of up to that size is one batch: the same bytes the runner wrote when it made the Arrow
+file itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import stat
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+from numpy.lib import format as npy
+
+from app.sandbox.base import ErrorCode
+
+ARROW_SUFFIX = ".arrow"
+_BATCH_BYTES = 8 << 20
+# NumPy's own default is 10,000 bytes; a field takes ~50 (4,000 variables: 207 kB). 8 MiB holds
+# over 100,000 variables and parses in well under a second.
+_MAX_HEADER_BYTES = 8 << 20
+# bool, signed and unsigned integers, floats: what FMPy records (FMI 3 arrays as sub-arrays of these).
+_KINDS = frozenset("biuf")
+
+Problem = tuple[ErrorCode, str]
+
+
+def arrow_column(values: Any) -> pa.Array:
+    """One result field as an Arrow array; FMI 3 array variables become fixed-size lists."""
+    if values.ndim == 1:
+        return pa.array(values)
+    width = math.prod(values.shape[1:])
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
+
+
+def result_table(result: Any) -> pa.Table:
+    names = list(result.dtype.names)
+    return pa.table([arrow_column(result[name]) for name in names], names=names)
+
+
+def arrow_path(source: Path) -> Path:
+    """Where ``to_arrow`` puts the Arrow file of the runner's array file ``source``."""
+    return source.with_suffix(ARROW_SUFFIX)
+
+
+def to_arrow(source: Path, max_bytes: int) -> Problem | None:
+    """Turn the runner's array file ``source`` into the Arrow IPC file ``arrow_path(source)``
+    (created afresh: whatever the sandbox left under that name is removed, never followed); why it
+    cannot, or None."""
+    target = arrow_path(source)
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "runner_error", "runner reported success but wrote no result"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "runner_error", "result is not a regular file"
+        raise
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "runner_error", "result is not a regular file"
+        if st.st_size > max_bytes:
+            return "output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes"
+        try:
+            dtype, rows = _read_header(f, st.st_size)
+        except Exception as e:  # a header is untrusted text: any failure to parse it is the run's
+            return "runner_error", f"result is not a readable array: {e}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with open(out, "wb") as sink:
+                _write_arrow(f, dtype, rows, sink)
+        except (OSError, ValueError) as e:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                return "sandbox_error", "no disk space left on the host for the result"
+            if isinstance(e, OSError):
+                raise
+            return "runner_error", f"result is not a readable array: {e}"
+    with contextlib.suppress(OSError):
+        os.unlink(source)  # the run's disk back before its directory goes
+    return None
+
+
+def _read_header(f: IO[bytes], size: int) -> tuple[np.dtype[Any], int]:
+    """The array's dtype and rows, each checked against what a result can be; ``f`` is left at
+    the data."""
+    version = npy.read_magic(f)
+    if version == (1, 0):
+        shape, fortran_order, dtype = npy.read_array_header_1_0(f, max_header_size=_MAX_HEADER_BYTES)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = npy.read_array_header_2_0(f, max_header_size=_MAX_HEADER_BYTES)
+    else:
+        raise ValueError(f"unexpected format version {version}")
+    if len(shape) != 1 or fortran_order:
+        raise ValueError(f"shape {shape} is not a table's")
+    if not dtype.names or dtype.hasobject:
+        raise ValueError("not a table of numeric fields")
+    for name in dtype.names:
+        if dtype[name].base.kind not in _KINDS:
+            raise ValueError(f"field {name!r} is not numeric")
+    rows, offset = shape[0], f.tell()
+    if dtype.itemsize == 0 or rows * dtype.itemsize != size - offset:
+        raise ValueError(f"{size - offset} bytes of data for {rows} rows of {dtype.itemsize} bytes")
+    return dtype, rows
+
+
+def _write_arrow(source: IO[bytes], dtype: np.dtype[Any], rows: int, sink: IO[bytes]) -> None:
+    per_batch = max(1, _BATCH_BYTES // dtype.itemsize)
+
+    def batch(count: int) -> pa.Table:
+        data = source.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise ValueError("result changed while it was read")
+        return result_table(np.frombuffer(data, dtype=dtype, count=count))
+
+    first = batch(min(rows, per_batch))
+    with pyarrow.ipc.new_file(sink, first.schema) as writer:
+        writer.write_table(first)
+        for start in range(per_batch, rows, per_batch):
+            writer.write_table(batch(min(rows - start, per_batch)))
