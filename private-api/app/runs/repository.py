@@ -70,8 +70,12 @@ def statuses(session: Session, run_ids: Sequence[str]) -> Sequence[Row[str, str,
     return session.execute(select(Run.id, Run.status, Run.lease_owner).where(Run.id.in_(list(run_ids)))).all()
 
 
+_STATUS_OF = select(RUNS.c.status).where(RUNS.c.id == bindparam("b_id"))
+
+
 def status_of(session: Session, run_id: str) -> str | None:
-    return session.scalar(select(Run.status).where(Run.id == run_id))
+    status: str | None = session.connection().execute(_STATUS_OF, {"b_id": run_id}).scalar()
+    return status
 
 
 def an_active_run_of_fmu(session: Session, fmu_id: str) -> str | None:

@@ -47,6 +47,11 @@ def _load(ctx: AppContext, principal: Principal, run_id: str) -> RunOut:
         return run_service.to_out(run_service.get_run(session, principal, run_id))
 
 
+def _status(ctx: AppContext, run_id: str) -> str | None:
+    with ctx.db.session() as session:
+        return run_service.status_of(session, run_id)
+
+
 async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wait: float,
                           run: RunOut | None = None, subscribed: Callable[[], None] | None = None) -> RunOut:
     """The run once final, or as it is when ``wait`` runs out. ``run``: its state as the caller
@@ -58,6 +63,7 @@ async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wa
         if run is None:
             run = await run_in_threadpool(_load, ctx, principal, run_id)
         reread_s = _FIRST_REREAD_S
+        stale = False  # a re-read found the status unchanged and did not read the rest
         while run.status not in FINAL_STATUSES and (remaining := deadline - time.monotonic()) > 0:
             # Another process changing the run wakes us over Redis; the re-read is for a message
             # lost on the way, backing off as streams do (200 parked requests re-reading every
@@ -69,8 +75,15 @@ async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wa
             if isinstance(state, RunOut):
                 return state  # finished by this process's worker: no read back
             changed.clear()  # before the read: a change during it wakes the next wait
-            if not (woken and state == STARTED):  # a start here is not worth a read
+            if woken and state == STARTED:  # a start here is not worth a read
+                continue
+            # Its status first (one indexed column): under load, most re-reads find nothing new,
+            # and building the whole run each time cost more than its wait.
+            stale = woken is False and await run_in_threadpool(_status, ctx, run_id) == run.status
+            if not stale:
                 run = await run_in_threadpool(_load, ctx, principal, run_id)
+    if stale:
+        run = await run_in_threadpool(_load, ctx, principal, run_id)  # answered as it is now
     return run
 
 

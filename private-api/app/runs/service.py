@@ -189,6 +189,11 @@ def get_run(session: Session, principal: Principal, run_id: str) -> Run:
     return run
 
 
+def status_of(session: Session, run_id: str) -> str | None:
+    """A run's status alone (no ownership check: for a run its caller has already read)."""
+    return run_repository.status_of(session, run_id)
+
+
 def list_runs(session: Session, principal: Principal, limit: int, cursor: str | None, *,
               status: str | None = None, fmu_id: str | None = None) -> tuple[list[Run], str | None]:
     return paginate(session, run_repository.owned(principal.user_id, status=status, fmu_id=fmu_id), Run.id, limit,
