@@ -36,7 +36,7 @@ from app.runs.service import log_key, result_key, to_out
 from app.sandbox.base import Job, Limits, Outcome, Sandbox
 from app.sandbox.child import runner_digest
 from app.sandbox.pool import SandboxPool
-from app.sandbox.result_file import arrow_path, to_arrow
+from app.sandbox.result_file import Converted, arrow_path, convert
 from app.sandbox.runner import (
     CHILD_DONE,
     CHILD_STARTED,
@@ -491,17 +491,17 @@ class FmuRunner:
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
                                   "started_at": utcnow() - timedelta(seconds=wall)}
         array_path = outcome.out_dir / f"{run_id}{RESULT_SUFFIX}"
-        problem = to_arrow(array_path, limits.max_output_bytes)
-        result_path = arrow_path(array_path)
-        if report.get("ok") is True and problem is None:
-            rows, columns = _arrow_summary(result_path)
-            if not self._keep_result(run_id, result_path, log_kept):
+        converted = convert(array_path, limits.max_output_bytes, in_memory=True) if report.get("ok") is True else None
+        if isinstance(converted, Converted):
+            # Stored from memory when it is one batch: no Arrow file written only to be copied.
+            path = arrow_path(array_path)
+            if not self._keep_result(run_id, log_kept, path=path, data=converted.data):
                 return {**fields, **storage_full(log_kept=log_kept)}
+            size = len(converted.data) if converted.data is not None else path.stat().st_size
             return {**fields, "status": RunStatus.SUCCEEDED, "error_code": None, "error_message": None,
-                    "result_rows": rows, "result_columns": columns, "result_bytes": result_path.stat().st_size}
-        if report.get("ok") is True:
-            assert problem is not None
-            code, message = problem
+                    "result_rows": converted.rows, "result_columns": converted.columns, "result_bytes": size}
+        if converted is not None:
+            code, message = converted
         else:
             claimed = report.get("error_code")
             code = claimed if claimed in REPORTABLE_ERRORS else "runner_error"
@@ -514,10 +514,13 @@ class FmuRunner:
         result does not fit. An empty one is not stored (it reads as empty). False: storage is full."""
         return not data or stored(run_id, "log", partial(self.storage.put_bytes, log_key(run_id), data))
 
-    def _keep_result(self, run_id: str, path: Path, log_kept: bool) -> bool:
-        """Store a run's result; False: storage is full (where its small log did not fit, the result
-        will not, and is not tried)."""
-        return log_kept and stored(run_id, "result", partial(self.storage.put_file, result_key(run_id), path))
+    def _keep_result(self, run_id: str, log_kept: bool, *, path: Path, data: bytes | None = None) -> bool:
+        """Store a run's result, ``data`` if given, else the file at ``path``; False: storage is full
+        (where its small log did not fit, the result will not, and is not tried)."""
+        key = result_key(run_id)
+        put = (partial(self.storage.put_bytes, key, data) if data is not None
+               else partial(self.storage.put_file, key, path))
+        return log_kept and stored(run_id, "result", put)
 
     def _record_reset(self, fmu_id: str, exact: bool) -> None:
         with self.db.session(write=True) as session:
@@ -538,7 +541,7 @@ class FmuRunner:
         }
         if outcome.status == "succeeded" and outcome.result_path is not None:
             rows, columns = _arrow_summary(outcome.result_path)
-            if not self._keep_result(run_id, outcome.result_path, log_kept):
+            if not self._keep_result(run_id, log_kept, path=outcome.result_path):
                 return {**fields, **storage_full(log_kept=log_kept)}
             fields.update(result_rows=rows, result_columns=columns,
                           result_bytes=outcome.result_path.stat().st_size)

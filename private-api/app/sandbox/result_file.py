@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import io
 import math
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,10 +60,25 @@ def arrow_path(source: Path) -> Path:
     return source.with_suffix(ARROW_SUFFIX)
 
 
+@dataclass(frozen=True)
+class Converted:
+    rows: int
+    columns: list[str]
+    # The Arrow file itself when asked for in memory and it is one batch; else it is at arrow_path(source).
+    data: bytes | None = None
+
+
 def to_arrow(source: Path, max_bytes: int) -> Problem | None:
     """Turn the runner's array file ``source`` into the Arrow IPC file ``arrow_path(source)``
     (created afresh: whatever the sandbox left under that name is removed, never followed); why it
     cannot, or None."""
+    converted = convert(source, max_bytes)
+    return converted if isinstance(converted, tuple) else None
+
+
+def convert(source: Path, max_bytes: int, *, in_memory: bool = False) -> Problem | Converted:
+    """``to_arrow``, with what the result holds; ``in_memory``: a result of one batch is kept as
+    bytes instead of written (for a store that takes them: a file fewer per run)."""
     target = arrow_path(source)
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -80,12 +98,15 @@ def to_arrow(source: Path, max_bytes: int) -> Problem | None:
             dtype, rows = _read_header(f, st.st_size)
         except Exception as e:  # a header is untrusted text: any failure to parse it is the run's
             return "runner_error", f"result is not a readable array: {e}"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(target)
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        data: bytes | None = None
         try:
-            with open(out, "wb") as sink:
-                _write_arrow(f, dtype, rows, sink)
+            if in_memory and rows * dtype.itemsize <= _BATCH_BYTES:
+                buffer = pa.BufferOutputStream()
+                _write_arrow(f, dtype, rows, buffer)
+                data = buffer.getvalue().to_pybytes()
+            else:
+                with open(_create(target), "wb") as sink:
+                    _write_arrow(f, dtype, rows, sink)
         except (OSError, ValueError) as e:
             with contextlib.suppress(OSError):
                 os.unlink(target)
@@ -96,19 +117,34 @@ def to_arrow(source: Path, max_bytes: int) -> Problem | None:
             return "runner_error", f"result is not a readable array: {e}"
     with contextlib.suppress(OSError):
         os.unlink(source)  # the run's disk back before its directory goes
-    return None
+    return Converted(rows, list(dtype.names or ()), data)
+
+
+def _create(target: Path) -> int:
+    """A new file at ``target``; whatever the sandbox left there is removed first, never followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(target, flags, 0o600)
+    except FileExistsError:
+        os.unlink(target)
+        return os.open(target, flags, 0o600)
 
 
 def _read_header(f: IO[bytes], size: int) -> tuple[np.dtype[Any], int]:
     """The array's dtype and rows, each checked against what a result can be; ``f`` is left at
     the data."""
     version = npy.read_magic(f)
-    if version == (1, 0):
-        shape, fortran_order, dtype = npy.read_array_header_1_0(f, max_header_size=_MAX_HEADER_BYTES)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = npy.read_array_header_2_0(f, max_header_size=_MAX_HEADER_BYTES)
-    else:
+    if version not in ((1, 0), (2, 0)):
         raise ValueError(f"unexpected format version {version}")
+    length_bytes = 2 if version == (1, 0) else 4
+    prefix = f.read(length_bytes)
+    length = int.from_bytes(prefix, "little")
+    if length > _MAX_HEADER_BYTES:
+        raise ValueError(f"a header of {length} bytes")
+    header = f.read(length)
+    if len(header) != length:
+        raise ValueError("the header is cut short")
+    shape, fortran_order, dtype = _parse_header(version, prefix + header)
     if len(shape) != 1 or fortran_order:
         raise ValueError(f"shape {shape} is not a table's")
     if not dtype.names or dtype.hasobject:
@@ -122,17 +158,26 @@ def _read_header(f: IO[bytes], size: int) -> tuple[np.dtype[Any], int]:
     return dtype, rows
 
 
-def _write_arrow(source: IO[bytes], dtype: np.dtype[Any], rows: int, sink: IO[bytes]) -> None:
+@functools.lru_cache(maxsize=256)
+def _parse_header(version: tuple[int, int], header: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """NumPy's own parser (no pickle, no code) on a header's bytes; the runs of one model, a sweep's
+    children above all, write the same header again and again."""
+    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+    shape, fortran_order, dtype = read(io.BytesIO(header), max_header_size=_MAX_HEADER_BYTES)
+    return shape, fortran_order, dtype
+
+
+def _batch(source: IO[bytes], dtype: np.dtype[Any], count: int) -> pa.Table:
+    data = source.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ValueError("result changed while it was read")
+    return result_table(np.frombuffer(data, dtype=dtype, count=count))
+
+
+def _write_arrow(source: IO[bytes], dtype: np.dtype[Any], rows: int, sink: Any) -> None:
     per_batch = max(1, _BATCH_BYTES // dtype.itemsize)
-
-    def batch(count: int) -> pa.Table:
-        data = source.read(count * dtype.itemsize)
-        if len(data) != count * dtype.itemsize:
-            raise ValueError("result changed while it was read")
-        return result_table(np.frombuffer(data, dtype=dtype, count=count))
-
-    first = batch(min(rows, per_batch))
+    first = _batch(source, dtype, min(rows, per_batch))
     with pyarrow.ipc.new_file(sink, first.schema) as writer:
         writer.write_table(first)
         for start in range(per_batch, rows, per_batch):
-            writer.write_table(batch(min(rows - start, per_batch)))
+            writer.write_table(_batch(source, dtype, min(rows - start, per_batch)))

@@ -17,7 +17,7 @@ import pytest
 from numpy.lib import format as npy
 
 from app.sandbox import result_file
-from app.sandbox.result_file import arrow_path, result_table, to_arrow
+from app.sandbox.result_file import Converted, arrow_path, convert, result_table, to_arrow
 from app.sandbox.runner import write_result
 
 LIMIT = 1 << 20
@@ -59,6 +59,24 @@ class TestConversion:
         assert table.column_names == list(FMI3_LIKE.names)
         assert table.column("v").type == pa.list_(pa.float64(), 3)
         assert table.column("v").to_pylist()[1] == [1.5, 2.0, 2.5]
+
+    def test_in_memory_a_batch_is_the_same_bytes_and_no_file(self, tmp_path: Path) -> None:
+        array = sample(501)
+        write_result(array, tmp_path / "result.npy")
+        converted = convert(tmp_path / "result.npy", LIMIT, in_memory=True)
+        assert isinstance(converted, Converted)
+        assert (converted.rows, converted.columns) == (501, list(FMI3_LIKE.names))
+        assert converted.data == direct_arrow_bytes(array)
+        assert not (tmp_path / "result.arrow").exists() and not (tmp_path / "result.npy").exists()
+
+    def test_in_memory_a_result_over_one_batch_is_written_instead(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(result_file, "_BATCH_BYTES", 1000)
+        write_result(sample(100), tmp_path / "result.npy")
+        converted = convert(tmp_path / "result.npy", LIMIT, in_memory=True)
+        assert isinstance(converted, Converted) and converted.data is None and converted.rows == 100
+        assert read(tmp_path / "result.arrow").num_rows == 100
 
     def test_an_empty_result_converts(self, tmp_path: Path) -> None:
         write_result(sample(0), tmp_path / "result.npy")
