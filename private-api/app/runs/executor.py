@@ -16,7 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from sqlalchemy.orm import Session
 
 from app import logs, metrics
@@ -97,13 +96,6 @@ def read_regular(path: Path, limit: int) -> bytes:
         return b""
     with os.fdopen(fd, "rb") as f:
         return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-
-
-def _arrow_summary(path: Path) -> tuple[int, list[str]]:
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
-        rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-        return rows, list(reader.schema.names)
 
 
 def close_all(sandboxes: list[Sandbox]) -> None:
@@ -391,7 +383,7 @@ class FmuRunner:
             if abandoned:  # cancelled while the FMU was being fetched
                 sandbox.close()
             outcome = sandbox.run(Job(run_id=run_id, fmu_dir=fmu_dir, spec=RunSpec.from_wire(spec), limits=limits))
-            return self._store(run_id, outcome)
+            return self._store(run_id, outcome, limits)
         finally:
             with self._lock:
                 self._live.pop(run_id, None)
@@ -463,13 +455,13 @@ class FmuRunner:
             return {**outcomes, **used}, rest
         if not started and outcome.status != "succeeded":
             # Nothing started (the model could not be read, the sandbox failed): the same for all.
-            return {**outcomes, **{r.run_id: self._store(r.run_id, outcome) for r in rest}}, []
+            return {**outcomes, **{r.run_id: self._store(r.run_id, outcome, limits) for r in rest}}, []
         if rest:
             # The child that was running when the process ended owns its outcome (a process that
             # ended without naming one cannot stall the sweep: the next child takes it).
             culprit = next((r for r in rest if r.run_id == started[-1]), rest[0]) if started else rest[0]
             fields: dict[str, Any] = (
-                self._store(culprit.run_id, outcome) if outcome.status != "succeeded" else
+                self._store(culprit.run_id, outcome, limits) if outcome.status != "succeeded" else
                 {"status": RunStatus.FAILED, "error_code": "runner_error",
                  "error_message": "the runner ended the chunk without finishing this child"})
             # The process's time less what the finished children were charged: its own share.
@@ -490,24 +482,29 @@ class FmuRunner:
         wall = min(float(report.get("wall_time_s") or 0.0), outcome.wall_time_s)
         fields: dict[str, Any] = {"wall_time_s": wall, "cpu_time_s": cpu, "max_rss_bytes": outcome.max_rss_bytes,
                                   "started_at": utcnow() - timedelta(seconds=wall)}
-        array_path = outcome.out_dir / f"{run_id}{RESULT_SUFFIX}"
-        converted = convert(array_path, limits.max_output_bytes, in_memory=True) if report.get("ok") is True else None
-        if isinstance(converted, Converted):
-            # Stored from memory when it is one batch: no Arrow file written only to be copied.
-            path = arrow_path(array_path)
-            if not self._keep_result(run_id, log_kept, path=path, data=converted.data):
-                return {**fields, **storage_full(log_kept=log_kept)}
-            size = len(converted.data) if converted.data is not None else path.stat().st_size
-            return {**fields, "status": RunStatus.SUCCEEDED, "error_code": None, "error_message": None,
-                    "result_rows": converted.rows, "result_columns": converted.columns, "result_bytes": size}
-        if converted is not None:
-            code, message = converted
-        else:
-            claimed = report.get("error_code")
-            code = claimed if claimed in REPORTABLE_ERRORS else "runner_error"
-            message = str(report.get("message") or code)[:2000]
+        if report.get("ok") is True:
+            array_path = outcome.out_dir / f"{run_id}{RESULT_SUFFIX}"
+            return {**fields, **self._keep_converted(run_id, array_path, limits.max_output_bytes, log_kept)}
+        claimed = report.get("error_code")
+        code = claimed if claimed in REPORTABLE_ERRORS else "runner_error"
+        message = str(report.get("message") or code)[:2000]
         return {**fields, "status": RunStatus.FAILED, "error_code": code,
                 "error_message": message if log_kept else log_lost(message)}
+
+    def _keep_converted(self, run_id: str, array_path: Path, max_bytes: int, log_kept: bool) -> dict[str, Any]:
+        """The runner's result array as Arrow, stored: the run's result fields, or why it failed.
+        A result of one batch is stored from memory: no Arrow file written only to be copied."""
+        converted = convert(array_path, max_bytes, in_memory=True)
+        if not isinstance(converted, Converted):
+            code, message = converted
+            return {"status": RunStatus.FAILED, "error_code": code,
+                    "error_message": message if log_kept else log_lost(message)}
+        path = arrow_path(array_path)
+        if not self._keep_result(run_id, log_kept, path=path, data=converted.data):
+            return storage_full(log_kept=log_kept)
+        size = len(converted.data) if converted.data is not None else path.stat().st_size
+        return {"status": RunStatus.SUCCEEDED, "error_code": None, "error_message": None,
+                "result_rows": converted.rows, "result_columns": converted.columns, "result_bytes": size}
 
     def _keep_log(self, run_id: str, data: bytes) -> bool:
         """Store a run's log, before its result: it is small, and tells what happened even when the
@@ -529,7 +526,7 @@ class FmuRunner:
         log.info("fmu %s: reset() %s", fmu_id, "is exact: sweep chunks reuse one instance" if exact
                  else "differs from a fresh instance: sweep chunks instantiate per child")
 
-    def _store(self, run_id: str, outcome: Outcome) -> dict[str, Any]:
+    def _store(self, run_id: str, outcome: Outcome, limits: Limits) -> dict[str, Any]:
         """Copy what must outlive the sandbox into storage before it is removed: the log first (it
         is small, and tells what happened even when the result does not fit), then the result. A
         full storage fails the run with ``storage_full`` (refunded)."""
@@ -540,11 +537,7 @@ class FmuRunner:
             "cpu_time_s": outcome.cpu_time_s, "max_rss_bytes": outcome.max_rss_bytes,
         }
         if outcome.status == "succeeded" and outcome.result_path is not None:
-            rows, columns = _arrow_summary(outcome.result_path)
-            if not self._keep_result(run_id, log_kept, path=outcome.result_path):
-                return {**fields, **storage_full(log_kept=log_kept)}
-            fields.update(result_rows=rows, result_columns=columns,
-                          result_bytes=outcome.result_path.stat().st_size)
+            fields.update(self._keep_converted(run_id, outcome.result_path, limits.max_output_bytes, log_kept))
         elif not log_kept:
             fields["error_message"] = log_lost(outcome.error_message)
         return fields

@@ -63,7 +63,9 @@ class Outcome:
     status: RunStatus
     error_code: ErrorCode | None
     error_message: str | None  # human readable; crashes name the signal
-    result_path: Path | None  # Arrow IPC file on the host when succeeded; gone after close()
+    # The runner's result array (.npy) on the host when succeeded, its header and size checked;
+    # the sandbox's output, so read through app.sandbox.result_file.convert. Gone after close().
+    result_path: Path | None
     log: str  # FMU log + stderr, head and tail kept when over max_log_bytes
     wall_time_s: float
     cpu_time_s: float | None  # the job's CPU time (from "go") where the cgroup measures it, else the whole tree's

@@ -28,7 +28,6 @@ from app.sandbox.base import Job, Limits, Outcome, Sandbox, SandboxError
 from app.sandbox.capture import BoundedLog, ControlMessages, OutputPump
 from app.sandbox.outcome import Observation, Verdict, classify, decode_wait_status, signal_name
 from app.sandbox.resources import SANDBOX_ID_ENV, ResourceControl
-from app.sandbox.result_file import arrow_path
 from app.sandbox.runner import (
     CHILD_DONE,
     CHILD_STARTED,
@@ -420,7 +419,7 @@ class ChildProcessSandbox(Sandbox):
         return self._make_outcome(verdict, time.monotonic() - started, exit_)
 
     def _result_path(self, verdict: Verdict) -> Path | None:
-        path = arrow_path(self.dirs.out / RESULT_FILE)
+        path = self.dirs.out / RESULT_FILE
         return path if verdict.status == "succeeded" and path.exists() else None
 
     def _make_outcome(self, verdict: Verdict, wall_time: float, exit_: Exit) -> Outcome:

@@ -20,6 +20,7 @@ import io
 import math
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -56,7 +57,7 @@ def result_table(result: Any) -> pa.Table:
 
 
 def arrow_path(source: Path) -> Path:
-    """Where ``to_arrow`` puts the Arrow file of the runner's array file ``source``."""
+    """Where ``convert`` writes the Arrow file of the runner's array file ``source``."""
     return source.with_suffix(ARROW_SUFFIX)
 
 
@@ -68,56 +69,76 @@ class Converted:
     data: bytes | None = None
 
 
-def to_arrow(source: Path, max_bytes: int) -> Problem | None:
-    """Turn the runner's array file ``source`` into the Arrow IPC file ``arrow_path(source)``
-    (created afresh: whatever the sandbox left under that name is removed, never followed); why it
-    cannot, or None."""
-    converted = convert(source, max_bytes)
-    return converted if isinstance(converted, tuple) else None
+class _Unusable(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.problem: Problem = (code, message)
+
+
+def check(source: Path, max_bytes: int) -> Problem | None:
+    """Why the runner's array file ``source`` cannot be a result, or None (its header and size
+    only: ``convert`` reads the rest)."""
+    try:
+        with _opened(source, max_bytes):
+            return None
+    except _Unusable as e:
+        return e.problem
 
 
 def convert(source: Path, max_bytes: int, *, in_memory: bool = False) -> Problem | Converted:
-    """``to_arrow``, with what the result holds; ``in_memory``: a result of one batch is kept as
-    bytes instead of written (for a store that takes them: a file fewer per run)."""
+    """The runner's array file ``source`` as Arrow IPC, written to ``arrow_path(source)`` (created
+    afresh: whatever the sandbox left under that name is removed, never followed), or with
+    ``in_memory`` and a result of one batch, kept as bytes (for a store that takes them: a file
+    fewer per run); why it cannot, or what it holds. ``source`` is removed once converted."""
     target = arrow_path(source)
+    try:
+        with _opened(source, max_bytes) as (f, dtype, rows):
+            data: bytes | None = None
+            try:
+                if in_memory and rows * dtype.itemsize <= _BATCH_BYTES:
+                    buffer = pa.BufferOutputStream()
+                    _write_arrow(f, dtype, rows, buffer)
+                    data = buffer.getvalue().to_pybytes()
+                else:
+                    with open(_create(target), "wb") as sink:
+                        _write_arrow(f, dtype, rows, sink)
+            except (OSError, ValueError) as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise _Unusable("sandbox_error", "no disk space left on the host for the result") from e
+                if isinstance(e, OSError):
+                    raise
+                raise _Unusable("runner_error", f"result is not a readable array: {e}") from e
+    except _Unusable as e:
+        return e.problem
+    with contextlib.suppress(OSError):
+        os.unlink(source)  # the run's disk back before its directory goes
+    return Converted(rows, list(dtype.names or ()), data)
+
+
+@contextlib.contextmanager
+def _opened(source: Path, max_bytes: int) -> Iterator[tuple[IO[bytes], np.dtype[Any], int]]:
+    """The array file, at its data, with its dtype and rows; ``_Unusable`` if it cannot be a result."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        return "runner_error", "runner reported success but wrote no result"
+        raise _Unusable("runner_error", "runner reported success but wrote no result") from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            return "runner_error", "result is not a regular file"
+            raise _Unusable("runner_error", "result is not a regular file") from None
         raise
     with open(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return "runner_error", "result is not a regular file"
+            raise _Unusable("runner_error", "result is not a regular file")
         if st.st_size > max_bytes:
-            return "output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes"
+            raise _Unusable("output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes")
         try:
             dtype, rows = _read_header(f, st.st_size)
         except Exception as e:  # a header is untrusted text: any failure to parse it is the run's
-            return "runner_error", f"result is not a readable array: {e}"
-        data: bytes | None = None
-        try:
-            if in_memory and rows * dtype.itemsize <= _BATCH_BYTES:
-                buffer = pa.BufferOutputStream()
-                _write_arrow(f, dtype, rows, buffer)
-                data = buffer.getvalue().to_pybytes()
-            else:
-                with open(_create(target), "wb") as sink:
-                    _write_arrow(f, dtype, rows, sink)
-        except (OSError, ValueError) as e:
-            with contextlib.suppress(OSError):
-                os.unlink(target)
-            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-                return "sandbox_error", "no disk space left on the host for the result"
-            if isinstance(e, OSError):
-                raise
-            return "runner_error", f"result is not a readable array: {e}"
-    with contextlib.suppress(OSError):
-        os.unlink(source)  # the run's disk back before its directory goes
-    return Converted(rows, list(dtype.names or ()), data)
+            raise _Unusable("runner_error", f"result is not a readable array: {e}") from None
+        yield f, dtype, rows
 
 
 def _create(target: Path) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.sandbox.base import ErrorCode
-from app.sandbox.result_file import to_arrow
+from app.sandbox.result_file import check
 from app.sandbox.runner import FMU_DIR, RESULT_FILE, SPEC_FILE, RunSpec, SweepChunk
 
 
@@ -19,7 +19,7 @@ from app.sandbox.runner import FMU_DIR, RESULT_FILE, SPEC_FILE, RunSpec, SweepCh
 class SandboxDirs:
     root: Path  # work_dir/<sandbox id>
     job: Path  # read-only for the runner: fmu/ and spec.json
-    out: Path  # writable for the runner: result.npy (the host adds result.arrow)
+    out: Path  # writable for the runner: result.npy
     tmp: Path  # scratch dir (HOME/TMPDIR) for backends without a private /tmp
 
     @classmethod
@@ -107,9 +107,8 @@ def output_over_quota_problem(out_dir: Path, max_bytes: int) -> tuple[ErrorCode,
 
 
 def output_problem(out_dir: Path, max_bytes: int) -> tuple[ErrorCode, str] | None:
-    """Why the runner's output cannot be used, or None: then its result is Arrow, at
-    ``arrow_path(out_dir / RESULT_FILE)``. Never follows links the sandbox planted."""
+    """Why the runner's output cannot be used, or None; never follows links the sandbox planted."""
     over = output_over_quota_problem(out_dir, max_bytes)
     if over is not None:
         return over
-    return to_arrow(out_dir / RESULT_FILE, max_bytes)
+    return check(out_dir / RESULT_FILE, max_bytes)

@@ -23,7 +23,8 @@ from app.sandbox.bwrap import BwrapZygote
 from app.sandbox.child import ChildProcessSandbox
 from app.sandbox.docker import LABEL_SANDBOX
 from app.sandbox.resources import ContainerResources
-from app.sandbox.runner import RunSpec
+from app.sandbox.result_file import Converted, arrow_path, convert
+from app.sandbox.runner import RESULT_SUFFIX, RunSpec
 from app.sandbox.warm import ForkedTree, Zygote, ZygoteBackend
 
 BACKENDS = ("bwrap", "bwrap-warm", "docker", "docker-warm", "process")
@@ -113,6 +114,11 @@ def run_once(backend: SandboxBackend, fmu_dir: Path, spec: dict[str, Any] | RunS
 
 
 def read_table(path: Path) -> pa.Table:
+    """An Arrow file, or the runner's array file (an outcome's result_path) as the host stores it."""
+    if path.suffix == RESULT_SUFFIX:
+        converted = convert(path, 1 << 40)
+        assert isinstance(converted, Converted), converted
+        path = arrow_path(path)
     with pa.OSFile(str(path), "rb") as source:
         return pyarrow.ipc.open_file(source).read_all()
 

@@ -17,11 +17,17 @@ import pytest
 from numpy.lib import format as npy
 
 from app.sandbox import result_file
-from app.sandbox.result_file import Converted, arrow_path, convert, result_table, to_arrow
+from app.sandbox.result_file import Converted, arrow_path, check, convert, result_table
 from app.sandbox.runner import write_result
 
 LIMIT = 1 << 20
 FMI3_LIKE = np.dtype([("time", "f8"), ("x", "f4"), ("n", "i4"), ("u", "u8"), ("b", "?"), ("v", "f8", (3,))])
+
+
+def to_arrow(source: Path, max_bytes: int) -> tuple[str, str] | None:
+    """convert() to a file: its problem, or None."""
+    converted = convert(source, max_bytes)
+    return converted if isinstance(converted, tuple) else None
 
 
 def sample(rows: int, dtype: np.dtype = FMI3_LIKE) -> np.ndarray:
@@ -77,6 +83,14 @@ class TestConversion:
         converted = convert(tmp_path / "result.npy", LIMIT, in_memory=True)
         assert isinstance(converted, Converted) and converted.data is None and converted.rows == 100
         assert read(tmp_path / "result.arrow").num_rows == 100
+
+    def test_a_check_reads_the_header_alone_and_leaves_the_file(self, tmp_path: Path) -> None:
+        write_result(sample(7), tmp_path / "result.npy")
+        assert check(tmp_path / "result.npy", LIMIT) is None
+        assert (tmp_path / "result.npy").exists() and not (tmp_path / "result.arrow").exists()
+        (tmp_path / "bad.npy").write_bytes(npy_bytes(sample(7))[:-1])
+        problem = check(tmp_path / "bad.npy", LIMIT)
+        assert problem is not None and problem[0] == "runner_error"
 
     def test_an_empty_result_converts(self, tmp_path: Path) -> None:
         write_result(sample(0), tmp_path / "result.npy")
