@@ -78,6 +78,11 @@ def status_of(session: Session, run_id: str) -> str | None:
     return status
 
 
+def result_expired_at(session: Session, run_id: str) -> datetime | None:
+    expired: datetime | None = session.scalar(select(Run.result_expired_at).where(Run.id == run_id))
+    return expired
+
+
 def an_active_run_of_fmu(session: Session, fmu_id: str) -> str | None:
     """The id of one active run of the FMU, if it has any."""
     return session.scalar(select(Run.id).where(Run.fmu_id == fmu_id, Run.status.in_(ACTIVE_STATUSES)).limit(1))

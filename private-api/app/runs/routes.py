@@ -212,8 +212,7 @@ async def get_result(run_id: ResourceId, ctx: Ctx, principal: RunsRead,
         raise ResultUnavailable(f"Run {run_id!r} {run.status.replace('_', ' ')}; it has no result.",
                                 run_status=run.status)
     _check_retained(run.id, run.result_expired_at)
-    return await run_in_threadpool(_result_response, ctx, run_id, run_service.stored_under(run), format,
-                                   run.grant_id is not None)
+    return await run_in_threadpool(_result_response, ctx, run, format)
 
 
 async def _result_or_run(ctx: AppContext, run: RunOut, format: str) -> Response:
@@ -221,9 +220,8 @@ async def _result_or_run(ctx: AppContext, run: RunOut, format: str) -> Response:
     if run.status != RunStatus.SUCCEEDED or run.result_expired_at is not None:
         return _respond(run)
     try:
-        response = await run_in_threadpool(_result_response, ctx, run.id, run_service.stored_under(run), format,
-                                           run.grant_id is not None)
-    except ResultUnavailable:
+        response = await run_in_threadpool(_result_response, ctx, run, format)
+    except (ResultUnavailable, ResultExpired):
         return _respond(run)  # its id is what the caller needs most; GET .../result says why
     if isinstance(response, RedirectResponse):
         return _respond(run)  # presigned: a POST is not redirected to a GET; the client fetches it from there
@@ -237,9 +235,10 @@ def _check_retained(run_id: str, expired_at: datetime | None) -> None:
                             "as its tier's result retention says.", result_expired_at=expired_at.isoformat())
 
 
-def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: str, shared: bool) -> Response:
-    """``shared``: a grantee's run of a shared model, whose result is read as a table of numbers
-    before a byte of it leaves (never presigned, never passed through as stored)."""
+def _result_response(ctx: AppContext, run: RunOut, format: str) -> Response:
+    """A grantee's run of a shared model has its result read as a table of numbers before a byte
+    of it leaves (never presigned, never passed through as stored)."""
+    run_id, stored_under, shared = run.id, run_service.stored_under(run), run.grant_id is not None
     url = None if shared else result_delivery.presigned_result_url(ctx.storage, ctx.settings, stored_under, format,
                                                                    filename=run_id)
     if url is not None:
@@ -259,6 +258,8 @@ def _result_response(ctx: AppContext, run_id: str, stored_under: str, format: st
         # Converted while it is sent, chunk by chunk: memory does not grow with the result.
         stored = result_delivery.open_result(ctx.storage, ctx.settings, stored_under, numbers_only=shared)
     except FileNotFoundError:
+        with ctx.db.session() as session:
+            _check_retained(run_id, run_service.files_removed_at(session, run))
         raise ResultUnavailable(f"Run {run_id!r} succeeded, but its result is no longer stored.",
                                 run_status=RunStatus.SUCCEEDED) from None
     except result_delivery.NotATable:
@@ -273,7 +274,11 @@ def get_log(run_id: ResourceId, ctx: Ctx, session: DbSession, principal: RunsRea
     run = run_service.get_run(session, principal, run_id)
     _check_retained(run.id, run.result_expired_at)
     key = run_service.log_key(run_service.stored_under(run))
-    text = ctx.storage.read_bytes(key) if ctx.storage.exists(key) else b""
+    if ctx.storage.exists(key):
+        text = ctx.storage.read_bytes(key)
+    else:  # none was written (an empty log), or retention reached the run it was served from
+        _check_retained(run.id, run_service.files_removed_at(session, run))
+        text = b""
     if run.grant_id is not None:
         text = result_delivery.text_lines_only(text)
     return Response(text, media_type="text/plain; charset=utf-8")

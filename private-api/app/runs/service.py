@@ -205,6 +205,15 @@ def stored_under(run: Run | RunOut) -> str:
     return run.cached_from or run.id
 
 
+def files_removed_at(session: Session, run: Run | RunOut) -> datetime | None:
+    """When retention removed the files this run's result and log are stored under: its own
+    record says so, or, for a hit served from another run that retention reached after the hit
+    was made, that run's record does."""
+    if run.result_expired_at is not None:
+        return run.result_expired_at
+    return run_repository.result_expired_at(session, stored_under(run)) if run.cached_from else None
+
+
 def result_key(run_id: str) -> str:
     return f"runs/{run_id}/result.arrow"
 

@@ -170,3 +170,28 @@ def test_a_hit_on_an_expired_result_computes_again(fmus: dict[str, Path]) -> Non
         fresh = run(client, fmu_id)
         assert fresh["cached_from"] is None
         assert run(client, fmu_id)["cached_from"] == fresh["id"]
+
+
+def test_a_hit_made_while_retention_removed_its_source_answers_gone(fmus: dict[str, Path]) -> None:
+    """A hit made between retention's marking of the run it is served from and the removal of its
+    files is not marked itself: its result and log are answered 410, as the source's are, not 409."""
+    with running_gateway("cache-race", FMU_GATEWAY_RETENTION_INTERVAL_S="0") as gateway:
+        client, fmu_id = user_with(gateway, fmus)
+        first = run(client, fmu_id)
+        hit = run(client, fmu_id)
+        assert hit["cached_from"] == first["id"]
+        engine = sa.create_engine(f"sqlite:///{gateway.var_dir / 'fmu_gateway.db'}", connect_args={"timeout": 30})
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.update(Run).where(Run.id == first["id"])
+                                   .values(finished_at=utcnow() - timedelta(days=10)))
+            assert gateway.admin("purge").returncode == 0
+            with engine.begin() as connection:  # the hit as the race leaves it: made after the marking
+                connection.execute(sa.update(Run).where(Run.id == hit["id"]).values(result_expired_at=None))
+        finally:
+            engine.dispose()
+        assert client.get(f"/v1/runs/{hit['id']}").json()["result_expired_at"] is None
+        for path in (f"/v1/runs/{hit['id']}/result", f"/v1/runs/{hit['id']}/log"):
+            response = client.get(path)
+            assert response.status_code == 410, (path, response.text)
+            assert response.json()["code"] == "result_expired"
