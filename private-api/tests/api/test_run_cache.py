@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,22 @@ class TestSweeps:
         assert_ledger_matches_balance(client)
 
 
+@contextmanager
+def gateway_database(gateway: Gateway) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(f"sqlite:///{gateway.var_dir / 'fmu_gateway.db'}", connect_args={"timeout": 30})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def age_and_purge(gateway: Gateway, run_id: str) -> None:
+    """Make the run ten days old, then run retention's purge."""
+    with gateway_database(gateway) as engine, engine.begin() as connection:
+        connection.execute(sa.update(Run).where(Run.id == run_id).values(finished_at=utcnow() - timedelta(days=10)))
+    assert gateway.admin("purge").returncode == 0
+
+
 def test_a_hit_on_an_expired_result_computes_again(fmus: dict[str, Path]) -> None:
     """Retention removes the result a hit would serve, and the hits served from it with it."""
     with running_gateway("cache-retention", FMU_GATEWAY_RETENTION_INTERVAL_S="0") as gateway:
@@ -157,14 +175,7 @@ def test_a_hit_on_an_expired_result_computes_again(fmus: dict[str, Path]) -> Non
         first = run(client, fmu_id)
         hit = run(client, fmu_id)
         assert hit["cached_from"] == first["id"]
-        engine = sa.create_engine(f"sqlite:///{gateway.var_dir / 'fmu_gateway.db'}", connect_args={"timeout": 30})
-        try:
-            with engine.begin() as connection:
-                connection.execute(sa.update(Run).where(Run.id == first["id"])
-                                   .values(finished_at=utcnow() - timedelta(days=10)))
-        finally:
-            engine.dispose()
-        assert gateway.admin("purge").returncode == 0
+        age_and_purge(gateway, first["id"])
         assert client.get(f"/v1/runs/{hit['id']}").json()["result_expired_at"] is not None
         assert client.get(f"/v1/runs/{hit['id']}/result").status_code == 410
         fresh = run(client, fmu_id)
@@ -180,16 +191,10 @@ def test_a_hit_made_while_retention_removed_its_source_answers_gone(fmus: dict[s
         first = run(client, fmu_id)
         hit = run(client, fmu_id)
         assert hit["cached_from"] == first["id"]
-        engine = sa.create_engine(f"sqlite:///{gateway.var_dir / 'fmu_gateway.db'}", connect_args={"timeout": 30})
-        try:
-            with engine.begin() as connection:
-                connection.execute(sa.update(Run).where(Run.id == first["id"])
-                                   .values(finished_at=utcnow() - timedelta(days=10)))
-            assert gateway.admin("purge").returncode == 0
-            with engine.begin() as connection:  # the hit as the race leaves it: made after the marking
-                connection.execute(sa.update(Run).where(Run.id == hit["id"]).values(result_expired_at=None))
-        finally:
-            engine.dispose()
+        age_and_purge(gateway, first["id"])
+        with gateway_database(gateway) as engine, engine.begin() as connection:
+            # The hit as the race leaves it: made after the marking.
+            connection.execute(sa.update(Run).where(Run.id == hit["id"]).values(result_expired_at=None))
         assert client.get(f"/v1/runs/{hit['id']}").json()["result_expired_at"] is None
         for path in (f"/v1/runs/{hit['id']}/result", f"/v1/runs/{hit['id']}/log"):
             response = client.get(path)
