@@ -63,7 +63,7 @@ class Outcome:
     status: RunStatus
     error_code: ErrorCode | None
     error_message: str | None  # human readable; crashes name the signal
-    # The runner's result array (.npy) on the host when succeeded, its header and size checked;
+    # The runner's result array (.npy) on the host when succeeded (a regular file within the limit);
     # the sandbox's output, so read through app.sandbox.result_file.convert. Gone after close().
     result_path: Path | None
     log: str  # FMU log + stderr, head and tail kept when over max_log_bytes

@@ -33,9 +33,10 @@ from app.sandbox.base import ErrorCode
 
 ARROW_SUFFIX = ".arrow"
 _BATCH_BYTES = 8 << 20
-# NumPy's own default is 10,000 bytes; a field takes ~50 (4,000 variables: 207 kB). 8 MiB holds
-# over 100,000 variables and parses in well under a second.
-_MAX_HEADER_BYTES = 8 << 20
+# NumPy's own default is 10,000 bytes; a field takes ~50 (4,000 variables: 207 kB). Parsing costs
+# the host ~0.25 s of CPU per MiB, which the sandbox can make it spend with a header alone: 1 MiB
+# (~20,000 variables) is the most a run's result may take.
+_MAX_HEADER_BYTES = 1 << 20
 # bool, signed and unsigned integers, floats: what FMPy records (FMI 3 arrays as sub-arrays of these).
 _KINDS = frozenset("biuf")
 
@@ -75,10 +76,10 @@ class _Unusable(Exception):
 
 
 def check(source: Path, max_bytes: int) -> Problem | None:
-    """Why the runner's array file ``source`` cannot be a result, or None (its header and size
-    only: ``convert`` reads the rest)."""
+    """Why the runner's array file ``source`` cannot be a result, or None: a regular file within
+    the limit (``convert`` reads the rest, once)."""
     try:
-        with _opened(source, max_bytes):
+        with _opened(source, max_bytes, header=False):
             return None
     except _Unusable as e:
         return e.problem
@@ -117,8 +118,9 @@ def convert(source: Path, max_bytes: int, *, in_memory: bool = False) -> Problem
 
 
 @contextlib.contextmanager
-def _opened(source: Path, max_bytes: int) -> Iterator[tuple[IO[bytes], np.dtype[Any], int]]:
-    """The array file, at its data, with its dtype and rows; ``_Unusable`` if it cannot be a result."""
+def _opened(source: Path, max_bytes: int, *, header: bool = True) -> Iterator[tuple[IO[bytes], np.dtype[Any], int]]:
+    """The array file, at its data, with its dtype and rows (``header=False``: not read, the dtype
+    empty); ``_Unusable`` if it cannot be a result."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -133,6 +135,9 @@ def _opened(source: Path, max_bytes: int) -> Iterator[tuple[IO[bytes], np.dtype[
             raise _Unusable("runner_error", "result is not a regular file")
         if st.st_size > max_bytes:
             raise _Unusable("output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes")
+        if not header:
+            yield f, np.dtype([]), 0
+            return
         try:
             dtype, rows = _read_header(f, st.st_size)
         except Exception as e:  # a header is untrusted text: any failure to parse it is the run's
@@ -160,7 +165,7 @@ def _read_header(f: IO[bytes], size: int) -> tuple[np.dtype[Any], int]:
     prefix = f.read(length_bytes)
     length = int.from_bytes(prefix, "little")
     if length > _MAX_HEADER_BYTES:
-        raise ValueError(f"a header of {length} bytes")
+        raise ValueError(f"its header of {length} bytes (too many variables) exceeds {_MAX_HEADER_BYTES}")
     header = f.read(length)
     if len(header) != length:
         raise ValueError("the header is cut short")

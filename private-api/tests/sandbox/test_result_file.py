@@ -84,13 +84,15 @@ class TestConversion:
         assert isinstance(converted, Converted) and converted.data is None and converted.rows == 100
         assert read(tmp_path / "result.arrow").num_rows == 100
 
-    def test_a_check_reads_the_header_alone_and_leaves_the_file(self, tmp_path: Path) -> None:
+    def test_a_check_looks_at_the_file_alone_and_leaves_it(self, tmp_path: Path) -> None:
         write_result(sample(7), tmp_path / "result.npy")
         assert check(tmp_path / "result.npy", LIMIT) is None
         assert (tmp_path / "result.npy").exists() and not (tmp_path / "result.arrow").exists()
-        (tmp_path / "bad.npy").write_bytes(npy_bytes(sample(7))[:-1])
-        problem = check(tmp_path / "bad.npy", LIMIT)
-        assert problem is not None and problem[0] == "runner_error"
+        size = (tmp_path / "result.npy").stat().st_size
+        assert check(tmp_path / "result.npy", 100) == (
+            "output_too_large", f"result of {size} bytes exceeds the limit of 100 bytes")
+        (tmp_path / "link.npy").symlink_to(tmp_path / "result.npy")
+        assert check(tmp_path / "link.npy", LIMIT) == ("runner_error", "result is not a regular file")
 
     def test_an_empty_result_converts(self, tmp_path: Path) -> None:
         write_result(sample(0), tmp_path / "result.npy")
@@ -162,8 +164,9 @@ class TestWhatTheSandboxCannotMakeTheHostDo:
         npy_bytes(sample(10)).replace(b"(10,)", b"(99999999999999,)"),  # a shape that would take the host's memory
         b"\x93NUMPY\x01\x00\x10\x00{'descr': [('a', 'f8', (99999999999,))], 'fortran_order': False, 'shape': (1,), }",
         b"\x93NUMPY\x01\x00\x08\x00__import__('os').system('true')",
+        b"\x93NUMPY\x02\x00" + (2 << 20).to_bytes(4, "little") + b"{'descr': [",  # a header costing seconds
     ], ids=["garbage", "plain-array", "2d", "strings", "pickle", "short", "long", "huge-shape", "huge-subarray",
-            "code"])
+            "code", "huge-header"])
     def test_a_lying_array_file_is_refused(self, tmp_path: Path, data: bytes) -> None:
         problem = to_arrow(planted(tmp_path, data), LIMIT)
         assert problem is not None and problem[0] == "runner_error", problem
