@@ -79,7 +79,7 @@ async def _wait_for_final(ctx: AppContext, principal: Principal, run_id: str, wa
                 continue
             # Its status first (one indexed column): under load, most re-reads find nothing new,
             # and building the whole run each time cost more than its wait.
-            stale = woken is False and await run_in_threadpool(_status, ctx, run_id) == run.status
+            stale = not woken and await run_in_threadpool(_status, ctx, run_id) == run.status
             if not stale:
                 run = await run_in_threadpool(_load, ctx, principal, run_id)
     if stale:

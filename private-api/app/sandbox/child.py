@@ -364,7 +364,7 @@ class ChildProcessSandbox(Sandbox):
         report = self._control.get(DONE)
         problem = None
         if report is not None and report.get("ok") is True:
-            # A chunk's results are per child (<id>.arrow), judged by whoever reads them.
+            # A chunk's results are per child (<id>.npy), judged by whoever reads them.
             problem = output_over_quota_problem(self.dirs.out, quota) if chunk else output_problem(
                 self.dirs.out, self.limits.max_output_bytes)
         exit_ = self._measured(exit_)

@@ -79,7 +79,7 @@ def check(source: Path, max_bytes: int) -> Problem | None:
     """Why the runner's array file ``source`` cannot be a result, or None: a regular file within
     the limit (``convert`` reads the rest, once)."""
     try:
-        with _opened(source, max_bytes, header=False):
+        with _regular_file(source, max_bytes):
             return None
     except _Unusable as e:
         return e.problem
@@ -92,7 +92,11 @@ def convert(source: Path, max_bytes: int, *, in_memory: bool = False) -> Problem
     fewer per run); why it cannot, or what it holds. ``source`` is removed once converted."""
     target = arrow_path(source)
     try:
-        with _opened(source, max_bytes) as (f, dtype, rows):
+        with _regular_file(source, max_bytes) as (f, size):
+            try:
+                dtype, rows = _read_header(f, size)
+            except Exception as e:  # a header is untrusted text: any failure to parse it is the run's
+                raise _Unusable("runner_error", f"result is not a readable array: {e}") from None
             data: bytes | None = None
             try:
                 if in_memory and rows * dtype.itemsize <= _BATCH_BYTES:
@@ -102,25 +106,29 @@ def convert(source: Path, max_bytes: int, *, in_memory: bool = False) -> Problem
                 else:
                     with open(_create(target), "wb") as sink:
                         _write_arrow(f, dtype, rows, sink)
-            except (OSError, ValueError) as e:
-                with contextlib.suppress(OSError):
-                    os.unlink(target)
-                if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise _Unusable("sandbox_error", "no disk space left on the host for the result") from e
-                if isinstance(e, OSError):
-                    raise
+            except ValueError as e:  # the file changed under us
+                _remove(target)
                 raise _Unusable("runner_error", f"result is not a readable array: {e}") from e
+            except OSError as e:
+                _remove(target)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise _Unusable("sandbox_error", "no disk space left on the host for the result") from e
+                raise
     except _Unusable as e:
         return e.problem
-    with contextlib.suppress(OSError):
-        os.unlink(source)  # the run's disk back before its directory goes
+    _remove(source)  # the run's disk back before its directory goes
     return Converted(rows, list(dtype.names or ()), data)
 
 
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 @contextlib.contextmanager
-def _opened(source: Path, max_bytes: int, *, header: bool = True) -> Iterator[tuple[IO[bytes], np.dtype[Any], int]]:
-    """The array file, at its data, with its dtype and rows (``header=False``: not read, the dtype
-    empty); ``_Unusable`` if it cannot be a result."""
+def _regular_file(source: Path, max_bytes: int) -> Iterator[tuple[IO[bytes], int]]:
+    """The array file open, and its size; ``_Unusable`` if it is missing, not a regular file (a link
+    is not followed, a FIFO does not block) or over ``max_bytes``."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -135,14 +143,7 @@ def _opened(source: Path, max_bytes: int, *, header: bool = True) -> Iterator[tu
             raise _Unusable("runner_error", "result is not a regular file")
         if st.st_size > max_bytes:
             raise _Unusable("output_too_large", f"result of {st.st_size} bytes exceeds the limit of {max_bytes} bytes")
-        if not header:
-            yield f, np.dtype([]), 0
-            return
-        try:
-            dtype, rows = _read_header(f, st.st_size)
-        except Exception as e:  # a header is untrusted text: any failure to parse it is the run's
-            raise _Unusable("runner_error", f"result is not a readable array: {e}") from None
-        yield f, dtype, rows
+        yield f, st.st_size
 
 
 def _create(target: Path) -> int:

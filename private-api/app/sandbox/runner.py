@@ -55,8 +55,8 @@ EXIT = "exit"
 GO = b"go\n"
 # The result: FMPy's structured array (a field per recorded variable, FMI 3 arrays as sub-arrays)
 # in NumPy's .npy format, never pickled.
-RESULT_FILE = "result.npy"
 RESULT_SUFFIX = ".npy"
+RESULT_FILE = "result" + RESULT_SUFFIX
 # A sweep chunk: the spec holds the children ({"id", "spec"}) and the reset choice; per child the
 # runner reports child_started, then child_done, and writes O/<id>.npy and O/<id>.log.
 CHUNK_CHILDREN = "children"

@@ -168,14 +168,23 @@ def age_and_purge(gateway: Gateway, run_id: str) -> None:
     assert gateway.admin("purge").returncode == 0
 
 
-def test_a_hit_on_an_expired_result_computes_again(fmus: dict[str, Path]) -> None:
-    """Retention removes the result a hit would serve, and the hits served from it with it."""
-    with running_gateway("cache-retention", FMU_GATEWAY_RETENTION_INTERVAL_S="0") as gateway:
+@contextmanager
+def hit_of_a_purged_run(name: str,
+                        fmus: dict[str, Path]) -> Iterator[tuple[Gateway, httpx.Client, str, dict[str, Any]]]:
+    """A gateway whose retention has just purged a run that a cache hit was served from: the
+    gateway, the user's client, the FMU and the hit."""
+    with running_gateway(name, FMU_GATEWAY_RETENTION_INTERVAL_S="0") as gateway:
         client, fmu_id = user_with(gateway, fmus)
         first = run(client, fmu_id)
         hit = run(client, fmu_id)
         assert hit["cached_from"] == first["id"]
         age_and_purge(gateway, first["id"])
+        yield gateway, client, fmu_id, hit
+
+
+def test_a_hit_on_an_expired_result_computes_again(fmus: dict[str, Path]) -> None:
+    """Retention removes the result a hit would serve, and the hits served from it with it."""
+    with hit_of_a_purged_run("cache-retention", fmus) as (_, client, fmu_id, hit):
         assert client.get(f"/v1/runs/{hit['id']}").json()["result_expired_at"] is not None
         assert client.get(f"/v1/runs/{hit['id']}/result").status_code == 410
         fresh = run(client, fmu_id)
@@ -186,12 +195,7 @@ def test_a_hit_on_an_expired_result_computes_again(fmus: dict[str, Path]) -> Non
 def test_a_hit_made_while_retention_removed_its_source_answers_gone(fmus: dict[str, Path]) -> None:
     """A hit made between retention's marking of the run it is served from and the removal of its
     files is not marked itself: its result and log are answered 410, as the source's are, not 409."""
-    with running_gateway("cache-race", FMU_GATEWAY_RETENTION_INTERVAL_S="0") as gateway:
-        client, fmu_id = user_with(gateway, fmus)
-        first = run(client, fmu_id)
-        hit = run(client, fmu_id)
-        assert hit["cached_from"] == first["id"]
-        age_and_purge(gateway, first["id"])
+    with hit_of_a_purged_run("cache-race", fmus) as (gateway, client, _, hit):
         with gateway_database(gateway) as engine, engine.begin() as connection:
             # The hit as the race leaves it: made after the marking.
             connection.execute(sa.update(Run).where(Run.id == hit["id"]).values(result_expired_at=None))
